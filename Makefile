@@ -1,0 +1,36 @@
+# Two commands do all the set-up on a fresh machine with Python 3.11 and no ROS:
+#   make demo   tabletop simulator + selector node over real DDS, shipped default model
+#   make test   the whole test suite
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Each run gets its own DDS domain so concurrent runs on one machine never see each other.
+DOMAIN_ID := $(shell echo $$(( ($$$$ % 80) + 20 )))
+ROS_ENV := AMENT_PREFIX_PATH=$(abspath $(VENV)) ROS_DOMAIN_ID=$(DOMAIN_ID) RMW_IMPLEMENTATION=rmw_fastrtps_cpp
+
+.PHONY: venv test demo lint train eval bench clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt setup.py
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (or run: make PYTHON=python3 ...)"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(ROS_ENV) $(PY) -m pytest test $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(ROS_ENV) $(PY) -m vla_embedding_ros.ros.demo $(DEMO_ARGS)
+
+lint: $(STAMP)
+	$(PY) -m ruff check vla_embedding_ros test bench launch
+
+train: $(STAMP)
+	$(PY) -m vla_embedding_ros.training.train --config config/train_tabletop.yaml $(TRAIN_ARGS)
+
+clean:
+	rm -rf $(VENV) build install log .pytest_cache

@@ -1,0 +1,295 @@
+"""On-disk dataset format (JSONL + PNG), an atomic writer and a PyTorch loader.
+
+A dataset is a directory::
+
+    my_dataset/
+      index.jsonl      one JSON object per line, one line per sample
+      images/          PNG files (any names; the index refers to them)
+      actions.yaml     optional action library (the ``selection.library`` YAML schema)
+
+Each line of ``index.jsonl``::
+
+    {"images": ["images/000000_0.png"],     # relative paths, one per camera, in camera order
+     "instruction": "push the red ball to the left",
+     "action": "push_left_r1_c2",            # library name; and/or:
+     "action_vector": [0, 1, 0, 0, 0, 0.625, 0.375],
+     "episode": 0,                           # id (int or str) grouping consecutive samples
+     "timestamp": 0.0,                       # seconds within the episode
+     "split": "train"}                       # optional
+
+At least one of ``action`` and ``action_vector`` is required. PNGs are stored as ordinary
+(BGR-on-disk) PNGs, so any image tool reads them with the right colours; the loader returns RGB.
+Your own data (teleoperation logs, converted bags) fits the same format: write it with
+``DatasetWriter`` or by hand. See ``FORMAT.md`` next to this module.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch.utils.data
+import yaml
+
+from .actions import library_yaml
+
+INDEX = 'index.jsonl'
+IMAGES = 'images'
+LIBRARY = 'actions.yaml'
+
+
+class BadSampleError(ValueError):
+    """A sample whose index line or image file cannot be used; the message names it."""
+
+
+class DatasetWriter:
+    """Write a dataset atomically: everything goes to a hidden temp directory next to ``root``,
+    renamed to ``root`` by ``close()``. On an exception inside ``with`` (or ``abort()``) the
+    temp directory is removed and ``root`` is untouched, so there is never a half dataset.
+
+    Args:
+        root: the dataset directory to create.
+        library: optional action library to store as ``actions.yaml``: a list of action dicts
+            (as ``build_action_library()`` returns), a path to a library YAML, or an object with
+            ``to_yaml(path)`` (``selection.library.ActionLibrary``).
+        overwrite: replace an existing ``root`` on close (otherwise FileExistsError).
+    """
+
+    def __init__(self, root: str | os.PathLike, library=None, overwrite: bool = False):
+        self.root = Path(root)
+        self.overwrite = overwrite
+        if self.root.exists() and not overwrite:
+            raise FileExistsError(f'{self.root} exists; pass overwrite=True to replace it')
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f'.{self.root.name}.', suffix='.tmp',
+                                         dir=self.root.parent))
+        (self.tmp / IMAGES).mkdir()
+        self._index = open(self.tmp / INDEX, 'w', encoding='utf-8')
+        self.count = 0
+        self.closed = False
+        if library is not None:
+            self._write_library(library)
+
+    def _write_library(self, library) -> None:
+        path = self.tmp / LIBRARY
+        if hasattr(library, 'to_yaml'):
+            library.to_yaml(path)
+        elif isinstance(library, (str, os.PathLike)):
+            shutil.copyfile(library, path)
+        else:
+            path.write_text(library_yaml(list(library)), encoding='utf-8')
+
+    def add(self, images, instruction: str, action: str | None = None, action_vector=None,
+            episode: int | str = 0, timestamp: float = 0.0, split: str | None = None,
+            color: str = 'rgb') -> int:
+        """Append one sample; ``images`` is one HxWx3 uint8 image or a list (one per camera).
+
+        Returns the sample's position in the index.
+        """
+        if self.closed:
+            raise RuntimeError('DatasetWriter is closed')
+        if action is None and action_vector is None:
+            raise ValueError('a sample needs an action name, an action_vector or both')
+        if color not in ('rgb', 'bgr'):
+            raise ValueError(f"color must be 'rgb' or 'bgr', got {color!r}")
+        cams = [images] if isinstance(images, np.ndarray) and images.ndim == 3 else list(images)
+        paths = []
+        for cam, image in enumerate(cams):
+            image = np.asarray(image)
+            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+                raise ValueError(f'camera {cam}: expected an HxWx3 uint8 image, got '
+                                 f'{image.dtype} {image.shape}')
+            rel = f'{IMAGES}/{self.count:06d}_{cam}.png'
+            bgr = image[:, :, ::-1] if color == 'rgb' else image
+            if not cv2.imwrite(str(self.tmp / rel), np.ascontiguousarray(bgr)):
+                raise OSError(f'could not write {self.tmp / rel}')
+            paths.append(rel)
+        record = {'images': paths, 'instruction': str(instruction)}
+        if action is not None:
+            record['action'] = str(action)
+        if action_vector is not None:
+            record['action_vector'] = [float(v) for v in np.asarray(action_vector).ravel()]
+        record.update(episode=episode, timestamp=float(timestamp))
+        if split is not None:
+            record['split'] = split
+        self._index.write(json.dumps(record) + '\n')
+        self.count += 1
+        return self.count - 1
+
+    def close(self) -> Path:
+        """Finish the index and move the dataset into place (atomic rename)."""
+        if self.closed:
+            return self.root
+        self._index.flush()
+        os.fsync(self._index.fileno())
+        self._index.close()
+        self.closed = True
+        trash = None
+        if self.root.exists():
+            if not self.overwrite:
+                self._discard()
+                raise FileExistsError(f'{self.root} appeared while writing; nothing written')
+            # A directory cannot be renamed over a non-empty one: move the old one aside first.
+            trash = self.tmp.with_name(self.tmp.name + '.old')
+            os.rename(self.root, trash)
+        os.rename(self.tmp, self.root)
+        if trash is not None:
+            shutil.rmtree(trash, ignore_errors=True)
+        return self.root
+
+    def abort(self) -> None:
+        """Drop everything written so far; ``root`` is left as it was."""
+        if not self.closed:
+            self._index.close()
+            self.closed = True
+        self._discard()
+
+    def _discard(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __enter__(self) -> DatasetWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def _library_entries(library, root: Path) -> list[dict]:
+    """Normalise a library argument to a list of {'name', 'params'?} dicts."""
+    if library is None:
+        path = root / LIBRARY
+        if not path.is_file():
+            return []
+        library = path
+    if isinstance(library, (str, os.PathLike)):
+        with open(library, encoding='utf-8') as f:
+            doc = yaml.safe_load(f) or {}
+        library = doc.get('actions', [])
+    if hasattr(library, 'names'):  # selection.library.ActionLibrary
+        params = library.params() if hasattr(library, 'params') else None
+        return [{'name': n, **({'params': params[i]} if params is not None else {})}
+                for i, n in enumerate(library.names)]
+    return [{'name': a} if isinstance(a, str) else dict(a) for a in library]
+
+
+class JSONLDataset(torch.utils.data.Dataset):
+    """Load a dataset directory; each item is a dict::
+
+        images         uint8 array [C, H, W, 3], RGB, one per camera
+        instruction    str
+        action_index   int: position of ``action`` in the library, -1 if absent or unknown
+        action_vector  float32 array: the record's vector, else the library's params for its
+                       action, else empty
+        action, episode (both str), timestamp (float)
+
+    Args:
+        root: dataset directory.
+        library: action library for ``action_index`` (default: ``root/actions.yaml`` if present):
+            a YAML path, a list of action dicts or names, or an ``ActionLibrary``.
+        skip_bad: skip unusable samples instead of raising. Bad index lines and missing image
+            files are dropped when the index is read; an image that exists but does not decode
+            is found when loaded and replaced by the next good sample. ``num_bad`` and ``bad``
+            ({location: reason}) count them (per process, with DataLoader workers).
+        split: keep only records whose ``split`` field equals this.
+    """
+
+    def __init__(self, root: str | os.PathLike, library=None, skip_bad: bool = False,
+                 split: str | None = None):
+        self.root = Path(root)
+        self.skip_bad = skip_bad
+        self.bad: dict[str, str] = {}
+        entries = _library_entries(library, self.root)
+        self.action_names = [e['name'] for e in entries]
+        self._index = {n: i for i, n in enumerate(self.action_names)}
+        self._params = {e['name']: np.asarray(e['params'], np.float32)
+                        for e in entries if e.get('params') is not None}
+        index = self.root / INDEX
+        if not index.is_file():
+            raise FileNotFoundError(f'{index} not found: not a dataset directory')
+        self.records = []
+        with open(index, encoding='utf-8') as f:
+            for line_no, line in enumerate(f, 1):
+                if line.strip():
+                    record = self._parse(line, f'{index}:{line_no}')
+                    if record is not None and (split is None or record.get('split') == split):
+                        self.records.append(record)
+
+    @property
+    def num_bad(self) -> int:
+        """How many bad samples were skipped so far."""
+        return len(self.bad)
+
+    @property
+    def skipped(self) -> int:
+        """Alias of ``num_bad`` (the name the training sources read)."""
+        return self.num_bad
+
+    def _reject(self, where: str, reason: str, exc_type=BadSampleError):
+        if not self.skip_bad:
+            raise exc_type(f'{where}: {reason}')
+        self.bad[where] = reason
+
+    def _parse(self, line: str, where: str) -> dict | None:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            return self._reject(where, f'invalid JSON ({e})')
+        if not isinstance(record, dict) or not isinstance(record.get('images'), list) \
+                or not record['images'] or 'instruction' not in record:
+            return self._reject(where, 'needs "images" (non-empty list) and "instruction"')
+        if 'action' not in record and 'action_vector' not in record:
+            return self._reject(where, 'needs "action" or "action_vector"')
+        for rel in record['images']:
+            if not (self.root / rel).is_file():
+                return self._reject(str(self.root / rel), f'image file missing ({where})',
+                                    FileNotFoundError)
+        record['_where'] = where
+        return record
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def _read(self, path: Path) -> np.ndarray:
+        try:
+            image = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_COLOR)
+        except (OSError, cv2.error) as e:
+            raise BadSampleError(f'{path}: cannot read image ({e})') from e
+        if image is None:
+            raise BadSampleError(f'{path}: cannot decode image (corrupt or not an image)')
+        return image[:, :, ::-1]
+
+    def _load(self, record: dict) -> dict:
+        images = [self._read(self.root / rel) for rel in record['images']]
+        if len({im.shape for im in images}) > 1:
+            raise BadSampleError(f"{record['_where']}: cameras differ in size "
+                                 f'{[im.shape for im in images]}')
+        action = record.get('action') or ''
+        vector = record.get('action_vector')
+        vector = (np.asarray(vector, np.float32) if vector is not None
+                  else self._params.get(action, np.zeros(0, np.float32)))
+        return {'images': np.ascontiguousarray(np.stack(images)),
+                'instruction': record['instruction'],
+                'action_index': self._index.get(action, -1),
+                'action_vector': vector, 'action': action,
+                'episode': str(record.get('episode', '')),
+                'timestamp': float(record.get('timestamp', 0.0))}
+
+    def __getitem__(self, i: int) -> dict:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f'sample {i} out of range for {len(self)} samples')
+        for k in range(len(self)):
+            record = self.records[(i + k) % len(self)]
+            try:
+                return self._load(record)
+            except BadSampleError as e:
+                if not self.skip_bad:
+                    raise
+                self.bad[record['_where']] = str(e)
+        raise BadSampleError(f'{self.root}: no readable sample left')

@@ -1,0 +1,64 @@
+"""Benchmark splits of the tabletop task, all defined here.
+
+=============  ===============================  ==================  ===========
+split          target colour-shape pairs        templates           objects
+=============  ===============================  ==================  ===========
+train          the 20 seen pairs                training            config (2-6)
+val            the 20 seen pairs                training            config (2-6)
+unseen_combo   the 4 HELDOUT_PAIRS              training            config (2-6)
+paraphrase     the 20 seen pairs                held-out only       config (2-6)
+clutter        the 20 seen pairs                training            7-10
+=============  ===============================  ==================  ===========
+
+Held-out pairs may still appear in training scenes as distractors, never as targets: the model
+has seen every colour and every shape, and must compose them for ``unseen_combo``. Each split
+draws from its own random stream (``numpy.random.SeedSequence([seed, code])``), so ``val``
+never repeats ``train`` samples for the same seed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .scene import COLORS, SHAPES
+
+# One per colour family and one per shape, so every colour and every shape stays a target in
+# training through its other pairs.
+HELDOUT_PAIRS = (('red', 'ring'), ('green', 'triangle'), ('blue', 'ball'), ('purple', 'cube'))
+ALL_PAIRS = tuple((c, s) for c in COLORS for s in SHAPES)
+SEEN_PAIRS = tuple(p for p in ALL_PAIRS if p not in HELDOUT_PAIRS)
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """What a split draws: target pairs, template set, object-count override, stream code."""
+
+    name: str
+    code: int
+    targets: tuple[tuple[str, str], ...]
+    templates: str
+    objects: tuple[int, int] | None = None
+
+
+SPLITS = {s.name: s for s in (
+    SplitSpec('train', 0, SEEN_PAIRS, 'train'),
+    SplitSpec('val', 1, SEEN_PAIRS, 'train'),
+    SplitSpec('unseen_combo', 2, HELDOUT_PAIRS, 'train'),
+    SplitSpec('paraphrase', 3, SEEN_PAIRS, 'heldout'),
+    SplitSpec('clutter', 4, SEEN_PAIRS, 'train', (7, 10)),
+)}
+SPLIT_NAMES = tuple(SPLITS)
+
+
+def get_split(name: str) -> SplitSpec:
+    """The spec of split ``name`` (ValueError listing the valid names otherwise)."""
+    try:
+        return SPLITS[name]
+    except KeyError:
+        raise ValueError(f'unknown split {name!r}; expected one of {SPLIT_NAMES}') from None
+
+
+def split_rng(name: str, seed: int) -> np.random.Generator:
+    """The random stream of split ``name`` for ``seed`` (distinct for every split)."""
+    return np.random.default_rng(np.random.SeedSequence([int(seed), get_split(name).code]))

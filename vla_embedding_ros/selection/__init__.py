@@ -1,0 +1,11 @@
+"""Action selection: the action library, on-device preprocessing and the selector."""
+from .cache import LRUCache
+from .library import Action, ActionLibrary, Twist, load_library
+from .preprocess import ImagePreprocessor
+from .selector import ActionSelector, Selection, selection_to_json
+from .zero_shot import ZeroShotCLIP, is_zero_shot_checkpoint
+
+__all__ = [
+    'Action', 'ActionLibrary', 'ActionSelector', 'ImagePreprocessor', 'LRUCache', 'Selection',
+    'Twist', 'ZeroShotCLIP', 'is_zero_shot_checkpoint', 'load_library', 'selection_to_json',
+]

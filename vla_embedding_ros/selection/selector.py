@@ -1,0 +1,262 @@
+"""Choose an action for camera frame(s) and an instruction by scoring in the joint space.
+
+The library is embedded once (and again on :meth:`ActionSelector.set_library`); instruction
+features are kept in a bounded LRU cache, so a frame costs one image forward, one fusion and
+one ``[1, E] x [E, N]`` product. The scorer is a :class:`VLAModel` or a
+:class:`ZeroShotCLIP`; both expose ``image_size``, ``image_mean``/``image_std``, ``device``,
+``encode_text``, ``encode_query``, ``encode_actions`` and ``score``.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from .cache import LRUCache
+from .library import ActionLibrary, load_library
+from .preprocess import ImagePreprocessor
+from .zero_shot import ZeroShotCLIP, is_zero_shot_checkpoint
+
+
+@dataclass
+class Selection:
+    """The result of one selection.
+
+    ``index``/``name``/``vector`` describe the best-scoring candidate even when the selector
+    abstains (so diagnostics can show what it would have done); ``index`` is -1 and ``name``
+    None when nothing was scored (empty instruction). ``name`` is None for candidates given as
+    vectors, whose ``top_names`` read ``candidate_<i>``. ``top_probs`` is the softmax over the
+    logits of the whole scored set, so the probabilities of all candidates sum to 1.
+    """
+
+    index: int
+    name: str | None
+    vector: np.ndarray
+    confidence: float
+    abstained: bool
+    reason: str
+    top_names: list[str] = field(default_factory=list)
+    top_indices: list[int] = field(default_factory=list)
+    top_scores: list[float] = field(default_factory=list)
+    top_probs: list[float] = field(default_factory=list)
+
+
+def _model_param_dim(model: Any) -> int | None:
+    config = getattr(model, 'config', None)
+    action = getattr(config, 'action', None)
+    dim = getattr(action, 'param_dim', None)
+    return int(dim) if dim is not None else getattr(model, 'param_dim', None)
+
+
+def _descriptions(library: ActionLibrary) -> list[str]:
+    # An empty description still says something through the name ('push_left_r1_c2').
+    return [a.description or a.name.replace('_', ' ') for a in library]
+
+
+class ActionSelector:
+    """Scores library actions (or N×D candidates) against frames and an instruction.
+
+    ``top_k`` and ``min_confidence`` are plain attributes: a node may change them between
+    calls and the next :meth:`select` uses the new values.
+
+    Args:
+        model: a :class:`VLAModel` or :class:`ZeroShotCLIP` (anything with the scorer API).
+        library: the actions to choose from; may be None when every call gives candidates.
+        top_k: how many ranked candidates a :class:`Selection` reports.
+        min_confidence: abstain when the top probability is below this (0 never abstains).
+        cache_size: how many instructions' text features to keep (LRU).
+    """
+
+    def __init__(self, model: Any, library: ActionLibrary | None = None, top_k: int = 5,
+                 min_confidence: float = 0.0, cache_size: int = 128):
+        self.model = model.eval()
+        self.top_k = top_k
+        self.min_confidence = min_confidence
+        self.text_cache = LRUCache(cache_size)
+        self.preprocess = ImagePreprocessor(model.image_size, model.image_mean, model.image_std,
+                                            model.device)
+        self.param_dim = _model_param_dim(model)
+        self._library: ActionLibrary | None = None
+        self._library_emb: torch.Tensor | None = None
+        if library is not None:
+            self.set_library(library)
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, model_path: str | os.PathLike,
+                        library_path: str | os.PathLike | None = None,
+                        device: str = 'auto', **kwargs: Any) -> 'ActionSelector':
+        """Load a checkpoint and an action library and build a selector.
+
+        A folder whose ``config.json`` has ``model_type`` clip/siglip (a raw Hugging Face
+        checkpoint) gives the zero-shot scorer; anything else is loaded as a VLAModel.
+
+        Args:
+            model_path: checkpoint folder (or a CLIP/SigLIP hub name, loaded zero-shot).
+            library_path: action library YAML; defaults to ``<model_path>/actions.yaml``.
+            device: 'auto', 'cpu', 'cuda' or 'cuda:N'.
+            **kwargs: passed to the constructor (top_k, min_confidence, cache_size).
+
+        Raises:
+            FileNotFoundError: when no library is given and the checkpoint has none.
+        """
+        model_path = os.fspath(model_path)
+        looks_local = os.path.isabs(model_path) or model_path.startswith(('.', '~'))
+        if looks_local and not os.path.isdir(model_path):
+            raise FileNotFoundError(f'model directory {model_path} does not exist')
+        if library_path is None:
+            library_path = os.path.join(model_path, 'actions.yaml')
+            if not os.path.isfile(library_path):
+                raise FileNotFoundError(f'no action library given and {library_path} does not '
+                                        'exist; pass library_path')
+        library = load_library(library_path)
+        if is_zero_shot_checkpoint(model_path) or not os.path.isdir(model_path):
+            model = ZeroShotCLIP.from_pretrained(model_path, device=device)
+        else:
+            from ..model.vla_model import VLAModel
+            model = VLAModel.from_pretrained(model_path, device=device)
+        return cls(model, library, **kwargs)
+
+    # -- library ------------------------------------------------------------------------------
+    @property
+    def library(self) -> ActionLibrary | None:
+        """The current action library."""
+        return self._library
+
+    @property
+    def library_embeddings(self) -> torch.Tensor | None:
+        """Unit action embeddings ``[N, E]`` of the library (computed once per library)."""
+        return self._library_emb
+
+    def set_library(self, library: ActionLibrary) -> None:
+        """Replace the action library and embed it.
+
+        Raises:
+            ValueError: when the library's parameter layout does not fit the model.
+        """
+        if self.param_dim is not None and library.param_dim != self.param_dim:
+            raise ValueError(f'library has {library.param_dim} parameters per action '
+                             f'({library.parameter_names}), the model expects {self.param_dim}')
+        with torch.inference_mode():
+            params = torch.from_numpy(np.array(library.params())).to(self.model.device)
+            emb = self.model.encode_actions(params, _descriptions(library))
+        # Swap both together: a select() running in another thread sees old or new, not a mix.
+        self._library, self._library_emb = library, emb
+
+    # -- instruction cache ----------------------------------------------------------------------
+    def text_features(self, instruction: str) -> Any:
+        """Return the model's text features for ``instruction`` (LRU-cached)."""
+        return self.text_cache.get_or_compute(
+            instruction, lambda: self.model.encode_text([instruction]))
+
+    def cache_info(self) -> dict[str, int]:
+        """Instruction cache counters: hits, misses, size, capacity."""
+        return self.text_cache.info()
+
+    # -- selection ----------------------------------------------------------------------------
+    def _check_candidates(self, candidates: Any) -> np.ndarray:
+        if getattr(self.model, 'supports_candidate_vectors', True) is False:
+            raise ValueError(f'{type(self.model).__name__} cannot score N×D candidate vectors '
+                             '(it embeds actions from descriptions); use a library or a '
+                             'trained VLA checkpoint')
+        try:
+            # A private copy: the caller may reuse its buffer while this result is in use.
+            arr = np.array(candidates, dtype=np.float32)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f'candidates must be an N×D array of numbers: {exc}') from exc
+        if arr.ndim != 2:
+            raise ValueError(f'candidates must be a 2-D array N×D, got shape {arr.shape}')
+        if arr.shape[0] == 0:
+            raise ValueError('candidates is empty: give at least one candidate vector')
+        if self.param_dim is not None and arr.shape[1] != self.param_dim:
+            raise ValueError(f'candidates have width {arr.shape[1]}, the model expects '
+                             f'param_dim={self.param_dim}')
+        bad = np.argwhere(~np.isfinite(arr))
+        if len(bad):
+            row, col = bad[0]
+            raise ValueError(f'candidates contain non-finite values ({len(bad)}), first at '
+                             f'row {row}, column {col}: {arr[row, col]}')
+        return arr
+
+    def _check_knobs(self, top_k: int) -> tuple[int, float]:
+        if isinstance(top_k, bool) or int(top_k) != top_k or top_k < 1:
+            raise ValueError(f'top_k must be a positive integer, got {top_k!r}')
+        min_conf = float(self.min_confidence)
+        if not 0.0 <= min_conf <= 1.0:
+            raise ValueError(f'min_confidence must be in [0, 1], got {min_conf}')
+        return int(top_k), min_conf
+
+    def select(self, images: np.ndarray | Sequence[np.ndarray], instruction: str,
+               color: str = 'rgb', candidates: np.ndarray | None = None,
+               top_k: int | None = None) -> Selection:
+        """Choose the action for the frames and instruction.
+
+        Args:
+            images: one HxWx3 uint8 frame, or a list with one frame per camera (batched into
+                one forward pass and fused into one query).
+            instruction: the natural-language instruction; empty means abstain.
+            color: 'rgb' or 'bgr' channel order of the frames.
+            candidates: optional ``[N, param_dim]`` vectors scored instead of the library.
+            top_k: override the ``top_k`` attribute for this call.
+
+        Raises:
+            ValueError: bad frames, bad candidates, bad knobs, or nothing to choose from.
+        """
+        k, min_conf = self._check_knobs(self.top_k if top_k is None else top_k)
+        cand = None if candidates is None else self._check_candidates(candidates)
+        library, library_emb = self._library, self._library_emb
+        if cand is None and library is None:
+            raise ValueError('no action library is set and no candidates were given')
+        if not isinstance(instruction, str):
+            raise ValueError(f'instruction must be a string, got {type(instruction).__name__}')
+        instruction = instruction.strip()
+        with torch.inference_mode():
+            pixels = self.preprocess(images, color)  # validates frames even when abstaining
+            if not instruction:
+                return Selection(index=-1, name=None, vector=np.zeros(0, np.float32),
+                                 confidence=0.0, abstained=True, reason='empty instruction')
+            text = self.text_features(instruction)
+            query = self.model.encode_query(pixels, text, num_cameras=pixels.shape[0])
+            if cand is None:
+                actions = library_emb
+            else:
+                actions = self.model.encode_actions(
+                    torch.from_numpy(cand).to(self.model.device), None)
+            logits = self.model.score(query, actions)[0].float()
+            probs = torch.softmax(logits, dim=-1)
+            k = min(k, logits.shape[0])
+            top_p, top_i = torch.topk(probs, k)
+            top_s = logits[top_i]
+        top_indices = top_i.cpu().tolist()
+        top_probs = top_p.cpu().tolist()
+        best = top_indices[0]
+        if cand is None:
+            names = [library.names[i] for i in top_indices]
+            name, vector = library.names[best], library.params()[best].copy()
+        else:
+            names = [f'candidate_{i}' for i in top_indices]
+            name, vector = None, cand[best].copy()
+        confidence = top_probs[0]
+        abstained = confidence < min_conf
+        reason = (f'confidence {confidence:.3f} below min_confidence {min_conf:.3f}'
+                  if abstained else '')
+        return Selection(index=best, name=name, vector=vector, confidence=confidence,
+                         abstained=abstained, reason=reason, top_names=names,
+                         top_indices=top_indices, top_scores=top_s.cpu().tolist(),
+                         top_probs=top_probs)
+
+
+def selection_to_json(selection: Selection, **extra: Any) -> str:
+    """Serialise a Selection (plus extra fields such as stamp/latency) for a scores topic."""
+    data = {'index': selection.index, 'name': selection.name,
+            'vector': [float(v) for v in selection.vector],
+            'confidence': selection.confidence, 'abstained': selection.abstained,
+            'reason': selection.reason, 'top_names': selection.top_names,
+            'top_indices': selection.top_indices, 'top_scores': selection.top_scores,
+            'top_probs': selection.top_probs}
+    data.update(extra)
+    return json.dumps(data)

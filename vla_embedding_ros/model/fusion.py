@@ -1,0 +1,179 @@
+"""Fuse image(s) and instruction into one unit query vector: late, gated or transformer.
+
+All variants take vision features for ``B * C`` images (camera-major within a sample: row
+``b * C + c``) and text features for ``B`` instructions, and return ``[B, embed_dim]`` unit
+vectors. Late and gated fusion see only pooled vectors, so they cannot tell *where* something
+is; the transformer attends over patch tokens with their positions, which is what grounding
+an instruction like "the cube in row 2" needs.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .config import FusionConfig
+from .encoders import TextFeatures, VisionFeatures, l2_normalize
+
+
+def _camera_pooled(vision: VisionFeatures, batch: int, num_cameras: int) -> torch.Tensor:
+    """Average the pooled vector over each sample's cameras: ``[B*C, D] -> [B, D]``."""
+    pooled = vision.pooled
+    if pooled.shape[0] != batch * num_cameras:
+        raise ValueError(f'{pooled.shape[0]} images for {batch} instructions x {num_cameras} '
+                         'cameras')
+    return pooled.reshape(batch, num_cameras, -1).mean(dim=1)
+
+
+class LateFusion(nn.Module):
+    """``q = normalise(P_v v + P_t t)`` over pooled vectors (CLIP-RT style)."""
+
+    def __init__(self, vision_dim: int, text_dim: int, embed_dim: int):
+        super().__init__()
+        self.vision_proj = nn.Linear(vision_dim, embed_dim)
+        self.text_proj = nn.Linear(text_dim, embed_dim)
+
+    def project(self, vision: VisionFeatures, text: TextFeatures, num_cameras: int):
+        """Projected (not normalised) pooled image and text vectors ``[B, E]`` each."""
+        v = _camera_pooled(vision, text.pooled.shape[0], num_cameras)
+        return self.vision_proj(v.to(self.vision_proj.weight.dtype)), \
+            self.text_proj(text.pooled.to(self.text_proj.weight.dtype))
+
+    def align(self, vision: VisionFeatures, text: TextFeatures, num_cameras: int = 1):
+        """Unit image and text embeddings for an auxiliary image<->instruction loss."""
+        v, t = self.project(vision, text, num_cameras)
+        return l2_normalize(v), l2_normalize(t)
+
+    def forward(self, vision: VisionFeatures, text: TextFeatures,
+                num_cameras: int = 1) -> torch.Tensor:
+        v, t = self.project(vision, text, num_cameras)
+        return l2_normalize(v + t)
+
+
+class GatedFusion(LateFusion):
+    """``alpha = sigmoid(W [v; t])``, ``q = normalise(alpha * v + (1 - alpha) * t)``.
+
+    The gate is per dimension and per sample, so the model can lean on the image for some
+    instructions and on the text for others.
+    """
+
+    def __init__(self, vision_dim: int, text_dim: int, embed_dim: int):
+        super().__init__(vision_dim, text_dim, embed_dim)
+        self.gate = nn.Linear(2 * embed_dim, embed_dim)
+
+    def forward(self, vision: VisionFeatures, text: TextFeatures,
+                num_cameras: int = 1) -> torch.Tensor:
+        v, t = self.project(vision, text, num_cameras)
+        alpha = torch.sigmoid(self.gate(torch.cat([v, t], dim=-1)))
+        return l2_normalize(alpha * v + (1 - alpha) * t)
+
+
+def sincos_1d(length: int, dim: int) -> torch.Tensor:
+    """Fixed sinusoidal encoding ``[length, dim]`` (Vaswani et al.)."""
+    pos = torch.arange(length, dtype=torch.float32).unsqueeze(1)
+    freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    out = torch.zeros(length, dim)
+    out[:, 0::2] = torch.sin(pos * freq)
+    out[:, 1::2] = torch.cos(pos * freq)
+    return out
+
+
+def sincos_2d(h: int, w: int, dim: int) -> torch.Tensor:
+    """2-D sin-cos encoding ``[h*w, dim]``, row-major: half the channels encode the row, half
+    the column (MAE / ViT-style), so position is known on both axes without learning it."""
+    rows = sincos_1d(h, dim // 2).unsqueeze(1).expand(h, w, dim // 2)
+    cols = sincos_1d(w, dim // 2).unsqueeze(0).expand(h, w, dim // 2)
+    return torch.cat([rows, cols], dim=-1).reshape(h * w, dim)
+
+
+class TransformerFusion(nn.Module):
+    """Token-level fusion: ``[CLS] + patches of every camera + text tokens`` -> encoder -> CLS.
+
+    Each patch token gets a 2-D position (by grid cell), a modality-type embedding and a
+    segment embedding for its camera; each text token a 1-D position and the text type
+    embedding. Padding text tokens are masked out of attention.
+    """
+
+    def __init__(self, vision_dim: int, text_dim: int, embed_dim: int, cfg: FusionConfig,
+                 grid: tuple):
+        super().__init__()
+        d = cfg.d_model
+        self.cfg = cfg
+        self.grid = tuple(grid)
+        self.patch_proj = nn.Linear(vision_dim, d)
+        self.text_proj = nn.Linear(text_dim, d)
+        if cfg.patch_pos == 'learned':
+            self.patch_pos = nn.Parameter(torch.randn(grid[0] * grid[1], d) * 0.02)
+        else:
+            self.register_buffer('patch_pos', sincos_2d(grid[0], grid[1], d), persistent=False)
+        self.register_buffer('text_pos', sincos_1d(cfg.max_text_len, d), persistent=False)
+        self.type_embed = nn.Embedding(2, d)          # 0 = image patch, 1 = text token
+        self.camera_embed = nn.Embedding(cfg.max_cameras, d)
+        self.cls = nn.Parameter(torch.randn(1, 1, d) * 0.02)
+        self.input_norm = nn.LayerNorm(d)
+        self.input_drop = nn.Dropout(cfg.dropout)
+        layer = nn.TransformerEncoderLayer(d, cfg.heads, 4 * d, cfg.dropout, activation='gelu',
+                                           batch_first=True, norm_first=True)
+        # Nested tensors are a fast path for inference only and warn with norm_first; off.
+        self.encoder = nn.TransformerEncoder(layer, cfg.layers, norm=nn.LayerNorm(d),
+                                             enable_nested_tensor=False)
+        self.out_proj = nn.Linear(d, embed_dim)
+        # Pooled heads used only by the auxiliary image<->instruction loss (encode_alignment).
+        self.align_vision = nn.Linear(vision_dim, embed_dim)
+        self.align_text = nn.Linear(text_dim, embed_dim)
+
+    def _patch_positions(self, grid: tuple) -> torch.Tensor:
+        if tuple(grid) == self.grid:
+            return self.patch_pos
+        if self.cfg.patch_pos == 'learned':
+            raise ValueError(f'learned patch positions were built for a {self.grid} grid, '
+                             f'got {tuple(grid)}')
+        return sincos_2d(grid[0], grid[1], self.cfg.d_model).to(self.patch_pos.device)
+
+    def align(self, vision: VisionFeatures, text: TextFeatures, num_cameras: int = 1):
+        """Unit image and text embeddings for an auxiliary image<->instruction loss."""
+        v = _camera_pooled(vision, text.pooled.shape[0], num_cameras)
+        w = self.align_vision.weight
+        return (l2_normalize(self.align_vision(v.to(w.dtype))),
+                l2_normalize(self.align_text(text.pooled.to(w.dtype))))
+
+    def forward(self, vision: VisionFeatures, text: TextFeatures,
+                num_cameras: int = 1) -> torch.Tensor:
+        batch, length = text.tokens.shape[:2]
+        n_img, n_patch = vision.patches.shape[:2]
+        if n_img != batch * num_cameras:
+            raise ValueError(f'{n_img} images for {batch} instructions x {num_cameras} cameras')
+        if num_cameras > self.cfg.max_cameras:
+            raise ValueError(f'{num_cameras} cameras; fusion.max_cameras is '
+                             f'{self.cfg.max_cameras}')
+        if length > self.cfg.max_text_len:
+            raise ValueError(f'{length} text tokens; fusion.max_text_len is '
+                             f'{self.cfg.max_text_len}')
+        dtype = self.patch_proj.weight.dtype
+        patches = self.patch_proj(vision.patches.to(dtype)) + self._patch_positions(vision.grid)
+        patches = patches + self.type_embed.weight[0]
+        cams = torch.arange(num_cameras, device=patches.device).repeat(batch)
+        patches = patches + self.camera_embed(cams).unsqueeze(1)
+        patches = patches.reshape(batch, num_cameras * n_patch, -1)
+        words = self.text_proj(text.tokens.to(dtype)) + self.text_pos[:length]
+        words = words + self.type_embed.weight[1]
+        seq = torch.cat([self.cls.expand(batch, -1, -1), patches, words], dim=1)
+        seq = self.input_drop(self.input_norm(seq))
+        keep = torch.ones(batch, 1 + num_cameras * n_patch, dtype=torch.bool,
+                          device=seq.device)
+        pad = ~torch.cat([keep, text.mask.to(seq.device).bool()], dim=1)
+        out = self.encoder(seq, src_key_padding_mask=pad)
+        return l2_normalize(self.out_proj(out[:, 0]))
+
+
+def build_fusion(cfg: FusionConfig, vision_dim: int, text_dim: int, embed_dim: int,
+                 grid: tuple) -> nn.Module:
+    """The fusion module named by ``cfg.type``."""
+    if cfg.type == 'late':
+        return LateFusion(vision_dim, text_dim, embed_dim)
+    if cfg.type == 'gated':
+        return GatedFusion(vision_dim, text_dim, embed_dim)
+    if cfg.type == 'transformer':
+        return TransformerFusion(vision_dim, text_dim, embed_dim, cfg, grid)
+    raise ValueError(f"fusion.type must be 'late', 'gated' or 'transformer', got {cfg.type!r}")

@@ -1,0 +1,109 @@
+"""Training checkpoints laid out as LeRobot does, written so a crash never loses the last one.
+
+    runs/<name>/checkpoints/<step>/pretrained_model/   VLAModel.from_pretrained loads this
+    runs/<name>/checkpoints/<step>/training_state.pt   optimiser, scheduler, RNG, step
+    runs/<name>/checkpoints/last -> <step>             symlink, replaced atomically
+
+A checkpoint is assembled in a hidden temporary directory and renamed into place, then `last`
+is repointed; a kill at any moment leaves either the old or the new checkpoint, never half of one.
+"""
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+MODEL_DIR = 'pretrained_model'
+STATE_FILE = 'training_state.pt'
+
+
+def checkpoints_dir(run_dir: Path) -> Path:
+    return Path(run_dir) / 'checkpoints'
+
+
+def rng_state() -> dict:
+    state = {'python': random.getstate(), 'numpy': np.random.get_state(),
+             'torch': torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state['cuda'] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state['python'])
+    np.random.set_state(state['numpy'])
+    torch.set_rng_state(state['torch'])
+    if 'cuda' in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state['cuda'])
+
+
+def save_checkpoint(run_dir: Path, step: int, model, training_state: dict,
+                    extra_files: dict[str, Path] | None = None, keep_last: int = 3) -> Path:
+    """Write checkpoint `step` atomically and point `last` at it; returns its directory."""
+    root = checkpoints_dir(run_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f'{step:08d}'
+    staging = Path(tempfile.mkdtemp(prefix=f'.{step:08d}-', dir=root))
+    try:
+        model.save_pretrained(staging / MODEL_DIR)
+        for name, source in (extra_files or {}).items():
+            shutil.copyfile(source, staging / MODEL_DIR / name)
+        torch.save(dict(training_state, step=step), staging / STATE_FILE)
+        _fsync_tree(staging)
+        if final.exists():  # re-saving a step (after a resume): replace it as a whole
+            shutil.rmtree(final)
+        os.replace(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _point_last(root, final.name)
+    _prune(root, keep_last)
+    return final
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint `last` points at, or the newest complete one if the pointer is missing."""
+    root = checkpoints_dir(run_dir)
+    last = root / 'last'
+    if last.is_symlink() and (last.resolve() / STATE_FILE).is_file():
+        return last.resolve()
+    complete = sorted(p for p in root.glob('[0-9]*') if (p / STATE_FILE).is_file())
+    return complete[-1] if complete else None
+
+
+def load_training_state(checkpoint: Path, map_location='cpu') -> dict:
+    # weights_only=False: the state holds Python RNG tuples and NumPy arrays we wrote ourselves.
+    return torch.load(Path(checkpoint) / STATE_FILE, map_location=map_location,
+                      weights_only=False)
+
+
+def _point_last(root: Path, target: str) -> None:
+    tmp = root / f'.last-{os.getpid()}'
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    os.symlink(target, tmp)
+    os.replace(tmp, root / 'last')
+
+
+def _prune(root: Path, keep_last: int) -> None:
+    if keep_last <= 0:
+        return
+    numbered = sorted(p for p in root.glob('[0-9]*') if p.is_dir())
+    current = (root / 'last').resolve()
+    for old in numbered[:-keep_last]:
+        if old.resolve() != current:
+            shutil.rmtree(old, ignore_errors=True)
+    for stale in root.glob('.[0-9]*-*'):  # staging dirs left by a killed save
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def _fsync_tree(directory: Path) -> None:
+    for path in directory.rglob('*'):
+        if path.is_file():
+            with open(path, 'rb') as handle:
+                os.fsync(handle.fileno())

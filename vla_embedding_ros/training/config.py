@@ -1,0 +1,135 @@
+"""Training configuration: one YAML file plus `--set key.path=value` overrides.
+
+The `model` section is a VLAConfig dictionary and is passed through untouched, so anything
+the model accepts can be trained; the other sections belong to the training loop.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class DataConfig:
+    source: str = 'tabletop'          # 'tabletop' (generated on the fly) or 'jsonl' (a dataset dir)
+    path: str = ''                    # jsonl: the dataset directory
+    val_path: str = ''                # jsonl: optional held-out dataset directory
+    library: str = 'config/tabletop_actions.yaml'
+    image_size: int = 96              # tabletop render size
+    strict: bool = False              # jsonl: fail on a bad sample instead of skipping it
+    num_workers: int = 0
+
+
+@dataclass
+class OptimConfig:
+    steps: int = 3000
+    batch_size: int = 64
+    lr: float = 1.0e-3
+    encoder_lr: float = 1.0e-5        # for pretrained encoders marked trainable
+    weight_decay: float = 0.05
+    warmup_steps: int = 200
+    min_lr_ratio: float = 0.05        # cosine decays to lr * min_lr_ratio
+    grad_clip: float = 1.0
+    amp: str = 'auto'                 # auto | bf16 | fp16 | none (autocast runs on CUDA only)
+    align_weight: float = 0.0         # auxiliary image<->instruction InfoNCE weight
+    multi_positive: bool = True
+
+
+@dataclass
+class ScheduleConfig:
+    log_every: int = 20
+    eval_every: int = 500
+    save_every: int = 500
+    eval_samples: int = 400
+    eval_splits: list = field(default_factory=lambda: ['val', 'unseen_combo', 'paraphrase'])
+    keep_last: int = 3                # older numbered checkpoints are pruned
+
+
+@dataclass
+class TrainConfig:
+    run_name: str = 'tabletop'
+    output_dir: str = 'runs'
+    seed: int = 0
+    device: str = 'auto'
+    threads: int = 0                  # torch CPU threads; 0 keeps torch's default
+    model: dict = field(default_factory=dict)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.run_name
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict, source: str = '<dict>') -> 'TrainConfig':
+        raw = copy.deepcopy(raw or {})
+        sections = {'data': DataConfig, 'optim': OptimConfig, 'schedule': ScheduleConfig}
+        kwargs = {}
+        known = {f.name for f in fields(cls)}
+        for key, value in raw.items():
+            if key not in known:
+                raise ValueError(f'{source}: unknown training option {key!r}')
+            if key in sections:
+                kwargs[key] = _section(sections[key], value, f'{source}: {key}')
+            else:
+                kwargs[key] = value
+        return cls(**kwargs)
+
+
+def _section(section_cls, value: Any, where: str):
+    if not isinstance(value, dict):
+        raise ValueError(f'{where} must be a mapping, got {type(value).__name__}')
+    known = {f.name for f in fields(section_cls)}
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise ValueError(f'{where}: unknown option(s) {unknown}; known: {sorted(known)}')
+    types = {f.name: f.type for f in fields(section_cls)}
+    return section_cls(**{k: _coerce(v, types[k], f'{where}.{k}') for k, v in value.items()})
+
+
+def _coerce(value: Any, type_name: str, where: str) -> Any:
+    """Numbers as the field expects them: YAML reads `3e-4` (no dot) as a string."""
+    try:
+        if type_name == 'float' and not isinstance(value, bool):
+            return float(value)
+        if type_name == 'int' and not isinstance(value, bool):
+            if float(value) != int(float(value)):
+                raise ValueError
+            return int(float(value))
+    except (TypeError, ValueError):
+        raise ValueError(f'{where} must be a number ({type_name}), got {value!r}') from None
+    if type_name == 'bool' and not isinstance(value, bool):
+        raise ValueError(f'{where} must be true or false, got {value!r}')
+    return value
+
+
+def apply_override(raw: dict, assignment: str) -> None:
+    """Apply one `a.b.c=value` override in place; the value is parsed as YAML (1e-3, true, [..])."""
+    if '=' not in assignment:
+        raise ValueError(f'override {assignment!r} is not of the form key.path=value')
+    path, text = assignment.split('=', 1)
+    keys = path.strip().split('.')
+    node = raw
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ValueError(f'override {assignment!r}: {key!r} is not a section')
+    node[keys[-1]] = yaml.safe_load(text)
+
+
+def load_config(path: str | None, overrides: list[str] | None = None) -> TrainConfig:
+    raw: dict = {}
+    if path:
+        with open(path, encoding='utf-8') as stream:
+            raw = yaml.safe_load(stream) or {}
+    for assignment in overrides or []:
+        apply_override(raw, assignment)
+    return TrainConfig.from_dict(raw, source=path or '<overrides>')

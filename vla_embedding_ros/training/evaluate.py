@@ -1,0 +1,134 @@
+"""`vla-eval`: top-1, top-5 and MRR per split and per primitive, with the baselines beside them.
+
+    vla-eval --model models/tabletop
+    vla-eval --model models/tabletop --compare late=runs/late/checkpoints/last/pretrained_model
+    vla-eval --model models/tabletop --train-variants config/train_tabletop.yaml \
+        --set optim.steps=2000
+
+In one run it reports: chance, the instruction-only baseline (the same model with every image
+blanked, which shows how much the answer depends on seeing the scene), each model given, and
+optionally the fusion variants trained with the same budget. Writes a JSON report and a PNG
+of the training curves when run logs are available.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from ..model import VLAModel
+from ..selection.library import ActionLibrary
+from . import metrics
+from .evaluation import LibraryScorer, tabletop_ranks
+from .train import EVAL_SEED
+
+SPLITS = ['val', 'unseen_combo', 'paraphrase', 'clutter']
+FUSIONS = ['late', 'gated', 'transformer']
+
+
+def _library_for(model_dir: Path, fallback: str | None) -> ActionLibrary:
+    path = Path(fallback) if fallback else model_dir / 'actions.yaml'
+    return ActionLibrary.from_yaml(path)
+
+
+def evaluate_model(model_dir: Path, splits: list[str], num: int, seed: int, device: str,
+                   library_path: str | None = None, blank: bool = False,
+                   image_size: int = 96) -> dict:
+    """Metrics per split (and per primitive) on `num` fresh samples rendered at image_size."""
+    model = VLAModel.from_pretrained(model_dir, device=device)
+    scorer = LibraryScorer(model, _library_for(Path(model_dir), library_path))
+    report = {}
+    for split in splits:
+        ranks, primitives = tabletop_ranks(scorer, split, num, seed, image_size, blank)
+        report[split] = {**metrics.summarise(ranks),
+                         'per_primitive': metrics.by_group(ranks, primitives)}
+    return report
+
+
+def train_variants(config: str, overrides: list[str], out_dir: Path) -> dict[str, Path]:
+    """Train each fusion variant with the same config and budget; returns their model dirs."""
+    from . import checkpoint as ckpt
+    from .config import load_config
+    from .train import Trainer
+    dirs = {}
+    for fusion in FUSIONS:
+        cfg = load_config(config, [*overrides, f'model.fusion.type={fusion}',
+                                   f'run_name=variant-{fusion}', f'output_dir={out_dir}'])
+        trainer = Trainer(cfg, resume=True)
+        trainer.run()
+        dirs[fusion] = ckpt.latest_checkpoint(cfg.run_dir) / ckpt.MODEL_DIR
+    return dirs
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog='vla-eval', description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--model', required=True, help='model directory (config.json + safetensors)')
+    p.add_argument('--library', help='action library YAML (default: <model>/actions.yaml)')
+    p.add_argument('--compare', action='append', default=[], metavar='NAME=DIR',
+                   help='another model to evaluate in the same run')
+    p.add_argument('--train-variants', metavar='CONFIG',
+                   help='train late/gated/transformer with this config and the same budget')
+    p.add_argument('--set', dest='overrides', action='append', default=[], metavar='KEY=VALUE',
+                   help='override for --train-variants, e.g. optim.steps=2000')
+    p.add_argument('--variants-dir', default='runs/variants')
+    p.add_argument('--splits', nargs='+', default=SPLITS)
+    p.add_argument('--num', type=int, default=500, help='samples per split')
+    p.add_argument('--seed', type=int, default=EVAL_SEED)
+    p.add_argument('--device', default='auto')
+    p.add_argument('--image-size', type=int, default=96, help='benchmark render size (px)')
+    p.add_argument('--json', help='write the full report here')
+    p.add_argument('--plot', help='PNG of training curves from --runs')
+    p.add_argument('--runs', nargs='*', default=[], help='run directories for --plot')
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    models = {'model': Path(args.model)}
+    for item in args.compare:
+        name, _, path = item.partition('=')
+        if not path:
+            print(f'vla-eval: --compare wants NAME=DIR, got {item!r}', file=sys.stderr)
+            return 2
+        models[name] = Path(path)
+    runs = list(args.runs)
+    if args.train_variants:
+        for fusion, path in train_variants(args.train_variants, args.overrides,
+                                           Path(args.variants_dir)).items():
+            models[f'{fusion} (same budget)'] = path
+            runs.append(str(Path(path).parents[2]))
+
+    library = _library_for(models['model'], args.library)
+    report: dict = {'chance': metrics.chance(len(library)), 'seed': args.seed, 'num': args.num,
+                    'models': {}}
+    kw = dict(splits=args.splits, num=args.num, seed=args.seed, device=args.device,
+              library_path=args.library, image_size=args.image_size)
+    for name, path in models.items():
+        report['models'][name] = evaluate_model(path, **kw)
+    report['models']['instruction only (image blanked)'] = evaluate_model(
+        models['model'], blank=True, **kw)
+
+    for split in args.splits:
+        rows = [('chance', report['chance'])]
+        rows += [(name, r[split]) for name, r in report['models'].items()]
+        print(metrics.format_table(rows, title=f'\n== {split} ({args.num} samples, '
+                                              f'seed {args.seed}) =='))
+    main_report = report['models']['model']
+    for split in args.splits:
+        print(metrics.format_table(list(main_report[split]['per_primitive'].items()),
+                                   title=f'\n-- model, {split}, per primitive --'))
+    if args.json:
+        tmp = Path(args.json).with_suffix('.json.tmp')
+        tmp.write_text(json.dumps(report, indent=2))
+        os.replace(tmp, args.json)
+    if args.plot and runs:
+        from .plot import plot_runs
+        print(f'curves: {plot_runs([Path(r) for r in runs], Path(args.plot))}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

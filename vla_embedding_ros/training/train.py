@@ -1,0 +1,376 @@
+"""`vla-train`: learn the joint vision-language-action space offline.
+
+    vla-train --config config/train_tabletop.yaml --set optim.steps=200 --set run_name=quick
+    vla-train --config config/train_tabletop.yaml --resume          # continue runs/<name>
+    vla-train ... --export models/tabletop                          # copy the final model
+
+Every step scores each query against the whole action library with the multi-positive
+contrastive loss (samples sharing an action are all positives), optionally plus an
+image<->instruction alignment term.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import math
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from tqdm import tqdm
+
+from ..model import VLAConfig, VLAModel, resolve_device
+from ..model.losses import library_contrastive_loss, symmetric_infonce
+from ..selection.library import ActionLibrary
+from ..selection.preprocess import ImagePreprocessor
+from . import checkpoint as ckpt
+from . import metrics
+from .config import TrainConfig, load_config
+from .evaluation import LibraryScorer, tabletop_ranks
+from .sources import JsonlSource, TabletopSource
+from .text_cache import TextFeatureCache
+
+log = logging.getLogger('vla_train')
+EVAL_SEED = 10_007  # evaluation streams never share a seed with the training stream
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def lr_lambda(cfg: TrainConfig):
+    """Linear warm-up, then cosine decay to min_lr_ratio of the peak."""
+    o = cfg.optim
+
+    def factor(step: int) -> float:
+        if step < o.warmup_steps:
+            return (step + 1) / max(1, o.warmup_steps)
+        progress = min(1.0, (step - o.warmup_steps) / max(1, o.steps - o.warmup_steps))
+        return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    return factor
+
+
+def build_optimizer(model: VLAModel, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW; pretrained encoders (when trainable) get encoder_lr; no decay on norms/biases."""
+    groups: dict[tuple[float, float], list[torch.nn.Parameter]] = {}
+    pretrained = set()
+    for part in (model.vision, model.text):
+        if getattr(part, 'pretrained', False):
+            pretrained.update(id(p) for p in part.parameters())
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        lr = cfg.optim.encoder_lr if id(param) in pretrained else cfg.optim.lr
+        decay = 0.0 if param.ndim < 2 or 'norm' in name or 'embed' in name \
+            else cfg.optim.weight_decay
+        groups.setdefault((lr, decay), []).append(param)
+    return torch.optim.AdamW([{'params': ps, 'lr': lr, 'weight_decay': wd}
+                              for (lr, wd), ps in groups.items()])
+
+
+def autocast_for(device: torch.device, amp: str):
+    """bf16/fp16 autocast on CUDA only; CPU autocast is slower than fp32 for these sizes."""
+    if device.type != 'cuda' or amp == 'none':
+        return nullcontext(), None
+    dtype = torch.float16 if amp == 'fp16' else torch.bfloat16
+    scaler = torch.amp.GradScaler('cuda') if dtype == torch.float16 else None
+    return torch.autocast('cuda', dtype=dtype), scaler
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, resume: bool = False):
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        if cfg.threads > 0:
+            torch.set_num_threads(cfg.threads)
+        self.run_dir = cfg.run_dir
+        self.library_path = Path(cfg.data.library)
+        self.library = ActionLibrary.from_yaml(self.library_path)
+        seed_everything(cfg.seed)
+        self.source = self._make_source()
+        start = ckpt.latest_checkpoint(self.run_dir) if resume else None
+        if resume and start is None:
+            log.warning('--resume: no checkpoint in %s, starting from scratch', self.run_dir)
+        if start is not None:
+            self.model = VLAModel.from_pretrained(start / ckpt.MODEL_DIR, device=self.device)
+        else:
+            self.model = self._new_model()
+        self.model.train()
+        self.optimizer = build_optimizer(self.model, cfg)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg))
+        self.autocast, self.scaler = autocast_for(self.device, cfg.optim.amp)
+        self.preprocess = ImagePreprocessor(self.model.image_size, self.model.image_mean,
+                                            self.model.image_std, self.device)
+        self.library_params = torch.tensor(self.library.params(), device=self.device)
+        self.descriptions = [a.description for a in self.library.actions]
+        frozen_text = not any(p.requires_grad for p in self.model.text.parameters())
+        self.text_features = (TextFeatureCache(self.model.encode_text) if frozen_text
+                              else self.model.encode_text)
+        self.step = 0
+        self.skipped_steps = 0
+        if start is not None:
+            self._restore(start)
+
+    def _make_source(self):
+        d = self.cfg.data
+        if d.source == 'tabletop':
+            return TabletopSource('train', self.cfg.seed, d.image_size)
+        if d.source == 'jsonl':
+            return JsonlSource(d.path, self.library, self.cfg.seed, strict=d.strict)
+        raise ValueError(f"data.source must be 'tabletop' or 'jsonl', got {d.source!r}")
+
+    def _new_model(self) -> VLAModel:
+        model_cfg = dict(self.cfg.model)
+        action = dict(model_cfg.get('action', {}))
+        action['param_dim'] = self.library.params().shape[1]
+        model_cfg['action'] = action
+        model = VLAModel(VLAConfig.from_dict(model_cfg)).to(self.device)
+        params = self.library.params()
+        model.action.set_param_stats(params.mean(axis=0), params.std(axis=0))
+        return model
+
+    def _restore(self, checkpoint: Path) -> None:
+        state = ckpt.load_training_state(checkpoint)
+        self.optimizer.load_state_dict(state['optimizer'])
+        self.scheduler.load_state_dict(state['scheduler'])
+        if self.scaler is not None and state.get('scaler'):
+            self.scaler.load_state_dict(state['scaler'])
+        self.source.load_state_dict(state['source'])
+        ckpt.set_rng_state(state['rng'])
+        self.step = int(state['step'])
+        self.skipped_steps = int(state.get('skipped_steps', 0))
+        log.info('resumed from %s at step %d', checkpoint, self.step)
+
+    # -- one optimisation step -------------------------------------------------------------
+    def train_step(self) -> dict:
+        images, instructions, targets = self.source.next_batch(self.cfg.optim.batch_size)
+        b, c = images.shape[:2]
+        pixels = self.preprocess(list(images.reshape(b * c, *images.shape[2:])))
+        targets = torch.as_tensor(targets, device=self.device)
+        text = self.text_features(instructions)
+        with self.autocast:
+            query = self.model.encode_query(pixels, text, num_cameras=c)
+            actions = self.model.encode_actions(self.library_params, self.descriptions)
+            loss = library_contrastive_loss(query.float(), actions.float(), targets,
+                                            self.model.logit_scale,
+                                            multi_positive=self.cfg.optim.multi_positive)
+            if self.cfg.optim.align_weight > 0:
+                loss = loss + self.cfg.optim.align_weight * self._alignment_loss(pixels, text, c)
+        self.optimizer.zero_grad(set_to_none=True)
+        if not torch.isfinite(loss):
+            # A bad batch must not poison the weights: skip the update, keep the count.
+            self.skipped_steps += 1
+            log.warning('step %d: non-finite loss (%s), update skipped', self.step, loss.item())
+            return {'loss': float('nan'), 'skipped': True}
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+        else:
+            loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(),
+                                                   self.cfg.optim.grad_clip)
+        if not torch.isfinite(grad_norm):
+            self.skipped_steps += 1
+            self.optimizer.zero_grad(set_to_none=True)
+            log.warning('step %d: non-finite gradient, update skipped', self.step)
+            return {'loss': loss.item(), 'skipped': True}
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.scheduler.step()
+        return {'loss': loss.item(), 'grad_norm': grad_norm.item(), 'skipped': False}
+
+    def _alignment_loss(self, pixels, text, num_cameras):
+        image_emb, text_emb = self.model.encode_alignment(pixels, text, num_cameras)
+        return symmetric_infonce(image_emb.float(), text_emb.float(), None,
+                                 self.model.logit_scale)
+
+    # -- evaluation, checkpoints, logs ---------------------------------------------------
+    def evaluate(self) -> dict[str, dict]:
+        scorer = LibraryScorer(self.model, self.library)
+        results = {}
+        for split in self.cfg.schedule.eval_splits:
+            ranks, _ = tabletop_ranks(scorer, split, self.cfg.schedule.eval_samples, EVAL_SEED,
+                                      self.cfg.data.image_size)
+            results[split] = metrics.summarise(ranks)
+        return results
+
+    def save(self) -> Path:
+        state = {'optimizer': self.optimizer.state_dict(),
+                 'scheduler': self.scheduler.state_dict(),
+                 'scaler': self.scaler.state_dict() if self.scaler is not None else None,
+                 'source': self.source.state_dict(), 'rng': ckpt.rng_state(),
+                 'skipped_steps': self.skipped_steps, 'config': self.cfg.to_dict()}
+        return ckpt.save_checkpoint(self.run_dir, self.step, self.model, state,
+                                    extra_files={'actions.yaml': self.library_path},
+                                    keep_last=self.cfg.schedule.keep_last)
+
+    def run(self, progress: bool = True, stop_at: int | None = None) -> dict:
+        """Train to optim.steps (or stop early at `stop_at`, e.g. to test resuming)."""
+        cfg = self.cfg
+        end = min(cfg.optim.steps, stop_at or cfg.optim.steps)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        _write_yaml_atomic(self.run_dir / 'config.yaml', cfg.to_dict())
+        logs = RunLogs(self.run_dir, self.step)
+        bar = tqdm(total=cfg.optim.steps, initial=self.step, disable=not progress,
+                   dynamic_ncols=True, desc=cfg.run_name)
+        window_start, window_samples = time.perf_counter(), 0
+        last_eval: dict = {}
+        try:
+            while self.step < end:
+                out = self.train_step()
+                self.step += 1
+                window_samples += cfg.optim.batch_size
+                bar.update(1)
+                if self.step % cfg.schedule.log_every == 0 or self.step == cfg.optim.steps:
+                    rate = window_samples / max(1e-9, time.perf_counter() - window_start)
+                    window_start, window_samples = time.perf_counter(), 0
+                    row = {'step': self.step, 'loss': out['loss'],
+                           'lr': self.scheduler.get_last_lr()[0], 'samples_per_s': rate,
+                           'logit_scale': self.model.scale().item(),
+                           'skipped_steps': self.skipped_steps}
+                    logs.train(row)
+                    bar.set_postfix(loss=f'{out["loss"]:.3f}', rate=f'{rate:.0f}/s')
+                if self.step % cfg.schedule.eval_every == 0 or self.step == cfg.optim.steps:
+                    last_eval = self.evaluate()
+                    logs.evaluation(self.step, last_eval)
+                    bar.write(f'step {self.step}: ' + ', '.join(
+                        f'{s} top1 {100 * m["top1"]:.1f}%' for s, m in last_eval.items()))
+                if self.step % cfg.schedule.save_every == 0 or self.step == cfg.optim.steps:
+                    self.save()
+        finally:
+            bar.close()
+            logs.close()
+        return last_eval
+
+
+class RunLogs:
+    """train.csv, eval.csv and TensorBoard events under the run directory.
+
+    On resume, rows written after the resumed step (by the interrupted run) are dropped so the
+    CSV reads as one uninterrupted run.
+    """
+
+    TRAIN_FIELDS = ['step', 'loss', 'lr', 'samples_per_s', 'logit_scale', 'skipped_steps']
+    EVAL_FIELDS = ['step', 'split', 'n', 'top1', 'top5', 'mrr']
+
+    def __init__(self, run_dir: Path, start_step: int):
+        from torch.utils.tensorboard import SummaryWriter
+        self.train_path = run_dir / 'train.csv'
+        self.eval_path = run_dir / 'eval.csv'
+        for path, fields in ((self.train_path, self.TRAIN_FIELDS),
+                             (self.eval_path, self.EVAL_FIELDS)):
+            _truncate_csv(path, fields, start_step)
+        self.writer = SummaryWriter(str(run_dir / 'tensorboard'), purge_step=start_step or None)
+
+    def train(self, row: dict) -> None:
+        _append_csv(self.train_path, self.TRAIN_FIELDS, row)
+        for key in ('loss', 'lr', 'samples_per_s', 'logit_scale'):
+            self.writer.add_scalar(f'train/{key}', row[key], row['step'])
+
+    def evaluation(self, step: int, results: dict) -> None:
+        for split, m in results.items():
+            _append_csv(self.eval_path, self.EVAL_FIELDS, {'step': step, 'split': split, **m})
+            for key in ('top1', 'top5', 'mrr'):
+                self.writer.add_scalar(f'eval/{split}/{key}', m[key], step)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def _truncate_csv(path: Path, fields: list[str], start_step: int) -> None:
+    if not path.exists():
+        with open(path, 'w', newline='') as handle:
+            csv.DictWriter(handle, fields).writeheader()
+        return
+    with open(path, newline='') as handle:
+        rows = [r for r in csv.DictReader(handle) if int(r['step']) <= start_step]
+    tmp = path.with_suffix('.csv.tmp')
+    with open(tmp, 'w', newline='') as handle:
+        writer = csv.DictWriter(handle, fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def _append_csv(path: Path, fields: list[str], row: dict) -> None:
+    with open(path, 'a', newline='') as handle:
+        csv.DictWriter(handle, fields, extrasaction='ignore').writerow(row)
+
+
+def _write_yaml_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(f'.{path.name}.tmp')
+    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
+    os.replace(tmp, path)
+
+
+def export_model(checkpoint: Path, target: Path) -> None:
+    """Copy a checkpoint's pretrained_model to `target` atomically (replacing what was there)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f'.{target.name}-', dir=target.parent))
+    try:
+        shutil.copytree(checkpoint / ckpt.MODEL_DIR, staging, dirs_exist_ok=True)
+        keep = [p for p in target.glob('*') if p.is_file() and
+                not (staging / p.name).exists()] if target.exists() else []
+        for extra in keep:  # e.g. a hand-written model card stays with the model
+            shutil.copy2(extra, staging / extra.name)
+        backup = target.with_name(f'.{target.name}.old')
+        if target.exists():
+            os.replace(target, backup)
+        os.replace(staging, target)
+        shutil.rmtree(backup, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog='vla-train', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--config', help='training YAML (see config/train_tabletop.yaml)')
+    parser.add_argument('--set', dest='overrides', action='append', default=[],
+                        metavar='KEY=VALUE', help='override a config value, e.g. optim.lr=3e-4')
+    parser.add_argument('--resume', action='store_true',
+                        help='continue runs/<run_name> from its last checkpoint')
+    parser.add_argument('--export', metavar='DIR',
+                        help='after training, copy the final model to DIR (e.g. models/tabletop)')
+    parser.add_argument('--no-progress', action='store_true', help='no tqdm bar')
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except (OSError, ValueError) as err:
+        print(f'vla-train: {err}', file=sys.stderr)
+        return 2
+    trainer = Trainer(cfg, resume=args.resume)
+    started = time.perf_counter()
+    results = trainer.run(progress=not args.no_progress)
+    minutes = (time.perf_counter() - started) / 60
+    print(metrics.format_table(list(results.items()),
+                               title=f'{cfg.run_name}: step {trainer.step}, {minutes:.1f} min'))
+    if args.export:
+        export_model(ckpt.latest_checkpoint(cfg.run_dir), Path(args.export))
+        print(f'exported to {args.export}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

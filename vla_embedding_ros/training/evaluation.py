@@ -58,3 +58,21 @@ def tabletop_ranks(scorer: LibraryScorer, split: str, num: int, seed: int,
     finally:
         scorer.model.train(was_training)
     return np.concatenate(ranks), primitives
+
+
+def dataset_ranks(scorer: LibraryScorer, source, num: int) -> np.ndarray:
+    """Ranks of the true action for up to `num` samples of a held-out dataset source."""
+    was_training = scorer.model.training
+    scorer.model.eval()
+    try:
+        n = min(num, len(source.dataset))
+        images, instructions, targets = source.next_batch(n)
+        ranks = []
+        for start in range(0, n, scorer.batch_size):
+            stop = start + scorer.batch_size
+            logits = scorer.logits(images[start:stop], instructions[start:stop])
+            batch_targets = torch.as_tensor(targets[start:stop], device=scorer.model.device)
+            ranks.append(metrics.target_ranks(logits, batch_targets))
+    finally:
+        scorer.model.train(was_training)
+    return np.concatenate(ranks)

@@ -28,6 +28,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
+from ..data.tabletop import ACTION_NAMES
 from ..model import VLAConfig, VLAModel, resolve_device
 from ..model.losses import library_contrastive_loss, symmetric_infonce
 from ..selection.library import ActionLibrary
@@ -35,7 +36,7 @@ from ..selection.preprocess import ImagePreprocessor
 from . import checkpoint as ckpt
 from . import metrics
 from .config import TrainConfig, load_config
-from .evaluation import LibraryScorer, tabletop_ranks
+from .evaluation import LibraryScorer, dataset_ranks, tabletop_ranks
 from .sources import JsonlSource, TabletopSource
 from .text_cache import TextFeatureCache
 
@@ -119,6 +120,7 @@ class Trainer:
                               else self.model.encode_text)
         self.step = 0
         self.skipped_steps = 0
+        self._warned_eval = False
         if start is not None:
             self._restore(start)
 
@@ -200,12 +202,24 @@ class Trainer:
 
     # -- evaluation, checkpoints, logs ---------------------------------------------------
     def evaluate(self) -> dict[str, dict]:
+        """Top-1/5 and MRR on fresh tabletop splits and, when given, the held-out dataset."""
         scorer = LibraryScorer(self.model, self.library)
         results = {}
-        for split in self.cfg.schedule.eval_splits:
-            ranks, _ = tabletop_ranks(scorer, split, self.cfg.schedule.eval_samples, EVAL_SEED,
-                                      self.cfg.data.image_size)
-            results[split] = metrics.summarise(ranks)
+        if self.library.names == list(ACTION_NAMES):
+            for split in self.cfg.schedule.eval_splits:
+                ranks, _ = tabletop_ranks(scorer, split, self.cfg.schedule.eval_samples,
+                                          EVAL_SEED, self.cfg.data.image_size)
+                results[split] = metrics.summarise(ranks)
+        elif self.cfg.schedule.eval_splits and not self._warned_eval:
+            # Tabletop scenes are scored against the tabletop library; another library has
+            # other actions, so those splits would be meaningless here.
+            log.warning('library is not the tabletop library: tabletop eval splits skipped')
+            self._warned_eval = True
+        if self.cfg.data.val_path:
+            # A fresh source each time: every evaluation scores the same held-out samples.
+            held_out = JsonlSource(self.cfg.data.val_path, self.library, EVAL_SEED, strict=True)
+            ranks = dataset_ranks(scorer, held_out, self.cfg.schedule.eval_samples)
+            results['val_dataset'] = metrics.summarise(ranks)
         return results
 
     def save(self) -> Path:

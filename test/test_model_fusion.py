@@ -113,10 +113,21 @@ def bert(tmp_path_factory):
     return fx.make_tiny_bert(tmp_path_factory.mktemp('bert') / 'bert')
 
 
-@pytest.mark.parametrize('kind', FUSIONS)
-def test_gradient_reaches_every_trainable_parameter(bert, kind):
+def test_text_initialised_cls_makes_the_query_depend_on_the_pooled_instruction():
+    fusion = make_fusion('transformer', cls_init='text')
+    vision, text = vision_features(2), text_features(2)
+    other = TextFeatures(text.tokens, text.mask, text.pooled + 1.0)  # same tokens, new pooled
+    assert not torch.allclose(fusion(vision, text), fusion(vision, other))
+    plain = make_fusion('transformer')
+    assert torch.allclose(plain(vision, text), plain(vision, other))
+
+
+@pytest.mark.parametrize('kind, fusion_kw', [('late', {}), ('gated', {}), ('transformer', {}),
+                                             ('transformer', {'cls_init': 'text'})])
+def test_gradient_reaches_every_trainable_parameter(bert, kind, fusion_kw):
     torch.manual_seed(0)
-    model = VLAModel(fx.tiny_vla_config(text_path=bert, fusion=kind, use_description=True))
+    model = VLAModel(fx.tiny_vla_config(text_path=bert, fusion=kind, use_description=True,
+                                        **fusion_kw))
     model.train()
     images = torch.randn(4, 3, 32, 32)           # 2 samples x 2 cameras
     text = model.encode_text(['pick up the red cube', 'stop and wait'])

@@ -73,6 +73,9 @@ class FusionConfig:
     max_cameras: int = 4
     max_text_len: int = 32
     patch_pos: str = 'sincos'   # 'sincos' (2-D, fixed) or 'learned' (one vector per grid cell)
+    # 'text': the CLS token starts as a projection of the pooled instruction, so its first
+    # attention hop can already look for the described object (one hop instead of two).
+    cls_init: str = 'learned'   # 'learned' or 'text'
 
 
 @dataclass
@@ -124,6 +127,7 @@ class VLAConfig:
         _choice('text.pooling', self.text.pooling, ('auto', 'mean', 'cls', 'pooler'))
         _choice('fusion.type', self.fusion.type, ('late', 'gated', 'transformer'))
         _choice('fusion.patch_pos', self.fusion.patch_pos, ('sincos', 'learned'))
+        _choice('fusion.cls_init', self.fusion.cls_init, ('learned', 'text'))
         for name, value in (('embed_dim', self.embed_dim), ('text.max_length',
                             self.text.max_length), ('action.param_dim', self.action.param_dim),
                             ('action.hidden', self.action.hidden),

@@ -111,6 +111,7 @@ class TransformerFusion(nn.Module):
         self.type_embed = nn.Embedding(2, d)          # 0 = image patch, 1 = text token
         self.camera_embed = nn.Embedding(cfg.max_cameras, d)
         self.cls = nn.Parameter(torch.randn(1, 1, d) * 0.02)
+        self.cls_from_text = nn.Linear(text_dim, d) if cfg.cls_init == 'text' else None
         self.input_norm = nn.LayerNorm(d)
         self.input_drop = nn.Dropout(cfg.dropout)
         layer = nn.TransformerEncoderLayer(d, cfg.heads, 4 * d, cfg.dropout, activation='gelu',
@@ -158,7 +159,10 @@ class TransformerFusion(nn.Module):
         patches = patches.reshape(batch, num_cameras * n_patch, -1)
         words = self.text_proj(text.tokens.to(dtype)) + self.text_pos[:length]
         words = words + self.type_embed.weight[1]
-        seq = torch.cat([self.cls.expand(batch, -1, -1), patches, words], dim=1)
+        cls = self.cls.expand(batch, -1, -1)
+        if self.cls_from_text is not None:
+            cls = cls + self.cls_from_text(text.pooled.to(dtype)).unsqueeze(1)
+        seq = torch.cat([cls, patches, words], dim=1)
         seq = self.input_drop(self.input_norm(seq))
         keep = torch.ones(batch, 1 + num_cameras * n_patch, dtype=torch.bool,
                           device=seq.device)

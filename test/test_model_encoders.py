@@ -121,6 +121,23 @@ def test_conv_stem_small_config():
     assert enc.grid == (4, 4) and enc(pixels()).patches.shape == (2, 16, 32)
 
 
+def test_patchify_tokens_see_only_their_own_patch():
+    torch.manual_seed(0)
+    enc = VisionEncoder(VisionConfig(type='conv', conv=ConvConfig(
+        image_size=64, patch_size=16, channels=(8, 8, 16, 16), width=16, patchify=True)))
+    enc.eval()
+    assert enc.grid == (4, 4)
+    x = pixels(1, 64)
+    y = x.clone()
+    y[..., 16:32, 16:32] += 3.0            # change patch (row 1, col 1) only
+    changed = ~torch.isclose(enc(x).patches[0], enc(y).patches[0]).all(dim=1)
+    assert changed.nonzero().flatten().tolist() == [1 * 4 + 1]
+    overlapping = VisionEncoder(VisionConfig(type='conv', conv=ConvConfig(
+        image_size=64, patch_size=16, channels=(8, 8, 16, 16), width=16)))
+    changed = ~torch.isclose(overlapping(x).patches[0], overlapping(y).patches[0]).all(dim=1)
+    assert changed.sum() > 1               # 3x3 receptive fields spill into neighbours
+
+
 def test_resolve_model_path(tmp_path):
     assert resolve_model_path('sentence-transformers/all-MiniLM-L6-v2') == fx.minilm_path()
     assert resolve_model_path(str(tmp_path)) == str(tmp_path)

@@ -19,11 +19,14 @@ class ConvConfig:
     """The from-scratch conv stem: ``image_size`` px in, an (image_size / patch_size)^2 grid out.
 
     ``patch_size`` must be 2 ** len(channels): every channel entry is one stride-2 stage.
+    ``patchify`` uses 2x2 kernels so each token sees exactly its own patch (a ViT-style patch
+    embedding built from small conv stages) instead of overlapping 3x3 receptive fields.
     """
     image_size: int = 96
     patch_size: int = 8
     channels: tuple = (32, 64, 128)
     width: int = 128
+    patchify: bool = False
 
 
 @dataclass

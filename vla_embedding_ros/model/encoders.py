@@ -147,19 +147,25 @@ class ChannelNorm(nn.Module):
 
 
 class ConvStem(nn.Module):
-    """A small conv stem trained from scratch: stride-2 conv stages, then a 3x3 mixing conv.
+    """A small conv stem trained from scratch: stride-2 conv stages, then a mixing conv.
 
-    Each stage is Conv3x3(stride 2) + ChannelNorm + GELU; with the default 96 px input and
-    three stages this gives a 12x12 grid of 8x8-pixel patch tokens.
+    Each stage is Conv(stride 2) + ChannelNorm + GELU; with the default 96 px input and three
+    stages this gives a 12x12 grid of 8x8-pixel patch tokens. With ``patchify`` the kernels are
+    2x2 (and the mixing conv 1x1), so each token sees exactly its own patch, as in a ViT patch
+    embedding; with 3x3 kernels a token also sees half of each neighbouring patch.
     """
 
     def __init__(self, cfg: ConvConfig):
         super().__init__()
+        kernel, pad = (2, 0) if cfg.patchify else (3, 1)
         layers, prev = [], 3
         for ch in cfg.channels:
-            layers += [nn.Conv2d(prev, ch, 3, stride=2, padding=1), ChannelNorm(ch), nn.GELU()]
+            layers += [nn.Conv2d(prev, ch, kernel, stride=2, padding=pad), ChannelNorm(ch),
+                       nn.GELU()]
             prev = ch
-        layers += [nn.Conv2d(prev, cfg.width, 3, padding=1), ChannelNorm(cfg.width), nn.GELU()]
+        mix = 1 if cfg.patchify else 3
+        layers += [nn.Conv2d(prev, cfg.width, mix, padding=mix // 2), ChannelNorm(cfg.width),
+                   nn.GELU()]
         self.net = nn.Sequential(*layers)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:

@@ -110,6 +110,10 @@ class TransformerFusion(nn.Module):
         self.register_buffer('text_pos', sincos_1d(cfg.max_text_len, d), persistent=False)
         self.type_embed = nn.Embedding(2, d)          # 0 = image patch, 1 = text token
         self.camera_embed = nn.Embedding(cfg.max_cameras, d)
+        # Small init (as BERT): nn.Embedding's N(0, 1) rows would be the largest part of every
+        # token and, after LayerNorm, drown the content and position signals.
+        for table in (self.type_embed, self.camera_embed):
+            nn.init.normal_(table.weight, std=0.02)
         self.cls = nn.Parameter(torch.randn(1, 1, d) * 0.02)
         self.cls_from_text = nn.Linear(text_dim, d) if cfg.cls_init == 'text' else None
         self.input_norm = nn.LayerNorm(d)

@@ -1,0 +1,64 @@
+"""The tabletop simulator and the action selector, wired together.
+
+    ros2 launch vla_embedding_ros tabletop_demo.launch.py episodes:=20 device:=cpu
+
+The simulator's camera and instruction feed the selector, and the selector's
+``~/selected_action`` goes back to the simulator, which judges each episode and publishes
+``/tabletop_sim/episode_result`` and ``/tabletop_sim/success_rate``. The selector runs in
+``on_instruction`` mode: one decision per episode, on the first frame after the instruction.
+Arguments: model_path, device, episodes, seed, split, rate_hz, use_sim_time (the simulator
+then publishes /clock and both nodes use it), params_file (the selector's).
+"""
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import LifecycleNode, Node
+
+from launch import LaunchDescription
+
+PACKAGE = 'vla_embedding_ros'
+
+
+def _nodes(context, *args, **kwargs):
+    def arg(name):
+        return LaunchConfiguration(name).perform(context)
+
+    sim_time = arg('use_sim_time').lower() in ('true', '1', 'yes')
+    selector = {'mode': 'on_instruction', 'max_rate_hz': 0.0, 'use_sim_time': sim_time}
+    for name in ('model_path', 'device'):
+        if arg(name):
+            selector[name] = arg(name)
+    sim = {'episodes': int(arg('episodes')), 'seed': int(arg('seed')), 'split': arg('split'),
+           'rate_hz': float(arg('rate_hz')), 'publish_clock': sim_time}
+    return [
+        Node(package=PACKAGE, executable='tabletop_sim', name='tabletop_sim', output='screen',
+             parameters=[sim],
+             remappings=[('selected_action', '/action_selector/selected_action')]),
+        LifecycleNode(package=PACKAGE, executable='action_selector', name='action_selector',
+                      namespace='', output='screen',
+                      parameters=[arg('params_file'), selector],
+                      remappings=[('image', '/camera/image_raw'),
+                                  ('instruction', '/instruction')]),
+    ]
+
+
+def generate_launch_description():
+    share = get_package_share_directory(PACKAGE)
+    return LaunchDescription([
+        DeclareLaunchArgument('model_path', default_value='',
+                              description="selector checkpoint; '' = the shipped model"),
+        DeclareLaunchArgument('device', default_value='', description='auto | cpu | cuda[:N]'),
+        DeclareLaunchArgument('episodes', default_value='20', description='0 = forever'),
+        DeclareLaunchArgument('seed', default_value='0', description='episode stream seed'),
+        DeclareLaunchArgument('split', default_value='val', description='tabletop split'),
+        DeclareLaunchArgument('rate_hz', default_value='10.0', description='camera rate'),
+        DeclareLaunchArgument('use_sim_time', default_value='false',
+                              description='simulator publishes /clock; both nodes use it'),
+        DeclareLaunchArgument('params_file',
+                              default_value=os.path.join(share, 'config',
+                                                         'action_selector.yaml'),
+                              description="the selector's parameters"),
+        OpaqueFunction(function=_nodes),
+    ])

@@ -1,0 +1,519 @@
+"""action_selector: a lifecycle node that picks an action from camera frame(s) + an instruction.
+
+Lifecycle: *configure* loads the checkpoint and action library (a failure logs the path and
+leaves the node unconfigured), *activate* opens the topics and starts the inference thread,
+*deactivate* closes them and moves the model off the GPU (``torch.cuda.empty_cache``),
+*cleanup* drops the model. With ``autostart`` (default) a one-shot timer walks it to active.
+
+Topics (relative names, remap as needed)::
+
+    subscribes  image (sensor_msgs/Image, sensor-data QoS, depth 1)   one per image_topics
+                image/compressed (sensor_msgs/CompressedImage)      with image_transport:=compressed
+                instruction (std_msgs/String, reliable + transient local)
+                candidates (std_msgs/Float32MultiArray N x D; empty message = back to library)
+    publishes   ~/selected_action (std_msgs/String)   ~/action_vector (Float32MultiArray)
+                ~/scores (String, JSON)   ~/debug_image (Image, only built when subscribed)
+                cmd_vel (geometry_msgs/Twist, publish_cmd_vel)   /diagnostics
+
+Subscription callbacks only store the newest message per camera (an overwritten unprocessed
+frame counts as dropped); a worker thread woken through a ``threading.Condition`` converts,
+selects and publishes, so a slow model never blocks the executor. Every output that has a
+header carries the stamp of the frame it was computed from (the first camera's), and the
+scores JSON carries it too; the periodic /diagnostics carries the last processed frame's.
+"""
+from __future__ import annotations
+
+import gc
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import rclpy
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import Twist
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.event_handler import SubscriptionEventCallbacks
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Float32MultiArray, MultiArrayDimension, String
+
+from . import selector_params as params
+from .debug_overlay import draw_overlay
+from .image_conversion import compressed_to_numpy, image_to_numpy, numpy_to_image
+from .selector_stats import SelectorStats
+
+SENSOR_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                        reliability=ReliabilityPolicy.BEST_EFFORT,
+                        durability=DurabilityPolicy.VOLATILE)
+LATCHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                         reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+RELIABLE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
+                          reliability=ReliabilityPolicy.RELIABLE,
+                          durability=DurabilityPolicy.VOLATILE)
+
+
+@dataclass
+class _Slot:
+    """The newest frame of one camera."""
+
+    msg: object = None
+    fresh: bool = False         # not yet used by a decision
+
+
+@dataclass
+class _Job:
+    msgs: list
+    instruction: str | None
+    instruction_seq: int
+    candidates: np.ndarray | None
+    picked_at: float = field(default_factory=time.monotonic)
+
+
+def _stamp_ns(stamp) -> int:
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+class ActionSelectorNode(LifecycleNode):
+    """The action selector as a ROS 2 lifecycle node (see the module docstring)."""
+
+    def __init__(self, node_name: str = 'action_selector', **kwargs):
+        super().__init__(node_name, **kwargs)
+        self.settings = params.declare_all(self)
+        self.add_on_set_parameters_callback(self._validate_parameters)
+        self.add_post_set_parameters_callback(self._apply_parameters)
+        self.stats = SelectorStats()
+        self.debug_images_built = 0   # tests read this: the overlay runs only with subscribers
+        self.last_error = ''          # the last configure failure, path included
+        self.selector = None
+        self._model = None
+        self._library = None
+        self._device = None
+        self._cond = threading.Condition()
+        self._slots: list[_Slot] = []
+        self._instruction: str | None = None
+        self._instruction_seq = 0
+        self._instruction_time_ns = 0
+        self._decided_seq = 0
+        self._candidates: np.ndarray | None = None
+        self._last_decision = 0.0
+        self._last_stamp = Time()
+        self._worker: threading.Thread | None = None
+        self._stopping = False
+        self._subs: list = []
+        self._pubs: dict = {}
+        self._diag_timer = None
+        self._sub_group = ReentrantCallbackGroup()
+        self._timer_group = MutuallyExclusiveCallbackGroup()
+        self._autostart_timer = None
+        if self.settings['autostart']:
+            # After construction, from the executor: a launch file or test can still remap,
+            # and the lifecycle services are up before the (slow) model load starts.
+            self._autostart_timer = self.create_timer(0.0, self._autostart)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    @property
+    def state(self) -> str:
+        """The current lifecycle state label ('unconfigured', 'inactive', 'active', ...)."""
+        return self._state_machine.current_state[1]
+
+    def _autostart(self) -> None:
+        self.destroy_timer(self._autostart_timer)
+        self._autostart_timer = None
+        if self.state == 'unconfigured':
+            self.trigger_configure()
+        if self.state == 'inactive':
+            self.trigger_activate()
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        from ..model.device import resolve_device
+        from ..selection import ActionSelector
+
+        model_path = self.settings['model_path'] or params.default_model_path()
+        library_path = self.settings['library_path'] or None
+        where = f'model {model_path}' + (f', library {library_path}' if library_path else '')
+        try:
+            self._device = resolve_device(self.settings['device'])
+            selector = ActionSelector.from_pretrained(
+                model_path, library_path, device=str(self._device),
+                top_k=self.settings['top_k'], min_confidence=self.settings['min_confidence'])
+        except Exception as exc:  # any load failure leaves the node unconfigured
+            self.last_error = f'cannot load {where}: {type(exc).__name__}: {exc}'
+            self.get_logger().error(f'configure failed: {self.last_error}')
+            self.stats.error('configure', self.last_error)
+            return TransitionCallbackReturn.FAILURE
+        self.selector, self._model, self._library = selector, selector.model, selector.library
+        self.last_error = ''
+        self.get_logger().info(f'configured: {where} on {self._device}, '
+                               f'{len(self._library)} actions')
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        from ..selection import ActionSelector
+
+        if self.selector is None:  # deactivated earlier: bring the model back to the device
+            self.selector = ActionSelector(self._model.to(self._device), self._library,
+                                           top_k=self.settings['top_k'],
+                                           min_confidence=self.settings['min_confidence'])
+        self._open_topics()
+        self._stopping = False
+        self._worker = threading.Thread(target=self._work, name='action_selector_inference',
+                                        daemon=True)
+        self._worker.start()
+        self.get_logger().info(f'active: cameras {self._camera_topics()}, '
+                               f'mode {self.settings["mode"]}')
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_worker()
+        self._close_topics()
+        self._release_device()
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._drop_model()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_worker()
+        self._close_topics()
+        self._drop_model()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.get_logger().error(f'error while leaving {state.label}; resetting to unconfigured')
+        self._stop_worker()
+        self._close_topics()
+        self._drop_model()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _release_device(self) -> None:
+        """Move the model to the CPU and drop GPU tensors (library embeddings, caches)."""
+        if self.selector is None:
+            return
+        on_cuda = self._device is not None and self._device.type == 'cuda'
+        self._model = self.selector.model.to('cpu') if on_cuda else self.selector.model
+        self.selector = None
+        gc.collect()
+        if on_cuda:
+            import torch
+            torch.cuda.empty_cache()
+
+    def _drop_model(self) -> None:
+        self._release_device()
+        self.selector = self._model = self._library = None
+        with self._cond:
+            self._instruction, self._candidates = None, None
+            self._slots = []
+
+    def destroy_node(self) -> None:
+        """Stop the inference thread and free the model before the node's handles go away."""
+        self._stop_worker()
+        self._release_device()
+        super().destroy_node()
+
+    # -- topics ---------------------------------------------------------------------------------
+    def _camera_topics(self) -> list[str]:
+        suffix = '/compressed' if self.settings['image_transport'] == 'compressed' else ''
+        return [t.rstrip('/') + suffix for t in self.settings['image_topics']]
+
+    def _events(self, topic: str) -> SubscriptionEventCallbacks:
+        return SubscriptionEventCallbacks(
+            incompatible_qos=lambda event, t=topic: self._on_incompatible_qos(t, event))
+
+    def _open_topics(self) -> None:
+        msg_type = CompressedImage if self.settings['image_transport'] == 'compressed' else Image
+        with self._cond:
+            self._slots = [_Slot() for _ in self.settings['image_topics']]
+        for i, topic in enumerate(self._camera_topics()):
+            self._subs.append(self.create_subscription(
+                msg_type, topic, lambda msg, i=i: self._on_image(i, msg), SENSOR_QOS,
+                callback_group=self._sub_group, event_callbacks=self._events(topic)))
+        self._subs.append(self.create_subscription(
+            String, 'instruction', self._on_instruction, LATCHED_QOS,
+            callback_group=self._sub_group, event_callbacks=self._events('instruction')))
+        self._subs.append(self.create_subscription(
+            Float32MultiArray, 'candidates', self._on_candidates, RELIABLE_QOS,
+            callback_group=self._sub_group, event_callbacks=self._events('candidates')))
+        self._pubs = {
+            'selected_action': self.create_publisher(String, '~/selected_action', RELIABLE_QOS),
+            'action_vector': self.create_publisher(Float32MultiArray, '~/action_vector',
+                                                   RELIABLE_QOS),
+            'scores': self.create_publisher(String, '~/scores', RELIABLE_QOS),
+            'debug_image': self.create_publisher(Image, '~/debug_image', 1),
+            'diagnostics': self.create_publisher(DiagnosticArray, '/diagnostics', 10),
+        }
+        self._diag_timer = self.create_timer(self.settings['diagnostics_period_s'],
+                                             self._publish_diagnostics,
+                                             callback_group=self._timer_group)
+
+    def _close_topics(self) -> None:
+        for sub in self._subs:
+            self.destroy_subscription(sub)
+        for pub in self._pubs.values():
+            self.destroy_publisher(pub)
+        if self._diag_timer is not None:
+            self.destroy_timer(self._diag_timer)
+        self._subs, self._pubs, self._diag_timer = [], {}, None
+
+    def _cmd_vel_publisher(self):
+        if 'cmd_vel' not in self._pubs:
+            self._pubs['cmd_vel'] = self.create_publisher(Twist, 'cmd_vel', RELIABLE_QOS)
+        return self._pubs['cmd_vel']
+
+    # -- callbacks (cheap: store and notify) ----------------------------------------------------
+    def _on_image(self, camera: int, msg) -> None:
+        self.stats.count('received')
+        with self._cond:
+            if camera >= len(self._slots):
+                return
+            slot = self._slots[camera]
+            if slot.fresh:
+                self.stats.count('dropped')
+            slot.msg, slot.fresh = msg, True
+            self._cond.notify()
+
+    def _on_instruction(self, msg: String) -> None:
+        text = msg.data.strip()
+        with self._cond:
+            self._instruction = text or None
+            self._instruction_seq += 1
+            self._instruction_time_ns = self.get_clock().now().nanoseconds
+            self._cond.notify()
+        self.get_logger().info(f'instruction: {text!r}')
+
+    def _on_candidates(self, msg: Float32MultiArray) -> None:
+        data = np.asarray(msg.data, dtype=np.float32)
+        if data.size == 0:
+            with self._cond:
+                self._candidates = None
+            return
+        dims = msg.layout.dim
+        width = int(dims[1].size) if len(dims) >= 2 else (self.selector.param_dim
+                                                          if self.selector else 0)
+        if not width or data.size % width:
+            self.stats.error('candidates', f'{data.size} values do not split into rows of '
+                                           f'{width} (set layout.dim = [N, D])')
+            return
+        with self._cond:
+            self._candidates = data.reshape(-1, width)
+
+    def _on_incompatible_qos(self, topic: str, event) -> None:
+        self.stats.count('incompatible_qos')
+        self.get_logger().warning(
+            f'a publisher on {topic} has QoS incompatible with this subscription '
+            f'(policy {event.last_policy_kind}); no messages will arrive from it. Expected: '
+            f'{"reliable + transient local" if topic == "instruction" else "any reliability"}')
+
+    # -- parameters -----------------------------------------------------------------------------
+    def _validate_parameters(self, changes) -> SetParametersResult:
+        state = self.state
+        for p in changes:
+            reason = params.check_change(p.name, p.value, state)
+            if reason:
+                return SetParametersResult(successful=False, reason=reason)
+        return SetParametersResult(successful=True)
+
+    def _apply_parameters(self, changes) -> None:
+        with self._cond:
+            for p in changes:
+                self.settings[p.name] = p.value
+            if self.selector is not None:
+                self.selector.top_k = self.settings['top_k']
+                self.selector.min_confidence = self.settings['min_confidence']
+            self._cond.notify()
+
+    # -- inference thread -----------------------------------------------------------------------
+    def _stop_worker(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._worker is not None and self._worker is not threading.current_thread():
+            self._worker.join(timeout=10.0)
+        self._worker = None
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                job = None
+                while not self._stopping:
+                    job, wait = self._next_job()
+                    if job is not None:
+                        break
+                    self._cond.wait(timeout=wait)
+                if self._stopping:
+                    return
+            try:
+                self._process(job)
+            except Exception as exc:  # keep the thread alive; count and report
+                self.stats.error(type(exc).__name__, str(exc))
+                self.get_logger().error(f'selection failed: {type(exc).__name__}: {exc}',
+                                        throttle_duration_sec=5.0)
+
+    def _next_job(self) -> tuple[_Job | None, float | None]:
+        """Under the lock: the next decision to make, or (None, seconds to wait)."""
+        if not self._slots or not self._slots[0].fresh:
+            return None, None
+        rate = self.settings['max_rate_hz']
+        if rate > 0:
+            wait = self._last_decision + 1.0 / rate - time.monotonic()
+            if wait > 0:
+                return None, wait
+        primary = self._slots[0]
+        if self.settings['mode'] == 'on_instruction':
+            if self._decided_seq == self._instruction_seq:
+                primary.fresh = False
+                self.stats.skip('ignored', 'on_instruction: waiting for a new instruction')
+                return None, None
+            # "The next frame": one taken after the instruction arrived, so a frame of the
+            # previous scene still in flight is not judged against the new instruction.
+            if _stamp_ns(primary.msg.header.stamp) < self._instruction_time_ns:
+                primary.fresh = False
+                self.stats.skip('ignored', 'frame stamped before the instruction arrived')
+                return None, None
+        msgs = [s.msg for s in self._slots]
+        for s in self._slots:
+            s.fresh = False
+        self._last_decision = time.monotonic()
+        return _Job(msgs, self._instruction, self._instruction_seq, self._candidates), None
+
+    def _process(self, job: _Job) -> None:
+        t0 = job.picked_at
+        header = job.msgs[0].header
+        max_age = self.settings['max_image_age_s']
+        if max_age > 0:
+            age = (self.get_clock().now().nanoseconds - _stamp_ns(header.stamp)) * 1e-9
+            if age > max_age:
+                self.stats.skip('stale', f'frame {age:.2f} s old > max_image_age_s {max_age}')
+                return
+        missing = [t for t, m in zip(self._camera_topics(), job.msgs, strict=True) if m is None]
+        selection, frames, color = None, None, 'rgb'
+        if missing:
+            reason = f'no frame yet from {missing}'
+        elif job.instruction is None:
+            reason = 'no instruction received'
+        else:
+            frames, color = self._convert(job.msgs)
+            if frames is None:
+                return
+            selection = self.selector.select(frames, job.instruction, color=color,
+                                             candidates=job.candidates,
+                                             top_k=self.settings['top_k'])
+            reason = selection.reason
+        if self.settings['mode'] == 'on_instruction':
+            with self._cond:
+                self._decided_seq = max(self._decided_seq, job.instruction_seq)
+        abstained = selection is None or selection.abstained
+        latency_ms = (time.monotonic() - t0) * 1e3
+        self._publish(job, header, selection, abstained, reason, latency_ms)
+        if frames is not None and self._pubs['debug_image'].get_subscription_count() > 0:
+            self._publish_debug(header, frames[0], color, job.instruction, selection,
+                                abstained, reason)
+        self.stats.decided(abstained, reason, latency_ms)
+        self._last_stamp = header.stamp
+
+    def _convert(self, msgs) -> tuple[list | None, str]:
+        try:
+            decoded = [compressed_to_numpy(m) if isinstance(m, CompressedImage)
+                       else image_to_numpy(m) for m in msgs]
+        except ValueError as exc:
+            self.stats.error('conversion', str(exc))
+            self.get_logger().error(f'cannot convert image: {exc}', throttle_duration_sec=5.0)
+            return None, 'rgb'
+        color = decoded[0][1]
+        # One call takes one channel order: flip the odd cameras out (a view, no copy).
+        frames = [f if c == color else f[:, :, ::-1] for f, c in decoded]
+        return frames, color
+
+    # -- outputs --------------------------------------------------------------------------------
+    def _action_name(self, selection) -> str:
+        return selection.name if selection.name is not None else \
+            f'candidate_{selection.index}'
+
+    def _publish(self, job: _Job, header, selection, abstained: bool, reason: str,
+                 latency_ms: float) -> None:
+        pubs = self._pubs
+        if not abstained:
+            name = self._action_name(selection)
+            pubs['selected_action'].publish(String(data=name))
+            vector = Float32MultiArray()
+            vector.layout.dim = [MultiArrayDimension(label='params', size=len(selection.vector),
+                                                     stride=len(selection.vector))]
+            vector.data = [float(v) for v in selection.vector]
+            pubs['action_vector'].publish(vector)
+            if self.settings['publish_cmd_vel'] and job.candidates is None:
+                twist = self._library[selection.index].twist if self._library else None
+                if twist is not None:
+                    msg = Twist()
+                    msg.linear.x, msg.linear.y, msg.linear.z = map(float, twist.linear)
+                    msg.angular.x, msg.angular.y, msg.angular.z = map(float, twist.angular)
+                    self._cmd_vel_publisher().publish(msg)
+        scores = {
+            'instruction': job.instruction, 'abstained': abstained, 'reason': reason,
+            'selected': None if abstained else self._action_name(selection),
+            'confidence': selection.confidence if selection else None,
+            'vector': [float(v) for v in selection.vector] if selection else [],
+            'parameter_names': list(self._library.parameter_names) if self._library else [],
+            'top_names': selection.top_names if selection else [],
+            'top_scores': selection.top_scores if selection else [],
+            'top_probs': selection.top_probs if selection else [],
+            'stamp': {'sec': int(header.stamp.sec), 'nanosec': int(header.stamp.nanosec)},
+            'frame_id': header.frame_id, 'cameras': len(job.msgs),
+            'candidates': 'topic' if job.candidates is not None else 'library',
+            'latency_ms': latency_ms,
+        }
+        pubs['scores'].publish(String(data=json.dumps(scores)))
+
+    def _publish_debug(self, header, frame, color, instruction, selection, abstained,
+                       reason) -> None:
+        self.debug_images_built += 1
+        names = [self._short(n) for n in (selection.top_names if selection else [])]
+        overlay = draw_overlay(frame, color, instruction or '', names,
+                               selection.top_probs if selection else [], abstained, reason)
+        self._pubs['debug_image'].publish(numpy_to_image(overlay, 'rgb8', header))
+
+    @staticmethod
+    def _short(name: str) -> str:
+        return name if len(name) < 40 else name[:37] + '...'
+
+    def _publish_diagnostics(self) -> None:
+        pub = self._pubs.get('diagnostics')
+        if pub is None:
+            return
+        extra = {'mode': self.settings['mode'], 'device': str(self._device),
+                 'cameras': ', '.join(self._camera_topics())}
+        pub.publish(self.stats.diagnostics(f'{self.get_name()}: action selection',
+                                           self.get_fully_qualified_name(),
+                                           self._last_stamp, self.state, extra))
+
+
+def main(args=None) -> None:
+    """Run the node with a multi-threaded executor until Ctrl-C."""
+    rclpy.init(args=args)
+    node = None
+    executor = MultiThreadedExecutor(num_threads=2)
+    try:
+        node = ActionSelectorNode()
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            # After Ctrl-C the context is gone and a transition could not publish its event;
+            # destroy_node() then stops the inference thread and frees the model instead.
+            if rclpy.ok() and node.state in ('active', 'inactive', 'unconfigured'):
+                node.trigger_shutdown()
+            node.destroy_node()
+        executor.shutdown()
+        rclpy.try_shutdown()
+
+
+if __name__ == '__main__':
+    main()

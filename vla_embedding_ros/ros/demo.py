@@ -1,0 +1,204 @@
+"""``make demo``: the tabletop simulator and the action selector as two processes over DDS.
+
+No ROS CLI is needed: both nodes are started with ``python -m ... --ros-args`` on one
+``ROS_DOMAIN_ID`` (a free-ish one is picked when unset), a small listener node in this process
+collects the episode results, the selector's scores and its diagnostics, and a summary is
+printed: success rate, selector latency p50/p99 (``latency_ms`` of the scores), end-to-end
+latency (image stamp -> episode result received here) and dropped frames. The children get
+SIGINT, then SIGKILL after a grace period.
+
+Exit status: 0 when at least one episode completed and neither child crashed, else 1.
+
+Example::
+
+    python -m vla_embedding_ros.ros.demo --episodes 20 --device cpu
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+SELECTOR_NODE = 'action_selector'
+SIM_NODE = 'tabletop_sim'
+
+
+def _args(argv):
+    from .selector_params import default_model_path
+
+    ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    ap.add_argument('--episodes', type=int, default=20, help='episodes to run (default 20)')
+    ap.add_argument('--model', default=default_model_path(),
+                    help='checkpoint folder (default: the shipped models/tabletop)')
+    ap.add_argument('--device', default='auto', help='auto | cpu | cuda[:N]')
+    ap.add_argument('--timeout', type=float, default=300.0,
+                    help='give up after this many seconds in all (default 300)')
+    ap.add_argument('--seed', type=int, default=0, help='episode stream seed')
+    ap.add_argument('--split', default='val', help='tabletop split (default val)')
+    ap.add_argument('--episode-timeout', type=float, default=10.0,
+                    help='seconds the simulator waits for an action per episode')
+    ap.add_argument('--rate', type=float, default=10.0, help='camera frames per second')
+    ap.add_argument('--quiet', action='store_true', help="hide the nodes' log output")
+    return ap.parse_args(argv)
+
+
+def child_commands(args) -> dict[str, list[str]]:
+    """The two ``python -m`` command lines (remapped so the nodes meet on the same topics)."""
+    py = [sys.executable, '-m']
+    sim = py + ['vla_embedding_ros.ros.tabletop_sim_node', '--ros-args',
+                '-p', f'episodes:={args.episodes}', '-p', f'seed:={args.seed}',
+                '-p', f'split:={args.split}', '-p', f'rate_hz:={float(args.rate)}',
+                '-p', f'episode_timeout_s:={float(args.episode_timeout)}',
+                '-r', f'selected_action:=/{SELECTOR_NODE}/selected_action']
+    selector = py + ['vla_embedding_ros.ros.action_selector_node', '--ros-args',
+                     '-p', f'model_path:={args.model}', '-p', f'device:={args.device}',
+                     '-p', 'mode:=on_instruction', '-p', 'max_rate_hz:=0.0',
+                     '-r', 'image:=/camera/image_raw', '-r', 'instruction:=/instruction']
+    return {SIM_NODE: sim, SELECTOR_NODE: selector}
+
+
+class _Listener:
+    """A plain rclpy node collecting results, scores and diagnostics (callbacks only store)."""
+
+    def __init__(self, context):
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
+        from std_msgs.msg import String
+
+        from .tabletop_sim_node import RESULTS_QOS
+
+        self.node = rclpy.create_node('vla_demo_listener', context=context)
+        self.results: list[dict] = []
+        self.scores: list[dict] = []
+        self.e2e_ms: list[float] = []
+        self.diagnostics: dict[str, str] = {}
+        self._last_decision_stamp = None
+        self.node.create_subscription(String, f'/{SIM_NODE}/episode_result', self._on_result,
+                                      RESULTS_QOS)
+        self.node.create_subscription(String, f'/{SELECTOR_NODE}/scores', self._on_scores, 100)
+        self.node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diag, 10)
+
+    def _on_scores(self, msg) -> None:
+        data = json.loads(msg.data)
+        self.scores.append(data)
+        if not data.get('abstained'):
+            stamp = data['stamp']
+            self._last_decision_stamp = stamp['sec'] + stamp['nanosec'] * 1e-9
+
+    def _on_result(self, msg) -> None:
+        result = json.loads(msg.data)
+        self.results.append(result)
+        if result.get('chosen') is not None and self._last_decision_stamp is not None:
+            # Both sides stamp with the wall clock (no sim time here): image stamp -> result.
+            self.e2e_ms.append((time.time() - self._last_decision_stamp) * 1e3)
+        mark = 'ok  ' if result['success'] else 'FAIL'
+        print(f"[demo] episode {result['episode']:3d} {mark} {result['instruction']!r}: "
+              f"chose {result['chosen']} (expected {result['expected']}), "
+              f"{result['latency'] * 1e3:.0f} ms", flush=True)
+
+    def _on_diag(self, msg) -> None:
+        for status in msg.status:
+            if status.name.startswith(SELECTOR_NODE):
+                self.diagnostics = {kv.key: kv.value for kv in status.values}
+
+
+def _p(values, q):
+    return float(np.percentile(values, q)) if values else float('nan')
+
+
+def summary(listener: _Listener, episodes: int) -> str:
+    """The printed report."""
+    results = listener.results
+    done = len(results)
+    wins = sum(r['success'] for r in results)
+    latency = [s['latency_ms'] for s in listener.scores if s.get('instruction')]
+    diag = listener.diagnostics
+    lines = [
+        f'episodes completed : {done} / {episodes}',
+        f'success rate       : {wins / done:.1%} ({wins}/{done})' if done else
+        'success rate       : n/a (no episode completed)',
+        f'timeouts           : {sum(bool(r.get("timeout")) for r in results)}',
+        f'selector latency   : p50 {_p(latency, 50):.1f} ms, p99 {_p(latency, 99):.1f} ms '
+        f'({len(latency)} decisions, scores latency_ms)',
+        f'end-to-end latency : p50 {_p(listener.e2e_ms, 50):.1f} ms, '
+        f'p99 {_p(listener.e2e_ms, 99):.1f} ms (image stamp -> result received)',
+        f'frames             : received {diag.get("frames_received", "?")}, processed '
+        f'{diag.get("frames_processed", "?")}, dropped {diag.get("frames_dropped", "?")}, '
+        f'stale {diag.get("frames_stale", "?")}',
+    ]
+    return '\n'.join(lines)
+
+
+def stop(proc: subprocess.Popen, grace: float = 10.0) -> int | None:
+    """SIGINT, then SIGKILL after ``grace`` seconds; return the exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+def main(argv=None) -> int:
+    """Run the demo; return (and exit with) 0 on success."""
+    args = _args(argv)
+    env = dict(os.environ)
+    env.setdefault('ROS_DOMAIN_ID', str(20 + os.getpid() % 80))
+    env.setdefault('AMENT_PREFIX_PATH', sys.prefix)
+    os.environ.update({k: env[k] for k in ('ROS_DOMAIN_ID', 'AMENT_PREFIX_PATH')})
+    if not os.path.isfile(os.path.join(args.model, 'config.json')):
+        print(f'[demo] no model at {args.model} (config.json missing); pass --model',
+              file=sys.stderr)
+        return 1
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    print(f"[demo] ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']}, model {args.model}, "
+          f'{args.episodes} episodes', flush=True)
+    out = subprocess.DEVNULL if args.quiet else None
+    procs: dict[str, subprocess.Popen] = {}
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=int(env['ROS_DOMAIN_ID']))
+    crashed = []
+    listener = None
+    try:
+        listener = _Listener(context)
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(listener.node)
+        for name, cmd in child_commands(args).items():
+            procs[name] = subprocess.Popen(cmd, env=env, stdout=out, stderr=out)
+        deadline = time.monotonic() + args.timeout
+        while len(listener.results) < args.episodes and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.1)
+            crashed = [n for n, p in procs.items() if p.poll() is not None]
+            if crashed:
+                break
+        end = time.monotonic() + 1.5  # a last diagnostics message for the frame counts
+        while time.monotonic() < end and not crashed:
+            executor.spin_once(timeout_sec=0.1)
+    except KeyboardInterrupt:
+        print('[demo] interrupted', file=sys.stderr)
+    finally:
+        codes = {name: stop(p) for name, p in procs.items()}
+        if listener is not None:
+            print(summary(listener, args.episodes), flush=True)
+            listener.node.destroy_node()
+        rclpy.try_shutdown(context=context)
+    for name in crashed:
+        print(f'[demo] {name} exited early with code {codes[name]}', file=sys.stderr)
+    completed = listener is not None and len(listener.results) > 0
+    if not completed:
+        print('[demo] no episode completed', file=sys.stderr)
+    return 0 if completed and not crashed else 1
+
+
+if __name__ == '__main__':
+    sys.exit(main())

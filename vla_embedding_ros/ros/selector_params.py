@@ -1,0 +1,134 @@
+"""The action_selector node's parameters: declarations (with descriptors) and validation.
+
+Kept apart from the node so the table of parameters reads in one place and the validation
+rules can be unit-tested without spinning anything. ``config/action_selector.yaml`` lists
+every parameter declared here with its default.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+
+MODES = ('continuous', 'on_instruction')
+TRANSPORTS = ('raw', 'compressed')
+_DEVICE_RE = re.compile(r'^(auto|cpu|cuda(:\d+)?)$')
+# Parameters that change what configure loads: settable only while unconfigured.
+LOAD_PARAMS = ('model_path', 'library_path', 'device')
+# Parameters that change which topics exist: settable only while not active.
+TOPIC_PARAMS = ('image_topics', 'image_transport')
+
+
+def default_model_path() -> str:
+    """The shipped model: ``share/vla_embedding_ros/models/tabletop`` if installed there,
+    else ``models/tabletop`` of the source tree (editable installs, ``make demo``)."""
+    try:
+        from ament_index_python.packages import get_package_share_directory
+        shared = os.path.join(get_package_share_directory('vla_embedding_ros'), 'models',
+                              'tabletop')
+        if os.path.isfile(os.path.join(shared, 'config.json')):
+            return shared
+    except Exception:  # package not in the ament index (plain pip install, no AMENT_PREFIX_PATH)
+        pass
+    return str(Path(__file__).resolve().parents[2] / 'models' / 'tabletop')
+
+
+def _float(description: str, lo: float, hi: float, **kw: Any) -> ParameterDescriptor:
+    return ParameterDescriptor(description=description, floating_point_range=[
+        FloatingPointRange(from_value=lo, to_value=hi, step=0.0)], **kw)
+
+
+def _int(description: str, lo: int, hi: int, **kw: Any) -> ParameterDescriptor:
+    return ParameterDescriptor(description=description, integer_range=[
+        IntegerRange(from_value=lo, to_value=hi, step=1)], **kw)
+
+
+def parameter_table() -> dict[str, tuple[Any, ParameterDescriptor]]:
+    """name -> (default, descriptor) for every parameter of the node."""
+    unconfigured = 'changes only while unconfigured (cleanup first); used by the next configure'
+    inactive = 'changes only while not active; used by the next activate'
+    return {
+        'model_path': (default_model_path(), ParameterDescriptor(
+            description="checkpoint folder (config.json + model.safetensors) or a CLIP/SigLIP "
+                        "checkpoint; '' or default: the shipped tabletop model",
+            additional_constraints=unconfigured)),
+        'library_path': ('', ParameterDescriptor(
+            description="action library YAML; '' = <model_path>/actions.yaml",
+            additional_constraints=unconfigured)),
+        'device': ('auto', ParameterDescriptor(
+            description='auto | cpu | cuda | cuda:N (auto = cuda when available)',
+            additional_constraints=unconfigured)),
+        'image_topics': (['image'], ParameterDescriptor(
+            description='camera topics (relative names, remappable); one decision fuses the '
+                        'newest frame of each; the first one triggers decisions and its '
+                        'stamp goes on the outputs', additional_constraints=inactive)),
+        'image_transport': ('raw', ParameterDescriptor(
+            description="raw (sensor_msgs/Image on <topic>) or compressed "
+                        "(sensor_msgs/CompressedImage on <topic>/compressed)",
+            additional_constraints=inactive)),
+        'mode': ('continuous', ParameterDescriptor(
+            description='continuous: decide on every new frame (rate-limited); on_instruction: '
+                        'one decision per received instruction, on the first frame stamped '
+                        'after it arrived')),
+        'max_rate_hz': (10.0, _float('most decisions per second; 0 = every new frame',
+                                     0.0, 1000.0)),
+        'max_image_age_s': (1.0, _float('skip frames whose stamp is older than this against '
+                                         'the node clock (sim time aware); 0 = no check',
+                                         0.0, 3600.0)),
+        'min_confidence': (0.0, _float('abstain when the top softmax probability is below '
+                                       'this', 0.0, 1.0)),
+        'top_k': (5, _int('ranked candidates reported in scores and the debug image', 1,
+                          10000)),
+        'publish_cmd_vel': (False, ParameterDescriptor(
+            description='also publish cmd_vel (geometry_msgs/Twist) for actions whose library '
+                        'entry has a twist')),
+        'autostart': (True, ParameterDescriptor(
+            description='configure and activate right after start-up', read_only=True)),
+        'diagnostics_period_s': (1.0, _float('seconds between /diagnostics messages', 0.05,
+                                             3600.0, additional_constraints=inactive)),
+    }
+
+
+def declare_all(node) -> dict[str, Any]:
+    """Declare every parameter on ``node``; return name -> current value."""
+    values = {}
+    for name, (default, descriptor) in parameter_table().items():
+        values[name] = node.declare_parameter(name, default, descriptor).value
+    return values
+
+
+def check_value(name: str, value: Any) -> str:
+    """Why ``value`` is not acceptable for parameter ``name`` ('' when it is)."""
+    if name in ('max_rate_hz', 'max_image_age_s') and value < 0:
+        return f'{name} must be >= 0, got {value}'
+    if name == 'diagnostics_period_s' and value <= 0:
+        return f'{name} must be > 0, got {value}'
+    if name == 'min_confidence' and not 0.0 <= value <= 1.0:
+        return f'min_confidence must be in [0, 1], got {value}'
+    if name == 'top_k' and value < 1:
+        return f'top_k must be >= 1, got {value}'
+    if name == 'mode' and value not in MODES:
+        return f'unknown mode {value!r}; expected one of {list(MODES)}'
+    if name == 'image_transport' and value not in TRANSPORTS:
+        return f'unknown image_transport {value!r}; expected one of {list(TRANSPORTS)}'
+    if name == 'device' and not _DEVICE_RE.match(value):
+        return f"device must be auto, cpu, cuda or cuda:N, got {value!r}"
+    if name == 'image_topics':
+        if not value or any(not t for t in value):
+            return 'image_topics must be a non-empty list of non-empty topic names'
+        if len(set(value)) != len(value):
+            return f'image_topics has duplicates: {list(value)}'
+    return ''
+
+
+def check_change(name: str, value: Any, state: str) -> str:
+    """Like :func:`check_value`, also refusing changes the lifecycle state cannot take now."""
+    if name in LOAD_PARAMS and state not in ('unconfigured', 'finalized'):
+        return (f'{name} can only change while unconfigured (now {state}): deactivate and '
+                'cleanup, set it, then configure')
+    if name in TOPIC_PARAMS + ('diagnostics_period_s',) and state == 'active':
+        return f'{name} can only change while not active: deactivate, set it, then activate'
+    return check_value(name, value)

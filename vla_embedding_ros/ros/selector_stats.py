@@ -1,0 +1,128 @@
+"""Counters of the action_selector node and their /diagnostics status.
+
+Subscription callbacks, the inference thread and the diagnostics timer all touch these, so
+every update goes through one lock; the snapshot is what diagnostics and tests read.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, deque
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+
+def percentile(values, q: float) -> float:
+    """The ``q``-th percentile (0-100) of ``values``; NaN when empty."""
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if len(values) else \
+        float('nan')
+
+
+class SelectorStats:
+    """Thread-safe counters: frames, decisions, abstentions, latencies, errors by kind."""
+
+    def __init__(self, latency_window: int = 1000):
+        self._lock = threading.Lock()
+        self.received = 0
+        self.processed = 0
+        self.dropped = 0        # overwritten in the slot before the worker took them
+        self.stale = 0          # older than max_image_age_s
+        self.ignored = 0        # on_instruction mode: no pending instruction
+        self.decisions = 0
+        self.abstentions = 0
+        self.last_abstain_reason = ''
+        self.last_abstained = False
+        self.last_skip_reason = ''
+        self.incompatible_qos = 0
+        self.errors: Counter[str] = Counter()
+        self.last_error = ''
+        self.latency_ms: deque[float] = deque(maxlen=latency_window)
+        self.last_frame_time: float | None = None
+        self._errors_reported = 0
+
+    def count(self, field: str, n: int = 1) -> None:
+        with self._lock:
+            setattr(self, field, getattr(self, field) + n)
+            if field == 'received':
+                self.last_frame_time = time.monotonic()
+
+    def skip(self, field: str, reason: str) -> None:
+        with self._lock:
+            setattr(self, field, getattr(self, field) + 1)
+            self.last_skip_reason = reason
+
+    def error(self, kind: str, message: str) -> None:
+        with self._lock:
+            self.errors[kind] += 1
+            self.last_error = f'{kind}: {message}'
+
+    def decided(self, abstained: bool, reason: str, latency_ms: float) -> None:
+        with self._lock:
+            self.processed += 1
+            self.latency_ms.append(latency_ms)
+            self.last_abstained = abstained
+            if abstained:
+                self.abstentions += 1
+                self.last_abstain_reason = reason
+            else:
+                self.decisions += 1
+
+    def snapshot(self) -> dict:
+        """A consistent copy of every counter (latency as p50/p99 in ms)."""
+        with self._lock:
+            lat = list(self.latency_ms)
+            return {
+                'frames_received': self.received, 'frames_processed': self.processed,
+                'frames_dropped': self.dropped, 'frames_stale': self.stale,
+                'frames_ignored': self.ignored, 'decisions': self.decisions,
+                'abstentions': self.abstentions,
+                'last_abstain_reason': self.last_abstain_reason,
+                'last_abstained': self.last_abstained,
+                'last_skip_reason': self.last_skip_reason,
+                'incompatible_qos': self.incompatible_qos,
+                'errors': dict(self.errors), 'last_error': self.last_error,
+                'latency_p50_ms': percentile(lat, 50), 'latency_p99_ms': percentile(lat, 99),
+                'seconds_since_frame': (time.monotonic() - self.last_frame_time
+                                        if self.last_frame_time is not None else None),
+            }
+
+    def diagnostics(self, name: str, hardware_id: str, stamp, state: str,
+                    extra: dict | None = None) -> DiagnosticArray:
+        """A DiagnosticArray with one status: OK, or WARN with the reasons in the message."""
+        snap = self.snapshot()
+        with self._lock:
+            new_errors = sum(self.errors.values()) - self._errors_reported
+            self._errors_reported += new_errors
+        problems = []
+        if state != 'active':
+            problems.append(f'node is {state}')
+        if snap['seconds_since_frame'] is None:
+            problems.append('no frames received yet')
+        elif snap['seconds_since_frame'] > 5.0:
+            problems.append(f'no frame for {snap["seconds_since_frame"]:.1f} s')
+        if snap['incompatible_qos']:
+            problems.append(f'{snap["incompatible_qos"]} incompatible QoS event(s)')
+        if new_errors:
+            problems.append(f'{new_errors} new error(s), last: {snap["last_error"]}')
+        if snap['last_abstained']:
+            problems.append(f'abstaining: {snap["last_abstain_reason"]}')
+        status = DiagnosticStatus(
+            level=DiagnosticStatus.WARN if problems else DiagnosticStatus.OK,
+            name=name, hardware_id=hardware_id,
+            message='; '.join(problems) if problems else 'selecting actions')
+        values = dict(snap)
+        values.update(extra or {})
+        status.values = [KeyValue(key=k, value=_fmt(v)) for k, v in values.items()]
+        array = DiagnosticArray()
+        array.header.stamp = stamp
+        array.status = [status]
+        return array
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f'{value:.3f}'
+    if isinstance(value, dict):
+        return ', '.join(f'{k}={v}' for k, v in sorted(value.items())) or 'none'
+    return str(value)

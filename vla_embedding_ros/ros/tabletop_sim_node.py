@@ -1,0 +1,234 @@
+"""tabletop_sim: the tabletop benchmark as a ROS 2 simulator for closed-loop runs.
+
+Each episode draws a scene and an instruction from :class:`TabletopGenerator` (``split``,
+``seed``), publishes the instruction (latched) and a camera stream of the scene (rendered at
+``image_size``, upscaled with ``cv2.resize`` to ``camera_width`` x ``camera_height``, rgb8),
+then waits for one action name on ``selected_action``. The action is applied with
+``apply_action`` (pick lifts the object, a push moves it one cell), judged, and the result is
+published; no answer within ``episode_timeout_s`` is a failure. Then the next episode starts.
+
+Topics::
+
+    publishes   camera/image_raw (sensor_msgs/Image)   instruction (std_msgs/String, latched)
+                ~/episode_result (String JSON)   ~/success_rate (std_msgs/Float32, latched)
+                /clock (rosgraph_msgs/Clock) when publish_clock is true
+    subscribes  selected_action (std_msgs/String; remap to /action_selector/selected_action)
+
+With ``publish_clock`` the simulator owns time: ``/clock`` advances with wall time times
+``real_time_factor`` and every stamp it publishes is that sim time; run the other nodes with
+``use_sim_time:=true``.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+import cv2
+import rclpy
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.time import Time
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import Image
+from std_msgs.msg import Float32, String
+
+from ..data.tabletop import (
+    SPLIT_NAMES,
+    TabletopConfig,
+    TabletopGenerator,
+    apply_action,
+    render,
+)
+from .image_conversion import numpy_to_image
+
+CAMERA_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                        reliability=ReliabilityPolicy.BEST_EFFORT,
+                        durability=DurabilityPolicy.VOLATILE)
+LATCHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                         reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+RESULTS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
+                         reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.VOLATILE)
+
+
+def _float(desc: str, lo: float, hi: float) -> ParameterDescriptor:
+    return ParameterDescriptor(description=desc, read_only=True, floating_point_range=[
+        FloatingPointRange(from_value=lo, to_value=hi, step=0.0)])
+
+
+def _int(desc: str, lo: int, hi: int) -> ParameterDescriptor:
+    return ParameterDescriptor(description=desc, read_only=True, integer_range=[
+        IntegerRange(from_value=lo, to_value=hi, step=1)])
+
+
+PARAMETERS = {
+    'episodes': (0, _int('episodes to run; 0 = forever', 0, 1_000_000)),
+    'seed': (0, _int('seed of the episode stream (same seed and split, same episodes)', 0,
+                     2**31 - 1)),
+    'split': ('val', ParameterDescriptor(
+        description=f'tabletop split to draw episodes from: {", ".join(SPLIT_NAMES)}',
+        read_only=True)),
+    'image_size': (96, _int('render size of the scene (square), before upscaling', 48, 1024)),
+    'camera_width': (640, _int('published image width', 16, 4096)),
+    'camera_height': (480, _int('published image height', 16, 4096)),
+    'rate_hz': (10.0, _float('camera frames per second', 0.1, 200.0)),
+    'episode_timeout_s': (10.0, _float('no action within this many seconds = failure', 0.1,
+                                       3600.0)),
+    'wait_for_selector': (True, ParameterDescriptor(
+        description='start the first episode only once selected_action has a publisher',
+        read_only=True)),
+    'publish_clock': (False, ParameterDescriptor(
+        description='publish /clock (sim time) and stamp everything with it', read_only=True)),
+    'real_time_factor': (1.0, _float('sim seconds per wall second with publish_clock', 0.01,
+                                     100.0)),
+    'clock_rate_hz': (100.0, _float('/clock messages per second', 1.0, 1000.0)),
+    'frame_id': ('camera', ParameterDescriptor(description='header.frame_id of the images',
+                                               read_only=True)),
+}
+
+
+class TabletopSimNode(Node):
+    """Runs tabletop episodes over ROS topics (see the module docstring)."""
+
+    def __init__(self, node_name: str = 'tabletop_sim', **kwargs):
+        super().__init__(node_name, **kwargs)
+        self.p = {name: self.declare_parameter(name, default, desc).value
+                  for name, (default, desc) in PARAMETERS.items()}
+        if self.p['split'] not in SPLIT_NAMES:
+            raise ValueError(f'unknown split {self.p["split"]!r}; expected one of {SPLIT_NAMES}')
+        self.generator = TabletopGenerator(TabletopConfig(image_size=self.p['image_size']),
+                                           split=self.p['split'], seed=self.p['seed'])
+        self.results: list[dict] = []
+        self.sample = None
+        self.scene = None
+        self.frame = None
+        self.episode = 0
+        self.finished = False
+        self.ignored_actions = 0
+        self._episode_start = 0.0
+        self._first_stamp = None
+        self._wall0 = time.monotonic()
+        self.image_pub = self.create_publisher(Image, 'camera/image_raw', CAMERA_QOS)
+        self.instruction_pub = self.create_publisher(String, 'instruction', LATCHED_QOS)
+        self.result_pub = self.create_publisher(String, '~/episode_result', RESULTS_QOS)
+        self.rate_pub = self.create_publisher(Float32, '~/success_rate', LATCHED_QOS)
+        self.clock_pub = None
+        if self.p['publish_clock']:
+            self.clock_pub = self.create_publisher(Clock, '/clock', 10)
+            self.create_timer(1.0 / self.p['clock_rate_hz'], self._publish_clock)
+        self.create_subscription(String, 'selected_action', self._on_action, 10)
+        self.create_timer(1.0 / self.p['rate_hz'], self._tick)
+        self.get_logger().info(
+            f'tabletop_sim: split {self.p["split"]}, seed {self.p["seed"]}, episodes '
+            f'{self.p["episodes"] or "forever"}, camera {self.p["camera_width"]}x'
+            f'{self.p["camera_height"]} at {self.p["rate_hz"]} Hz')
+
+    # -- time ---------------------------------------------------------------------------------
+    def sim_now(self) -> Time:
+        """The simulator's time: sim time with publish_clock, else the node clock."""
+        if self.clock_pub is None:
+            return self.get_clock().now()
+        elapsed = (time.monotonic() - self._wall0) * self.p['real_time_factor']
+        return Time(nanoseconds=int(elapsed * 1e9))
+
+    def _publish_clock(self) -> None:
+        self.clock_pub.publish(Clock(clock=self.sim_now().to_msg()))
+
+    # -- episodes -------------------------------------------------------------------------------
+    def _start_episode(self) -> None:
+        self.episode += 1
+        self.sample = self.generator.sample()
+        self.scene = self.sample.scene
+        self.frame = self._render()
+        self._first_stamp = None
+        self._episode_start = time.monotonic()
+        self.instruction_pub.publish(String(data=self.sample.instruction))
+        self.get_logger().info(f'episode {self.episode}: {self.sample.instruction!r} '
+                               f'(expects {self.sample.action_name})')
+
+    def _render(self):
+        image = self.scene_image()
+        size = (self.p['camera_width'], self.p['camera_height'])
+        return cv2.resize(image, size, interpolation=cv2.INTER_LINEAR) \
+            if image.shape[1::-1] != size else image
+
+    def scene_image(self):
+        """The current scene rendered at ``image_size`` (RGB)."""
+        return render(self.scene, self.generator.config)
+
+    def _tick(self) -> None:
+        if self.finished:
+            return
+        if self.sample is None:
+            topic = self.resolve_topic_name('selected_action')
+            if self.p['wait_for_selector'] and not self.count_publishers(topic):
+                return
+            self._start_episode()
+            return  # the first frame goes out on the next tick, after the instruction
+        if time.monotonic() - self._episode_start > self.p['episode_timeout_s']:
+            self._finish(None, False)
+            return
+        msg = numpy_to_image(self.frame, 'rgb8')
+        msg.header.stamp = self.sim_now().to_msg()
+        msg.header.frame_id = self.p['frame_id']
+        if self._first_stamp is None:
+            self._first_stamp = msg.header.stamp
+        self.image_pub.publish(msg)
+
+    def _on_action(self, msg: String) -> None:
+        if self.sample is None or self.finished:
+            self.ignored_actions += 1
+            return
+        self._finish(msg.data, None)
+
+    def _finish(self, chosen: str | None, success: bool | None) -> None:
+        if chosen is not None:
+            try:
+                self.scene, success = apply_action(self.scene, chosen)
+            except ValueError as exc:  # not a tabletop action: a failed episode, said why
+                self.get_logger().warning(f'cannot apply {chosen!r}: {exc}')
+                success = False
+        latency = time.monotonic() - self._episode_start
+        result = {'episode': self.episode, 'instruction': self.sample.instruction,
+                  'expected': self.sample.action_name, 'chosen': chosen,
+                  'success': bool(success), 'timeout': chosen is None,
+                  'latency': latency, 'latency_ms': latency * 1e3,
+                  'first_image_stamp': None if self._first_stamp is None else {
+                      'sec': self._first_stamp.sec, 'nanosec': self._first_stamp.nanosec}}
+        self.results.append(result)
+        rate = sum(r['success'] for r in self.results) / len(self.results)
+        self.result_pub.publish(String(data=json.dumps(result)))
+        self.rate_pub.publish(Float32(data=float(rate)))
+        self.get_logger().info(
+            f'episode {self.episode}: chose {chosen} expected {self.sample.action_name} -> '
+            f'{"success" if success else "failure"} ({latency * 1e3:.0f} ms); success rate '
+            f'{rate:.2f} over {len(self.results)}')
+        if self.p['episodes'] and self.episode >= self.p['episodes']:
+            self.finished = True
+            self.sample = None
+            self.get_logger().info(f'done: {len(self.results)} episodes, success rate '
+                                   f'{rate:.3f}')
+            return
+        self._start_episode()
+
+
+def main(args=None) -> None:
+    """Run the simulator until Ctrl-C."""
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = TabletopSimNode()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == '__main__':
+    main()

@@ -10,11 +10,10 @@ device (override the params file when not empty), namespace, image_topic (what t
 import os
 
 from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode
-
-from launch import LaunchDescription
 
 PACKAGE = 'vla_embedding_ros'
 

@@ -12,11 +12,10 @@ then publishes /clock and both nodes use it), params_file (the selector's).
 import os
 
 from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode, Node
-
-from launch import LaunchDescription
 
 PACKAGE = 'vla_embedding_ros'
 

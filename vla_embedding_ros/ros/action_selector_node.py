@@ -20,11 +20,27 @@ frame counts as dropped); a worker thread woken through a ``threading.Condition`
 selects and publishes, so a slow model never blocks the executor. Every output that has a
 header carries the stamp of the frame it was computed from (the first camera's), and the
 scores JSON carries it too; the periodic /diagnostics carries the last processed frame's.
+
+Bad input never stops the node (each kind is counted under ``rejected`` in /diagnostics and
+logged at most once per ``LOG_PERIOD_S`` per kind):
+
+- images: unsupported encoding, zero size, ``step``/``data`` disagreeing with the header are
+  rejected in the callback in O(1), so a bad frame never displaces a good one in the slot;
+  frames over ``max_image_pixels`` likewise; compressed frames that do not decode are
+  rejected by the worker.
+- instruction: empty or whitespace-only clears it (the node abstains: it was told nothing);
+  longer than ``max_instruction_chars`` is cut to that length (the tokenizer keeps far fewer
+  tokens, and the scores JSON echoes the instruction on every decision). Any Unicode is fine.
+- candidates: non-finite values or rows of the wrong width are rejected and the previous
+  candidates stay in force; an empty message means "back to the library", as documented.
+- an exception inside inference is counted under ``errors['inference']`` and the next
+  frame is processed as usual.
 """
 from __future__ import annotations
 
 import gc
 import json
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -45,8 +61,16 @@ from std_msgs.msg import Float32MultiArray, MultiArrayDimension, String
 
 from . import selector_params as params
 from .debug_overlay import draw_overlay
-from .image_conversion import compressed_to_numpy, image_to_numpy, numpy_to_image
-from .selector_stats import SelectorStats
+from .image_conversion import (
+    ImageError,
+    check_image_header,
+    compressed_to_numpy,
+    image_to_numpy,
+    numpy_to_image,
+)
+from .selector_stats import LogLimiter, SelectorStats
+
+LOG_PERIOD_S = 5.0   # at most one log line per kind of bad input / failure in this time
 
 SENSOR_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                         reliability=ReliabilityPolicy.BEST_EFFORT,
@@ -76,6 +100,16 @@ class _Job:
     picked_at: float = field(default_factory=time.monotonic)
 
 
+def _rss_mb() -> float:
+    """Resident memory of this process in MiB (Linux /proc); NaN elsewhere. For soak runs."""
+    try:
+        with open('/proc/self/statm') as handle:
+            pages = int(handle.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return float('nan')
+    return pages * os.sysconf('SC_PAGE_SIZE') / 2**20
+
+
 def _stamp_ns(stamp) -> int:
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
@@ -89,6 +123,7 @@ class ActionSelectorNode(LifecycleNode):
         self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
         self.stats = SelectorStats()
+        self._log_limiter = LogLimiter(LOG_PERIOD_S)
         self.debug_images_built = 0   # tests read this: the overlay runs only with subscribers
         self.last_error = ''          # the last configure failure, path included
         self.selector = None
@@ -200,8 +235,10 @@ class ActionSelectorNode(LifecycleNode):
         on_cuda = self._device is not None and self._device.type == 'cuda'
         self._model = self.selector.model.to('cpu') if on_cuda else self.selector.model
         self.selector = None
-        gc.collect()
         if on_cuda:
+            # Only the CUDA caching allocator needs the cycles collected before it can give
+            # memory back; on the CPU a full collection just costs ~0.2 s per deactivate.
+            gc.collect()
             import torch
             torch.cuda.empty_cache()
 
@@ -270,6 +307,8 @@ class ActionSelectorNode(LifecycleNode):
     # -- callbacks (cheap: store and notify) ----------------------------------------------------
     def _on_image(self, camera: int, msg) -> None:
         self.stats.count('received')
+        if not self._admit_image(msg):
+            return
         with self._cond:
             if camera >= len(self._slots):
                 return
@@ -279,14 +318,64 @@ class ActionSelectorNode(LifecycleNode):
             slot.msg, slot.fresh = msg, True
             self._cond.notify()
 
+    def _admit_image(self, msg) -> bool:
+        """O(1) checks of a raw frame's header (no pixel read); False = rejected and counted."""
+        if isinstance(msg, CompressedImage):
+            if len(msg.data) == 0:
+                self._reject('image_decode', 'empty CompressedImage')
+                return False
+            return True
+        try:
+            check_image_header(msg)
+        except ImageError as exc:
+            self._reject(exc.kind, str(exc))
+            return False
+        return self._within_pixel_limit(int(msg.width), int(msg.height))
+
+    def _within_pixel_limit(self, width: int, height: int) -> bool:
+        limit = self.settings['max_image_pixels']
+        if limit and width * height > limit:
+            self._reject('image_oversized', f'{width}x{height} = {width * height} pixels > '
+                                            f'max_image_pixels {limit}')
+            return False
+        return True
+
+    def _reject(self, kind: str, message: str) -> None:
+        """Count a bad input by kind; log it at most once per LOG_PERIOD_S per kind."""
+        self.stats.reject(kind, message)
+        self._log_limited(kind, f'rejected input ({kind}): {message}', 'warning')
+
+    def _log_limited(self, kind: str, text: str, level: str) -> None:
+        allowed, held = self._log_limiter.allow(kind)
+        if allowed:
+            text += f' [{held} more since the last report]' if held else ''
+            # One call site per severity: rclpy's logger refuses a call site whose severity
+            # changes between calls (it caches per file:line), so no getattr(logger, level).
+            logger = self.get_logger()
+            if level == 'info':
+                logger.info(text)
+            elif level == 'warning':
+                logger.warning(text)
+            else:
+                logger.error(text)
+
     def _on_instruction(self, msg: String) -> None:
         text = msg.data.strip()
+        if not text:
+            self._reject('instruction_empty', 'empty or whitespace-only instruction: '
+                                              'abstaining until a real one arrives')
+        limit = self.settings['max_instruction_chars']
+        if len(text) > limit:
+            self._reject('instruction_truncated', f'{len(text)} characters cut to '
+                                                  f'max_instruction_chars {limit}')
+            text = text[:limit]
         with self._cond:
             self._instruction = text or None
             self._instruction_seq += 1
             self._instruction_time_ns = self.get_clock().now().nanoseconds
             self._cond.notify()
-        self.get_logger().info(f'instruction: {text!r}')
+        # Rate-limited too: a publisher looping at 1 kHz must not turn into a log storm.
+        self._log_limited('instruction', f'instruction: {text[:200]!r}', 'info')
 
     def _on_candidates(self, msg: Float32MultiArray) -> None:
         data = np.asarray(msg.data, dtype=np.float32)
@@ -294,15 +383,28 @@ class ActionSelectorNode(LifecycleNode):
             with self._cond:
                 self._candidates = None
             return
-        dims = msg.layout.dim
-        width = int(dims[1].size) if len(dims) >= 2 else (self.selector.param_dim
-                                                          if self.selector else 0)
+        candidates = self._check_candidates(data, msg.layout.dim)
+        if candidates is not None:
+            with self._cond:
+                self._candidates = candidates
+
+    def _check_candidates(self, data: np.ndarray, dims) -> np.ndarray | None:
+        """``data`` as N x D rows, or None (rejected and counted: previous candidates stay)."""
+        expected = self.selector.param_dim if self.selector else None
+        width = int(dims[1].size) if len(dims) >= 2 else (expected or 0)
         if not width or data.size % width:
-            self.stats.error('candidates', f'{data.size} values do not split into rows of '
-                                           f'{width} (set layout.dim = [N, D])')
-            return
-        with self._cond:
-            self._candidates = data.reshape(-1, width)
+            self._reject('candidates_shape', f'{data.size} values do not split into rows of '
+                                             f'{width} (set layout.dim = [N, D])')
+            return None
+        if expected is not None and width != expected:
+            self._reject('candidates_shape', f'candidate rows have width {width}, the model '
+                                             f'expects param_dim={expected}')
+            return None
+        if not np.isfinite(data).all():
+            self._reject('candidates_nonfinite', f'{int((~np.isfinite(data)).sum())} NaN/inf '
+                                                 'value(s) in candidates')
+            return None
+        return data.reshape(-1, width)
 
     def _on_incompatible_qos(self, topic: str, event) -> None:
         self.stats.count('incompatible_qos')
@@ -352,9 +454,9 @@ class ActionSelectorNode(LifecycleNode):
             try:
                 self._process(job)
             except Exception as exc:  # keep the thread alive; count and report
-                self.stats.error(type(exc).__name__, str(exc))
-                self.get_logger().error(f'selection failed: {type(exc).__name__}: {exc}',
-                                        throttle_duration_sec=5.0)
+                self.stats.error('inference', f'{type(exc).__name__}: {exc}')
+                self._log_limited('inference', f'selection failed: {type(exc).__name__}: '
+                                               f'{exc}', 'error')
 
     def _next_job(self) -> tuple[_Job | None, float | None]:
         """Under the lock: the next decision to make, or (None, seconds to wait)."""
@@ -423,8 +525,10 @@ class ActionSelectorNode(LifecycleNode):
             decoded = [compressed_to_numpy(m) if isinstance(m, CompressedImage)
                        else image_to_numpy(m) for m in msgs]
         except ValueError as exc:
-            self.stats.error('conversion', str(exc))
-            self.get_logger().error(f'cannot convert image: {exc}', throttle_duration_sec=5.0)
+            self._reject(getattr(exc, 'kind', 'image_layout'), str(exc))
+            return None, 'rgb'
+        # Compressed frames reveal their size only now.
+        if not all(self._within_pixel_limit(f.shape[1], f.shape[0]) for f, _ in decoded):
             return None, 'rgb'
         color = decoded[0][1]
         # One call takes one channel order: flip the odd cameras out (a view, no copy).
@@ -487,7 +591,8 @@ class ActionSelectorNode(LifecycleNode):
         if pub is None:
             return
         extra = {'mode': self.settings['mode'], 'device': str(self._device),
-                 'cameras': ', '.join(self._camera_topics())}
+                 'cameras': ', '.join(self._camera_topics()),
+                 'rss_mb': _rss_mb(), 'threads': threading.active_count()}
         pub.publish(self.stats.diagnostics(f'{self.get_name()}: action selection',
                                            self.get_fully_qualified_name(),
                                            self._last_stamp, self.state, extra))

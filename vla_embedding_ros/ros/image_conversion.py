@@ -21,6 +21,15 @@ _ENCODINGS = {
 SUPPORTED_ENCODINGS = tuple(_ENCODINGS)
 
 
+class ImageError(ValueError):
+    """A frame that cannot be used; ``kind`` names the problem for per-kind counters:
+    image_encoding, image_empty, image_layout (step/data vs header) or image_decode."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
 def _ros2_cv_bridge():
     """The ROS 2 ``CvBridge`` class, or None (absent, or the stale ROS 1 PyPI port)."""
     try:
@@ -47,13 +56,10 @@ def image_to_numpy(msg, use_cv_bridge: bool = True) -> tuple[np.ndarray, str]:
     The array may be a read-only view of ``msg.data``; do not write to it.
 
     Raises:
-        ValueError: unsupported encoding, or ``data`` too short for height/step.
+        ImageError (a ValueError): unsupported encoding, empty image, ``step`` or ``data``
+            that disagrees with the header.
     """
-    encoding = msg.encoding.lower()
-    if encoding not in _ENCODINGS:
-        raise ValueError(f'unsupported image encoding {msg.encoding!r}; supported: '
-                         f'{", ".join(SUPPORTED_ENCODINGS)} (and compressed JPEG/PNG)')
-    channels, width_bytes, order = _ENCODINGS[encoding]
+    channels, width_bytes, order = check_image_header(msg)
     if use_cv_bridge and _BRIDGE is not None and width_bytes == 1:
         try:
             return _to_three_channels(_BRIDGE.imgmsg_to_cv2(msg, 'passthrough'), channels,
@@ -62,15 +68,7 @@ def image_to_numpy(msg, use_cv_bridge: bool = True) -> tuple[np.ndarray, str]:
             pass
     h, w, step = int(msg.height), int(msg.width), int(msg.step)
     row = w * channels * width_bytes
-    if h == 0 or w == 0:
-        raise ValueError(f'empty image ({w}x{h})')
-    if step < row:
-        raise ValueError(f'step {step} is smaller than width*channels*bytes = {row} '
-                         f'for {msg.encoding} {w}x{h}')
     buf = np.frombuffer(msg.data, dtype=np.uint8)
-    if buf.size < h * step:
-        raise ValueError(f'image data has {buf.size} bytes, {msg.encoding} {w}x{h} with step '
-                         f'{step} needs {h * step}')
     rows = buf[:h * step].reshape(h, step)[:, :row]  # a view: padding dropped, no copy
     if width_bytes == 2:
         dtype = np.dtype('>u2' if msg.is_bigendian else '<u2')
@@ -79,6 +77,36 @@ def image_to_numpy(msg, use_cv_bridge: bool = True) -> tuple[np.ndarray, str]:
     else:
         img = rows.reshape(h, w, channels)
     return _to_three_channels(img, channels, order)
+
+
+def check_image_header(msg) -> tuple[int, int, str]:
+    """Check encoding, size, ``step`` and ``len(data)`` of a ``sensor_msgs/Image`` in O(1)
+    (no pixel is read), so a subscription callback can reject a bad frame before it displaces
+    a good one. Returns ``(channels, bytes per channel, channel order)``.
+
+    Raises:
+        ImageError: what is wrong, with its ``kind``.
+    """
+    encoding = msg.encoding.lower()
+    if encoding not in _ENCODINGS:
+        raise ImageError('image_encoding', f'unsupported image encoding {msg.encoding!r}; '
+                         f'supported: {", ".join(SUPPORTED_ENCODINGS)} (and compressed '
+                         'JPEG/PNG)')
+    channels, width_bytes, order = _ENCODINGS[encoding]
+    h, w, step = int(msg.height), int(msg.width), int(msg.step)
+    row = w * channels * width_bytes
+    if h == 0 or w == 0:
+        raise ImageError('image_empty', f'empty image ({w}x{h})')
+    if step < row:
+        raise ImageError('image_layout', f'step {step} is smaller than width*channels*bytes '
+                         f'= {row} for {msg.encoding} {w}x{h}')
+    size = len(msg.data)
+    # Exactly height * step, as sensor_msgs/Image defines it: a longer buffer means the
+    # publisher's header is wrong too, and guessing which part is right would show garbage.
+    if size != h * step:
+        raise ImageError('image_layout', f'image data has {size} bytes, {msg.encoding} '
+                         f'{w}x{h} with step {step} needs {h * step}')
+    return channels, width_bytes, order
 
 
 def _to_three_channels(img: np.ndarray, channels: int, order: str) -> tuple[np.ndarray, str]:
@@ -92,14 +120,14 @@ def compressed_to_numpy(msg) -> tuple[np.ndarray, str]:
     """Decode a ``sensor_msgs/CompressedImage`` (JPEG/PNG) to ``(HxWx3 uint8, 'bgr')``.
 
     Raises:
-        ValueError: the data is not an image OpenCV can decode.
+        ImageError (a ValueError): the data is not an image OpenCV can decode.
     """
     import cv2
 
     buf = np.frombuffer(msg.data, dtype=np.uint8)
     img = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
     if img is None:
-        raise ValueError(f'cannot decode compressed image (format {msg.format!r}, '
+        raise ImageError('image_decode', f'cannot decode compressed image (format {msg.format!r}, '
                          f'{buf.size} bytes); JPEG and PNG are supported')
     return img, 'bgr'
 

@@ -85,6 +85,13 @@ def parameter_table() -> dict[str, tuple[Any, ParameterDescriptor]]:
         'publish_cmd_vel': (False, ParameterDescriptor(
             description='also publish cmd_vel (geometry_msgs/Twist) for actions whose library '
                         'entry has a twist')),
+        'max_image_pixels': (40_000_000, _int(
+            'drop (and count as image_oversized) frames with more pixels than this; the '
+            'default admits 8K UHD (33.2 MP); 0 = no limit', 0, 2_000_000_000)),
+        'max_instruction_chars': (1000, _int(
+            'longer instructions are cut to this many characters (counted as '
+            'instruction_truncated); the tokenizer keeps far fewer tokens anyway', 1,
+            10_000_000)),
         'autostart': (True, ParameterDescriptor(
             description='configure and activate right after start-up', read_only=True)),
         'diagnostics_period_s': (1.0, _float('seconds between /diagnostics messages', 0.05,
@@ -108,6 +115,10 @@ def check_value(name: str, value: Any) -> str:
         return f'{name} must be > 0, got {value}'
     if name == 'min_confidence' and not 0.0 <= value <= 1.0:
         return f'min_confidence must be in [0, 1], got {value}'
+    if name == 'max_image_pixels' and value < 0:
+        return f'max_image_pixels must be >= 0, got {value}'
+    if name == 'max_instruction_chars' and value < 1:
+        return f'max_instruction_chars must be >= 1, got {value}'
     if name == 'top_k' and value < 1:
         return f'top_k must be >= 1, got {value}'
     if name == 'mode' and value not in MODES:

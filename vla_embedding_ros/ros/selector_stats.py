@@ -1,7 +1,9 @@
-"""Counters of the action_selector node and their /diagnostics status.
+"""Counters of the action_selector node, their /diagnostics status, and a log limiter.
 
 Subscription callbacks, the inference thread and the diagnostics timer all touch these, so
 every update goes through one lock; the snapshot is what diagnostics and tests read.
+Bad input (``rejected``, by kind) is kept apart from faults of the node itself (``errors``):
+a flood of malformed frames is the publisher's problem, an inference exception is ours.
 """
 from __future__ import annotations
 
@@ -37,9 +39,12 @@ class SelectorStats:
         self.incompatible_qos = 0
         self.errors: Counter[str] = Counter()
         self.last_error = ''
+        self.rejected: Counter[str] = Counter()   # bad input by kind (image_layout, ...)
+        self.last_rejection = ''
         self.latency_ms: deque[float] = deque(maxlen=latency_window)
         self.last_frame_time: float | None = None
         self._errors_reported = 0
+        self._rejected_reported = 0
 
     def count(self, field: str, n: int = 1) -> None:
         with self._lock:
@@ -56,6 +61,11 @@ class SelectorStats:
         with self._lock:
             self.errors[kind] += 1
             self.last_error = f'{kind}: {message}'
+
+    def reject(self, kind: str, message: str) -> None:
+        with self._lock:
+            self.rejected[kind] += 1
+            self.last_rejection = f'{kind}: {message}'
 
     def decided(self, abstained: bool, reason: str, latency_ms: float) -> None:
         with self._lock:
@@ -82,6 +92,7 @@ class SelectorStats:
                 'last_skip_reason': self.last_skip_reason,
                 'incompatible_qos': self.incompatible_qos,
                 'errors': dict(self.errors), 'last_error': self.last_error,
+                'rejected': dict(self.rejected), 'last_rejection': self.last_rejection,
                 'latency_p50_ms': percentile(lat, 50), 'latency_p99_ms': percentile(lat, 99),
                 'seconds_since_frame': (time.monotonic() - self.last_frame_time
                                         if self.last_frame_time is not None else None),
@@ -94,6 +105,8 @@ class SelectorStats:
         with self._lock:
             new_errors = sum(self.errors.values()) - self._errors_reported
             self._errors_reported += new_errors
+            new_rejected = sum(self.rejected.values()) - self._rejected_reported
+            self._rejected_reported += new_rejected
         problems = []
         if state != 'active':
             problems.append(f'node is {state}')
@@ -105,6 +118,8 @@ class SelectorStats:
             problems.append(f'{snap["incompatible_qos"]} incompatible QoS event(s)')
         if new_errors:
             problems.append(f'{new_errors} new error(s), last: {snap["last_error"]}')
+        if new_rejected:
+            problems.append(f'{new_rejected} input(s) rejected, last: {snap["last_rejection"]}')
         if snap['last_abstained']:
             problems.append(f'abstaining: {snap["last_abstain_reason"]}')
         status = DiagnosticStatus(
@@ -126,3 +141,29 @@ def _fmt(value) -> str:
     if isinstance(value, dict):
         return ', '.join(f'{k}={v}' for k, v in sorted(value.items())) or 'none'
     return str(value)
+
+
+class LogLimiter:
+    """At most one log line per kind per ``period`` seconds, with the count it held back.
+
+    rclpy's ``throttle_duration_sec`` throttles per call site, so one shared ``_reject`` call
+    would let a flood of one kind hide the first report of another; this keys on the kind.
+    """
+
+    def __init__(self, period: float = 5.0):
+        self.period = period
+        self._lock = threading.Lock()
+        self._last: dict[str, float] = {}
+        self._held: Counter[str] = Counter()
+
+    def allow(self, kind: str) -> tuple[bool, int]:
+        """Whether to log ``kind`` now, and how many of it were held back since its last line."""
+        now = time.monotonic()
+        with self._lock:
+            last = self._last.get(kind)
+            if last is not None and now - last < self.period:
+                self._held[kind] += 1
+                return False, 0
+            self._last[kind] = now
+            held, self._held[kind] = self._held[kind], 0
+            return True, held

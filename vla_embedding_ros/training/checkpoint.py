@@ -6,6 +6,10 @@
 
 A checkpoint is assembled in a hidden temporary directory and renamed into place, then `last`
 is repointed; a kill at any moment leaves either the old or the new checkpoint, never half of one.
+
+Test hook: ``VLA_TEST_SLOW_SAVE=<step>:<seconds>`` makes the save of checkpoint ``<step>`` sleep
+after the model files are written and before the training state is, so a test can SIGKILL a
+run mid-save (test/test_reliability_training.py). It changes nothing else and is unset in use.
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import os
 import random
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -53,17 +58,31 @@ def save_checkpoint(run_dir: Path, step: int, model, training_state: dict,
         model.save_pretrained(staging / MODEL_DIR)
         for name, source in (extra_files or {}).items():
             shutil.copyfile(source, staging / MODEL_DIR / name)
+        _test_slow_save(step)
         torch.save(dict(training_state, step=step), staging / STATE_FILE)
         _fsync_tree(staging)
-        if final.exists():  # re-saving a step (after a resume): replace it as a whole
-            shutil.rmtree(final)
+        old = None
+        if final.exists():  # re-saving a step (after a resume): move the old one aside whole
+            old = root / f'.{final.name}-old-{os.getpid()}'
+            os.replace(final, old)
         os.replace(staging, final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
     _point_last(root, final.name)
     _prune(root, keep_last)
     return final
+
+
+def _test_slow_save(step: int) -> None:
+    """The VLA_TEST_SLOW_SAVE hook (see the module docstring)."""
+    spec = os.environ.get('VLA_TEST_SLOW_SAVE', '')
+    if spec:
+        slow_step, seconds = spec.split(':')
+        if int(slow_step) == step:
+            time.sleep(float(seconds))
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:

@@ -28,6 +28,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
+from ..data.dataset import BadSampleError
 from ..data.tabletop import ACTION_NAMES
 from ..model import VLAConfig, VLAModel, resolve_device
 from ..model.losses import library_contrastive_loss, symmetric_infonce
@@ -268,7 +269,15 @@ class Trainer:
         finally:
             bar.close()
             logs.close()
+            self._report_skipped_samples()
         return last_eval
+
+    def _report_skipped_samples(self) -> None:
+        bad = getattr(getattr(self.source, 'dataset', None), 'bad', {})
+        if bad:
+            first = next(iter(bad.items()))
+            log.warning('%d bad dataset sample(s) skipped (use --strict to fail instead); '
+                        'first: %s: %s', len(bad), *first)
 
 
 class RunLogs:
@@ -362,6 +371,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='continue runs/<run_name> from its last checkpoint')
     parser.add_argument('--export', metavar='DIR',
                         help='after training, copy the final model to DIR (e.g. models/tabletop)')
+    parser.add_argument('--strict', action='store_true',
+                        help='fail on the first bad dataset sample (missing or corrupt image, '
+                             'bad index line), naming it, instead of skipping and counting it '
+                             '(sets data.strict=true)')
     parser.add_argument('--no-progress', action='store_true', help='no tqdm bar')
     return parser.parse_args(argv)
 
@@ -369,14 +382,19 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
+    overrides = args.overrides + (['data.strict=true'] if args.strict else [])
     try:
-        cfg = load_config(args.config, args.overrides)
+        cfg = load_config(args.config, overrides)
     except (OSError, ValueError) as err:
         print(f'vla-train: {err}', file=sys.stderr)
         return 2
-    trainer = Trainer(cfg, resume=args.resume)
-    started = time.perf_counter()
-    results = trainer.run(progress=not args.no_progress)
+    try:
+        trainer = Trainer(cfg, resume=args.resume)
+        started = time.perf_counter()
+        results = trainer.run(progress=not args.no_progress)
+    except (BadSampleError, FileNotFoundError) as err:  # the message names the file
+        print(f'vla-train: {err}', file=sys.stderr)
+        return 1
     minutes = (time.perf_counter() - started) / 60
     print(metrics.format_table(list(results.items()),
                                title=f'{cfg.run_name}: step {trainer.step}, {minutes:.1f} min'))

@@ -37,11 +37,11 @@ def by_group(ranks: np.ndarray, groups: list[str]) -> dict[str, dict]:
 
 def format_table(rows: list[tuple[str, dict]], title: str = '') -> str:
     """A fixed-width text table of (label, metrics) rows."""
-    header = f'{"":28s} {"n":>6s} {"top1":>7s} {"top5":>7s} {"MRR":>7s}'
+    header = f'{"":34s} {"n":>6s} {"top1":>7s} {"top5":>7s} {"MRR":>7s}'
     lines = [title] if title else []
     lines += [header, '-' * len(header)]
     for label, m in rows:
         n = str(m['n']) if m.get('n') else '-'
-        lines.append(f'{label:28s} {n:>6s} {100 * m["top1"]:6.1f}% {100 * m["top5"]:6.1f}% '
+        lines.append(f'{label:34s} {n:>6s} {100 * m["top1"]:6.1f}% {100 * m["top5"]:6.1f}% '
                      f'{m["mrr"]:7.3f}')
     return '\n'.join(lines)

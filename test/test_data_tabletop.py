@@ -15,6 +15,7 @@ from vla_embedding_ros.data.tabletop import (
     HELDOUT_TEMPLATES,
     PRIMITIVES,
     SHAPE_WORDS,
+    SHAPES,
     SPLIT_NAMES,
     TRAIN_TEMPLATES,
     Goal,
@@ -144,8 +145,11 @@ def test_unseen_pairs_never_targets_in_training_but_only_targets_in_unseen_combo
     train = list(TabletopGenerator(split='train', seed=0).samples(2000))
     assert not {s.target.pair for s in train} & set(HELDOUT_PAIRS)
     assert {s.target.pair for s in train} == set(ALL_PAIRS) - set(HELDOUT_PAIRS)
-    # Held-out pairs may appear as distractors: every colour and shape is still seen.
-    assert any(o.pair in HELDOUT_PAIRS for s in train for o in s.scene.objects)
+    # Held-out pairs never appear in training scenes, not even as distractors, while every
+    # colour and every shape is still seen.
+    assert not any(o.pair in HELDOUT_PAIRS for s in train for o in s.scene.objects)
+    assert {o.color for s in train for o in s.scene.objects} == set(COLORS)
+    assert {o.shape for s in train for o in s.scene.objects} == set(SHAPES)
     unseen = list(TabletopGenerator(split='unseen_combo', seed=0).samples(300))
     assert {s.target.pair for s in unseen} == set(HELDOUT_PAIRS)
 

@@ -67,6 +67,30 @@ def test_short_run_writes_loadable_checkpoints_and_logs(tmp_path, text_path):
     assert list((cfg.run_dir / 'tensorboard').glob('events.out.tfevents.*'))
 
 
+def test_init_from_fine_tunes_a_saved_model(tmp_path, text_path):
+    first = tiny_config(tmp_path / 'a', text_path, steps=3)
+    Trainer(first).run(progress=False)
+    start = ckpt.latest_checkpoint(first.run_dir) / ckpt.MODEL_DIR
+    cfg = tiny_config(tmp_path / 'b', text_path, steps=3)
+    cfg.init_from = str(start)
+    cfg.model = {}   # the architecture comes from the checkpoint
+    trainer = Trainer(cfg)
+    saved = VLAModel.from_pretrained(start, device='cpu').state_dict()
+    for name, value in trainer.model.state_dict().items():
+        assert torch.equal(value, saved[name]), name
+    trainer.run(progress=False)
+    tuned = VLAModel.from_pretrained(ckpt.latest_checkpoint(cfg.run_dir) / ckpt.MODEL_DIR,
+                                     device='cpu').state_dict()
+    assert any(not torch.equal(tuned[k], saved[k]) for k in saved)
+
+    other_library = tmp_path / 'wide.yaml'
+    other_library.write_text(
+        'parameter_names: [a, b]\nactions:\n  - {name: x, description: x, params: [0, 1]}\n')
+    cfg.data.library = str(other_library)
+    with pytest.raises(ValueError, match='init_from .* 7 parameters.*wide.yaml has 2'):
+        Trainer(cfg)
+
+
 def test_resume_continues_exactly(tmp_path, text_path):
     straight = tiny_config(tmp_path / 'a', text_path)
     Trainer(straight).run(progress=False)

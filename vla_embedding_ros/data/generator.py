@@ -45,11 +45,11 @@ def judge(sample: Sample, action_name: str) -> bool:
 
 
 def _choose_pairs(rng: np.random.Generator, target: tuple[str, str], n: int,
-    confusable_rate: float) -> list[tuple[str, str]]:
+    confusable_rate: float, excluded: tuple = ()) -> list[tuple[str, str]]:
     """Target first, then distractors with unique (colour, shape): no two could be meant."""
     chosen = [target]
     while len(chosen) < n:
-        pool = [p for p in ALL_PAIRS if p not in chosen]
+        pool = [p for p in ALL_PAIRS if p not in chosen and p not in excluded]
         if rng.random() < confusable_rate:
             # Sharing the colour or the shape forces the model to ground both words.
             close = [p for p in pool if p[0] == target[0] or p[1] == target[1]]
@@ -84,7 +84,7 @@ class TabletopGenerator:
         targets = self.split.targets
         target_pair = targets[int(rng.integers(len(targets)))]
         n = int(rng.integers(self.num_objects[0], self.num_objects[1] + 1))
-        pairs = _choose_pairs(rng, target_pair, n, cfg.confusable_rate)
+        pairs = _choose_pairs(rng, target_pair, n, cfg.confusable_rate, self.split.excluded)
         cells = rng.choice(GRID * GRID, size=n, replace=False)
         objects = [make_object(rng, cfg, c, s, (int(k) // GRID, int(k) % GRID))
                    for (c, s), k in zip(pairs, cells, strict=True)]

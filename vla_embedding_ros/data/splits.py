@@ -10,8 +10,11 @@ paraphrase     the 20 seen pairs                held-out only       config (2-6)
 clutter        the 20 seen pairs                training            7-10
 =============  ===============================  ==================  ===========
 
-Held-out pairs may still appear in training scenes as distractors, never as targets: the model
-has seen every colour and every shape, and must compose them for ``unseen_combo``. Each split
+Held-out pairs never appear in the seen-pair splits, not even as distractors: a pair that is
+always on the table and never the answer teaches "this object is never meant", a shortcut that
+held the shipped model at 1% on ``unseen_combo`` (below chance). Every colour and every shape is
+still a target in training through its other pairs, so the model must compose them for
+``unseen_combo``, whose distractors may be any pair. Each split
 draws from its own random stream (``numpy.random.SeedSequence([seed, code])``), so ``val``
 never repeats ``train`` samples for the same seed.
 """
@@ -39,14 +42,15 @@ class SplitSpec:
     targets: tuple[tuple[str, str], ...]
     templates: str
     objects: tuple[int, int] | None = None
+    excluded: tuple[tuple[str, str], ...] = ()   # pairs never drawn, target or distractor
 
 
 SPLITS = {s.name: s for s in (
-    SplitSpec('train', 0, SEEN_PAIRS, 'train'),
-    SplitSpec('val', 1, SEEN_PAIRS, 'train'),
+    SplitSpec('train', 0, SEEN_PAIRS, 'train', excluded=HELDOUT_PAIRS),
+    SplitSpec('val', 1, SEEN_PAIRS, 'train', excluded=HELDOUT_PAIRS),
     SplitSpec('unseen_combo', 2, HELDOUT_PAIRS, 'train'),
-    SplitSpec('paraphrase', 3, SEEN_PAIRS, 'heldout'),
-    SplitSpec('clutter', 4, SEEN_PAIRS, 'train', (7, 10)),
+    SplitSpec('paraphrase', 3, SEEN_PAIRS, 'heldout', excluded=HELDOUT_PAIRS),
+    SplitSpec('clutter', 4, SEEN_PAIRS, 'train', (7, 10), excluded=HELDOUT_PAIRS),
 )}
 SPLIT_NAMES = tuple(SPLITS)
 

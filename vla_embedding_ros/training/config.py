@@ -56,6 +56,7 @@ class TrainConfig:
     seed: int = 0
     device: str = 'auto'
     threads: int = 0                  # torch CPU threads; 0 keeps torch's default
+    init_from: str = ''               # fine-tune this model dir instead of a new model
     model: dict = field(default_factory=dict)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)

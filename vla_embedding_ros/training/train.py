@@ -134,6 +134,16 @@ class Trainer:
         raise ValueError(f"data.source must be 'tabletop' or 'jsonl', got {d.source!r}")
 
     def _new_model(self) -> VLAModel:
+        if self.cfg.init_from:
+            # Fine-tuning: the checkpoint's architecture and weights; `model:` is ignored.
+            model = VLAModel.from_pretrained(self.cfg.init_from, device=self.device)
+            width = self.library.params().shape[1]
+            if model.param_dim != width:
+                raise ValueError(f'init_from {self.cfg.init_from}: the model scores actions '
+                                 f'of {model.param_dim} parameters, the library '
+                                 f'{self.library_path} has {width}')
+            log.info('initialised from %s', self.cfg.init_from)
+            return model
         model_cfg = dict(self.cfg.model)
         action = dict(model_cfg.get('action', {}))
         action['param_dim'] = self.library.params().shape[1]

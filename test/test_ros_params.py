@@ -38,6 +38,8 @@ def test_every_parameter_has_a_description_and_numeric_ranges():
     ('mode', 'often', 'unknown mode'), ('top_k', 0, '>= 1'),
     ('device', 'gpu', 'cuda:N'), ('image_topics', [], 'non-empty'),
     ('image_topics', ['a', 'a'], 'duplicates'), ('image_transport', 'h264', 'unknown'),
+    ('precision', 'fp8', 'unknown precision'), ('compile', 'jit', 'unknown compile mode'),
+    ('torch_threads', -1, '>= 0'),
 ])
 def test_bad_values_have_reasons(name, value, words):
     assert words in params.check_value(name, value)
@@ -46,6 +48,10 @@ def test_bad_values_have_reasons(name, value, words):
 def test_state_gates():
     assert 'unconfigured' in params.check_change('model_path', '/m', 'active')
     assert params.check_change('model_path', '/m', 'unconfigured') == ''
+    for name, value in (('compile', 'torch_compile'), ('precision', 'bf16'),
+                        ('torch_threads', 1)):
+        assert 'unconfigured' in params.check_change(name, value, 'inactive')
+        assert params.check_change(name, value, 'unconfigured') == ''
     assert 'not active' in params.check_change('image_topics', ['a'], 'active')
     assert params.check_change('image_topics', ['a'], 'inactive') == ''
     assert params.check_change('top_k', 3, 'active') == ''

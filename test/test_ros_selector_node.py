@@ -352,3 +352,32 @@ def test_compressed_transport_stale_frames_and_dropped_frames(ckpt):
         assert snap['frames_received'] == 7
         assert snap['frames_dropped'] >= 3
         assert snap['frames_processed'] + snap['frames_dropped'] + snap['frames_stale'] == 7
+
+
+def test_fast_path_parameters_warm_up_at_configure_and_report_the_mode(ckpt):
+    """cuda_graph on a machine without CUDA: the node still configures (eager, with the reason
+    in /diagnostics); latency is counted from the frame's arrival and covers the inference."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip('this machine has CUDA: the fallback is for machines without it')
+    threads_before = torch.get_num_threads()
+    with Harness() as h:
+        client = Client(h)
+        node = _selector(h, ckpt, compile='cuda_graph', precision='bf16', torch_threads=1)
+        client.wait_connected(node)
+        assert torch.get_num_threads() == 1
+        torch.set_num_threads(threads_before)   # process-wide: leave other tests as they were
+        runner = node.selector.image_encoder
+        assert (runner.mode, runner.precision) == ('none', 'fp32')
+        # The warm-up decision already filled the cache; the first frame is not a cold start.
+        assert node.selector.cache_info()['size'] >= 1
+        _, scores = client.decide('pick up the red cube', seed=1)
+        assert scores['selected'] == 'pick_red'
+        assert 0 < scores['inference_ms'] <= scores['latency_ms']
+        assert h.spin_until(lambda: any(
+            {kv.key: kv.value for kv in d.status[0].values}.get('compile_fallback', '')
+            for d in client.diags), 5.0)
+        values = {kv.key: kv.value for kv in client.diags[-1].status[0].values}
+        assert values['compile'] == 'none' and values['precision'] == 'fp32'
+        assert 'needs a CUDA device' in values['compile_fallback']

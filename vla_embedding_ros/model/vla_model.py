@@ -86,7 +86,12 @@ class VLAModel(nn.Module):
                      num_cameras: int = 1) -> torch.Tensor:
         """Fuse ``B*C`` images (camera-major per sample) and ``B`` instructions -> ``[B, E]`` unit.
         """
-        return self.fusion(self.encode_images(pixel_values), self._text(text), num_cameras)
+        return self.fuse(self.encode_images(pixel_values), text, num_cameras)
+
+    def fuse(self, image: VisionFeatures, text: TextFeatures | list[str],
+             num_cameras: int = 1) -> torch.Tensor:
+        """:meth:`encode_query` after the image encoder (which a selector may run compiled)."""
+        return self.fusion(image, self._text(text), num_cameras)
 
     def encode_alignment(self, pixel_values: torch.Tensor, text: TextFeatures | list[str],
                          num_cameras: int = 1) -> tuple[torch.Tensor, torch.Tensor]:

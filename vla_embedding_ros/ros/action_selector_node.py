@@ -89,6 +89,7 @@ class _Slot:
 
     msg: object = None
     fresh: bool = False         # not yet used by a decision
+    received_at: float = 0.0    # time.monotonic() when the callback stored it
 
 
 @dataclass
@@ -97,7 +98,7 @@ class _Job:
     instruction: str | None
     instruction_seq: int
     candidates: np.ndarray | None
-    picked_at: float = field(default_factory=time.monotonic)
+    received_at: float = field(default_factory=time.monotonic)   # the trigger frame's
 
 
 def _rss_mb() -> float:
@@ -175,9 +176,10 @@ class ActionSelectorNode(LifecycleNode):
         where = f'model {model_path}' + (f', library {library_path}' if library_path else '')
         try:
             self._device = resolve_device(self.settings['device'])
+            self._set_torch_threads()
             selector = ActionSelector.from_pretrained(
-                model_path, library_path, device=str(self._device),
-                top_k=self.settings['top_k'], min_confidence=self.settings['min_confidence'])
+                model_path, library_path, device=str(self._device), **self._selector_options())
+            self._warm_up(selector)
         except Exception as exc:  # any load failure leaves the node unconfigured
             self.last_error = f'cannot load {where}: {type(exc).__name__}: {exc}'
             self.get_logger().error(f'configure failed: {self.last_error}')
@@ -189,13 +191,35 @@ class ActionSelectorNode(LifecycleNode):
                                f'{len(self._library)} actions')
         return TransitionCallbackReturn.SUCCESS
 
+    def _selector_options(self) -> dict:
+        return {'top_k': self.settings['top_k'],
+                'min_confidence': self.settings['min_confidence'],
+                'precision': self.settings['precision'], 'compile_mode': self.settings['compile']}
+
+    def _set_torch_threads(self) -> None:
+        threads = self.settings['torch_threads']
+        if threads > 0:
+            import torch
+            torch.set_num_threads(threads)
+
+    def _warm_up(self, selector) -> None:
+        """One decision on blank frames now, so the first camera frame does not pay for lazy
+        set-up (kernel selection, torch.compile, CUDA graph capture)."""
+        seconds = selector.warm_up(num_cameras=len(self._camera_topics()))
+        runner = selector.image_encoder
+        if runner.fallback_reason:
+            self.get_logger().warning(f'compile {runner.requested_mode!r} unavailable, running '
+                                      f'eager: {runner.fallback_reason}')
+        self.get_logger().info(f'warm-up decision took {seconds * 1e3:.0f} ms (image encoder: '
+                               f'{runner.mode}, precision {runner.precision})')
+
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         from ..selection import ActionSelector
 
         if self.selector is None:  # deactivated earlier: bring the model back to the device
             self.selector = ActionSelector(self._model.to(self._device), self._library,
-                                           top_k=self.settings['top_k'],
-                                           min_confidence=self.settings['min_confidence'])
+                                           **self._selector_options())
+            self._warm_up(self.selector)
         self._open_topics()
         self._stopping = False
         self._worker = threading.Thread(target=self._work, name='action_selector_inference',
@@ -315,7 +339,7 @@ class ActionSelectorNode(LifecycleNode):
             slot = self._slots[camera]
             if slot.fresh:
                 self.stats.count('dropped')
-            slot.msg, slot.fresh = msg, True
+            slot.msg, slot.fresh, slot.received_at = msg, True, time.monotonic()
             self._cond.notify()
 
     def _admit_image(self, msg) -> bool:
@@ -483,10 +507,14 @@ class ActionSelectorNode(LifecycleNode):
         for s in self._slots:
             s.fresh = False
         self._last_decision = time.monotonic()
-        return _Job(msgs, self._instruction, self._instruction_seq, self._candidates), None
+        return _Job(msgs, self._instruction, self._instruction_seq, self._candidates,
+                    primary.received_at), None
 
     def _process(self, job: _Job) -> None:
-        t0 = job.picked_at
+        # Latency runs from the trigger frame's arrival in the callback, so the time it waited
+        # for the worker (another decision still running) is counted, not hidden.
+        t0 = job.received_at
+        inference_ms = 0.0
         header = job.msgs[0].header
         max_age = self.settings['max_image_age_s']
         if max_age > 0:
@@ -504,16 +532,18 @@ class ActionSelectorNode(LifecycleNode):
             frames, color = self._convert(job.msgs)
             if frames is None:
                 return
+            t_select = time.perf_counter()
             selection = self.selector.select(frames, job.instruction, color=color,
                                              candidates=job.candidates,
                                              top_k=self.settings['top_k'])
+            inference_ms = (time.perf_counter() - t_select) * 1e3
             reason = selection.reason
         if self.settings['mode'] == 'on_instruction':
             with self._cond:
                 self._decided_seq = max(self._decided_seq, job.instruction_seq)
         abstained = selection is None or selection.abstained
         latency_ms = (time.monotonic() - t0) * 1e3
-        self._publish(job, header, selection, abstained, reason, latency_ms)
+        self._publish(job, header, selection, abstained, reason, latency_ms, inference_ms)
         if frames is not None and self._pubs['debug_image'].get_subscription_count() > 0:
             self._publish_debug(header, frames[0], color, job.instruction, selection,
                                 abstained, reason)
@@ -541,7 +571,7 @@ class ActionSelectorNode(LifecycleNode):
             f'candidate_{selection.index}'
 
     def _publish(self, job: _Job, header, selection, abstained: bool, reason: str,
-                 latency_ms: float) -> None:
+                 latency_ms: float, inference_ms: float) -> None:
         pubs = self._pubs
         if not abstained:
             name = self._action_name(selection)
@@ -570,7 +600,7 @@ class ActionSelectorNode(LifecycleNode):
             'stamp': {'sec': int(header.stamp.sec), 'nanosec': int(header.stamp.nanosec)},
             'frame_id': header.frame_id, 'cameras': len(job.msgs),
             'candidates': 'topic' if job.candidates is not None else 'library',
-            'latency_ms': latency_ms,
+            'latency_ms': latency_ms, 'inference_ms': inference_ms,
         }
         pubs['scores'].publish(String(data=json.dumps(scores)))
 
@@ -590,7 +620,11 @@ class ActionSelectorNode(LifecycleNode):
         pub = self._pubs.get('diagnostics')
         if pub is None:
             return
+        runner = self.selector.image_encoder if self.selector is not None else None
         extra = {'mode': self.settings['mode'], 'device': str(self._device),
+                 'precision': runner.precision if runner else self.settings['precision'],
+                 'compile': runner.mode if runner else self.settings['compile'],
+                 'compile_fallback': runner.fallback_reason if runner else '',
                  'cameras': ', '.join(self._camera_topics()),
                  'rss_mb': _rss_mb(), 'threads': threading.active_count()}
         pub.publish(self.stats.diagnostics(f'{self.get_name()}: action selection',

@@ -15,9 +15,11 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 
 MODES = ('continuous', 'on_instruction')
 TRANSPORTS = ('raw', 'compressed')
+PRECISIONS = ('fp32', 'bf16', 'fp16')              # selection.accelerate.PRECISIONS
+COMPILE_MODES = ('none', 'torch_compile', 'cuda_graph')   # selection.accelerate.COMPILE_MODES
 _DEVICE_RE = re.compile(r'^(auto|cpu|cuda(:\d+)?)$')
 # Parameters that change what configure loads: settable only while unconfigured.
-LOAD_PARAMS = ('model_path', 'library_path', 'device')
+LOAD_PARAMS = ('model_path', 'library_path', 'device', 'precision', 'compile', 'torch_threads')
 # Parameters that change which topics exist: settable only while not active.
 TOPIC_PARAMS = ('image_topics', 'image_transport')
 
@@ -61,6 +63,18 @@ def parameter_table() -> dict[str, tuple[Any, ParameterDescriptor]]:
         'device': ('auto', ParameterDescriptor(
             description='auto | cpu | cuda | cuda:N (auto = cuda when available)',
             additional_constraints=unconfigured)),
+        'precision': ('fp32', ParameterDescriptor(
+            description='fp32 | bf16 | fp16: autocast precision of inference on CUDA; the CPU '
+                        'always runs fp32', additional_constraints=unconfigured)),
+        'compile': ('none', ParameterDescriptor(
+            description='none | torch_compile | cuda_graph: fast path for the fixed-shape image '
+                        'encoder, prepared at configure by a warm-up frame; falls back to '
+                        'eager with a logged reason where unsupported (cuda_graph needs CUDA)',
+            additional_constraints=unconfigured)),
+        'torch_threads': (0, _int(
+            'CPU threads torch may use (process-wide); 0 = torch default (one per core). On a '
+            'computer shared with drivers and planners, 1 often gives the steadiest latency',
+            0, 1024, additional_constraints=unconfigured)),
         'image_topics': (['image'], ParameterDescriptor(
             description='camera topics (relative names, remappable); one decision fuses the '
                         'newest frame of each; the first one triggers decisions and its '
@@ -123,6 +137,12 @@ def check_value(name: str, value: Any) -> str:
         return f'top_k must be >= 1, got {value}'
     if name == 'mode' and value not in MODES:
         return f'unknown mode {value!r}; expected one of {list(MODES)}'
+    if name == 'precision' and value not in PRECISIONS:
+        return f'unknown precision {value!r}; expected one of {list(PRECISIONS)}'
+    if name == 'compile' and value not in COMPILE_MODES:
+        return f'unknown compile mode {value!r}; expected one of {list(COMPILE_MODES)}'
+    if name == 'torch_threads' and value < 0:
+        return f'torch_threads must be >= 0, got {value}'
     if name == 'image_transport' and value not in TRANSPORTS:
         return f'unknown image_transport {value!r}; expected one of {list(TRANSPORTS)}'
     if name == 'device' and not _DEVICE_RE.match(value):

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
+from .accelerate import ImageEncoderRunner
 from .cache import LRUCache
 from .library import ActionLibrary, load_library
 from .preprocess import ImagePreprocessor
@@ -69,11 +71,17 @@ class ActionSelector:
         top_k: how many ranked candidates a :class:`Selection` reports.
         min_confidence: abstain when the top probability is below this (0 never abstains).
         cache_size: how many instructions' text features to keep (LRU).
+        compile_mode: ``none``, ``torch_compile`` or ``cuda_graph`` for the image encoder
+            (see :mod:`.accelerate`; falls back to eager where unsupported).
+        precision: ``fp32``, ``bf16`` or ``fp16`` autocast on CUDA (fp32 on the CPU).
     """
 
     def __init__(self, model: Any, library: ActionLibrary | None = None, top_k: int = 5,
-                 min_confidence: float = 0.0, cache_size: int = 128):
+                 min_confidence: float = 0.0, cache_size: int = 128,
+                 compile_mode: str = 'none', precision: str = 'fp32'):
         self.model = model.eval()
+        self.image_encoder = ImageEncoderRunner(model.encode_images, model.device,
+                                                compile_mode, precision)
         self.top_k = top_k
         self.min_confidence = min_confidence
         self.text_cache = LRUCache(cache_size)
@@ -99,7 +107,8 @@ class ActionSelector:
             model_path: checkpoint folder (or a CLIP/SigLIP hub name, loaded zero-shot).
             library_path: action library YAML; defaults to ``<model_path>/actions.yaml``.
             device: 'auto', 'cpu', 'cuda' or 'cuda:N'.
-            **kwargs: passed to the constructor (top_k, min_confidence, cache_size).
+            **kwargs: passed to the constructor (top_k, min_confidence, cache_size,
+                compile_mode, precision).
 
         Raises:
             FileNotFoundError: when no library is given and the checkpoint has none.
@@ -190,6 +199,19 @@ class ActionSelector:
             raise ValueError(f'min_confidence must be in [0, 1], got {min_conf}')
         return int(top_k), min_conf
 
+    def warm_up(self, num_cameras: int = 1, instruction: str = 'warm up') -> float:
+        """Run one selection on blank frames so that lazy set-up (allocator, kernels, a
+        torch.compile or CUDA graph capture) happens now, not on the first real frame.
+
+        Returns the seconds it took. The instruction's features stay in the LRU cache.
+        """
+        size = self.preprocess.size
+        frames = [np.zeros((size[0], size[1], 3), np.uint8) for _ in range(num_cameras)]
+        start = time.perf_counter()
+        if self._library is not None:
+            self.select(frames, instruction)
+        return time.perf_counter() - start
+
     def select(self, images: np.ndarray | Sequence[np.ndarray], instruction: str,
                color: str = 'rgb', candidates: np.ndarray | None = None,
                top_k: int | None = None) -> Selection:
@@ -220,7 +242,9 @@ class ActionSelector:
                 return Selection(index=-1, name=None, vector=np.zeros(0, np.float32),
                                  confidence=0.0, abstained=True, reason='empty instruction')
             text = self.text_features(instruction)
-            query = self.model.encode_query(pixels, text, num_cameras=pixels.shape[0])
+            with self.image_encoder.autocast():
+                image = self.image_encoder(pixels)
+                query = self.model.fuse(image, text, num_cameras=pixels.shape[0])
             if cand is None:
                 actions = library_emb
             else:

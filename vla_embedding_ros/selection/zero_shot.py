@@ -164,7 +164,11 @@ class ZeroShotCLIP(nn.Module):
             text: unit instruction embeddings ``[B, E]`` (or ``[1, E]``, broadcast).
             num_cameras: cameras per sample; their unit embeddings are averaged.
         """
-        image = self.encode_images(pixel_values)
+        return self.fuse(self.encode_images(pixel_values), text, num_cameras)
+
+    def fuse(self, image: torch.Tensor, text: torch.Tensor, num_cameras: int = 1
+             ) -> torch.Tensor:
+        """:meth:`encode_query` after the image encoder: ``image`` from :meth:`encode_images`."""
         if image.shape[0] % num_cameras:
             raise ValueError(f'{image.shape[0]} images is not a multiple of '
                              f'num_cameras={num_cameras}')

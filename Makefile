@@ -32,5 +32,12 @@ lint: $(STAMP)
 train: $(STAMP)
 	$(PY) -m vla_embedding_ros.training.train --config config/train_tabletop.yaml $(TRAIN_ARGS)
 
+# The bench/ tables (bench/README.md holds the latest); a few minutes on 2 CPU cores.
+bench: $(STAMP)
+	$(ROS_ENV) $(PY) bench/node_latency.py $(BENCH_ARGS)
+	$(PY) bench/scoring_scale.py $(BENCH_ARGS)
+	$(PY) bench/encoder_throughput.py $(BENCH_ARGS)
+	$(PY) bench/train_throughput.py $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) build install log .pytest_cache

@@ -3,9 +3,10 @@
     ros2 launch vla_embedding_ros action_selector.launch.py \\
         model_path:=/path/to/checkpoint device:=cuda image_topic:=/camera/image_raw
 
-Arguments: params_file (default: the package's config/action_selector.yaml), model_path and
-device (override the params file when not empty), namespace, image_topic (what the node's
-``image`` subscription is remapped to), instruction_topic, autostart.
+Arguments: params_file (default: the package's config/action_selector.yaml), model_path,
+device, precision and compile (override the params file when not empty), namespace,
+image_topic (what the node's ``image`` subscription is remapped to), instruction_topic,
+autostart.
 """
 import os
 
@@ -23,7 +24,7 @@ def _selector(context, *args, **kwargs):
         return LaunchConfiguration(name).perform(context)
 
     overrides = {'autostart': arg('autostart').lower() in ('true', '1', 'yes')}
-    for name in ('model_path', 'device'):
+    for name in ('model_path', 'device', 'precision', 'compile'):
         if arg(name):  # empty: keep the params file's value
             overrides[name] = arg(name)
     return [LifecycleNode(
@@ -45,6 +46,12 @@ def generate_launch_description():
                               description="checkpoint folder; '' = the params file's value"),
         DeclareLaunchArgument('device', default_value='',
                               description="auto | cpu | cuda[:N]; '' = the params file's value"),
+        DeclareLaunchArgument('precision', default_value='',
+                              description="fp32 | bf16 | fp16 (CUDA autocast); '' = the params "
+                                          "file's value"),
+        DeclareLaunchArgument('compile', default_value='',
+                              description="none | torch_compile | cuda_graph for the image "
+                                          "encoder; '' = the params file's value"),
         DeclareLaunchArgument('namespace', default_value='',
                               description='namespace of the node and its relative topics'),
         DeclareLaunchArgument('image_topic', default_value='image',

@@ -1,0 +1,386 @@
+"""Node latency over real DDS: the action_selector node against a naive node, same workload.
+
+    python bench/node_latency.py                 # 96x96 and 640x480 at 30 Hz, 20 s each
+    python bench/node_latency.py --quick         # 3 s each: a smoke check
+    python bench/node_latency.py --device cuda --node-threads 0 --impl fast
+
+Three processes per row, as on a robot: a camera publisher (this script, ``--role
+publisher``) sends rgb8 frames of rendered tabletop scenes at ``--rate`` Hz, the node under
+test decides, and this process listens to ``~/scores``. Reported per row:
+
+* node p50/p95/p99: inside the node, image callback entered -> outputs published (the
+  ``latency_ms`` the node writes into ``~/scores``; queueing for the worker included);
+* e2e p50/p95/p99: the frame's header stamp (set by the publisher right before publishing)
+  -> the scores message received here; DDS transport of the frame and of the answer included;
+* sent / decided / dropped: frames published, decisions received, and the difference (frames
+  replaced by a newer one before the node got to them, or lost by best-effort transport).
+
+Implementations:
+
+* ``fast``: the package's node (``python -m vla_embedding_ros.ros.action_selector_node``):
+  one copy from the message buffer, resize and normalise in torch, instruction and library
+  embeddings cached, one matrix product, a worker thread off the callback.
+* ``naive``: written below as most people would write it first, with the same model, topics,
+  QoS and scores JSON: ``np.array(msg.data)``, PIL resize and NumPy normalisation on the CPU,
+  the instruction re-encoded every frame, each library action embedded and scored one at a
+  time in a Python loop, all inside the subscription callback.
+
+The first ``--warmup`` seconds of decisions are left out. Run it on an otherwise idle machine:
+the publisher, the node and this listener share its cores.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchlib import cpu_name, machine_line, percentile, pick_device, print_table, write_json
+
+REPO = Path(__file__).resolve().parents[1]
+NODE_NAME = 'action_selector'
+CPU_TARGET_P50_MS = 5.0    # issue target: CPU, default model, 640x480, node-internal p50
+CPU_TARGET_SPEEDUP = 5.0   # ... and at least this many times faster than the naive baseline
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--role', default='bench', choices=('bench', 'publisher', 'naive'),
+                   help=argparse.SUPPRESS)
+    p.add_argument('--model', default=str(REPO / 'models' / 'tabletop'))
+    p.add_argument('--device', default='cpu', help='cpu | cuda | auto (fast node)')
+    p.add_argument('--impl', default='fast,naive', help='comma-separated: fast, naive')
+    p.add_argument('--node-threads', default='0',
+                   help='torch_threads of the fast node, comma-separated for one row each '
+                        '(0 = torch default, one per core)')
+    p.add_argument('--compile', default='none', help='compile parameter of the fast node')
+    p.add_argument('--precision', default='fp32', help='precision parameter of the fast node')
+    p.add_argument('--sizes', default='96x96,640x480', help='comma-separated WxH frames')
+    p.add_argument('--rate', type=float, default=30.0, help='camera frames per second')
+    p.add_argument('--duration', type=float, default=20.0, help='seconds per row')
+    p.add_argument('--warmup', type=float, default=1.0, help='seconds of decisions left out')
+    p.add_argument('--domain', type=int, default=None, help='ROS_DOMAIN_ID (default: random)')
+    p.add_argument('--quick', action='store_true', help='3 s per row')
+    p.add_argument('--json', help='also write the rows here (JSON)')
+    p.add_argument('--size', help=argparse.SUPPRESS)            # publisher role
+    p.add_argument('--count-file', help=argparse.SUPPRESS)      # publisher role
+    return p.parse_args(argv)
+
+
+def _size(text: str) -> tuple[int, int]:
+    width, height = (int(v) for v in text.lower().split('x'))
+    return width, height
+
+
+# -- the camera: a separate process ------------------------------------------------------------
+def run_publisher(args) -> int:
+    """Publish rendered tabletop frames at ``--rate`` for ``--duration`` s; write the count."""
+    import cv2
+    import rclpy
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import String
+
+    from vla_embedding_ros.data.tabletop import TabletopGenerator
+    from vla_embedding_ros.ros.action_selector_node import LATCHED_QOS, SENSOR_QOS
+
+    width, height = _size(args.size)
+    samples = list(TabletopGenerator(split='val', seed=7).samples(30))
+    # Pre-rendered and pre-serialised: the camera's own cost must not skew its rate.
+    payloads = [cv2.resize(s.image, (width, height), interpolation=cv2.INTER_LINEAR).tobytes()
+                for s in samples]
+    rclpy.init()
+    node = rclpy.create_node('bench_camera')
+    images = node.create_publisher(Image, 'image', SENSOR_QOS)
+    instruction = node.create_publisher(String, 'instruction', LATCHED_QOS)
+    instruction.publish(String(data=samples[0].instruction))
+    msg = Image(height=height, width=width, encoding='rgb8', is_bigendian=0, step=width * 3)
+    msg.header.frame_id = 'camera'
+    sent, period = 0, 1.0 / args.rate
+    start = time.monotonic()
+    while time.monotonic() - start < args.duration:
+        msg.data = payloads[sent % len(payloads)]
+        msg.header.stamp = node.get_clock().now().to_msg()
+        images.publish(msg)
+        sent += 1
+        rclpy.spin_once(node, timeout_sec=0.0)
+        delay = start + sent * period - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+    Path(args.count_file).write_text(str(sent))
+    node.destroy_node()
+    rclpy.try_shutdown()
+    return 0
+
+
+# -- the naive baseline node ---------------------------------------------------------------------
+def run_naive_node(args) -> int:
+    """The baseline: everything in the callback, PIL on the CPU, nothing cached, a loop."""
+    import rclpy
+    import torch
+    from PIL import Image as PILImage
+    from rclpy.node import Node
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import String
+
+    from vla_embedding_ros.model.vla_model import VLAModel
+    from vla_embedding_ros.ros.action_selector_node import LATCHED_QOS, SENSOR_QOS
+    from vla_embedding_ros.selection import ActionLibrary
+
+    class NaiveSelector(Node):
+        def __init__(self, model_path: str):
+            super().__init__(NODE_NAME)
+            self.model = VLAModel.from_pretrained(model_path, device='cpu').eval()
+            self.library = ActionLibrary.from_yaml(Path(model_path) / 'actions.yaml')
+            size = self.model.image_size
+            self.size = (size, size) if isinstance(size, int) else tuple(size)
+            self.mean = np.array(self.model.image_mean, np.float32)
+            self.std = np.array(self.model.image_std, np.float32)
+            self.instruction = None
+            self.create_subscription(String, 'instruction', self.on_instruction, LATCHED_QOS)
+            self.create_subscription(Image, 'image', self.on_image, SENSOR_QOS)
+            self.scores = self.create_publisher(String, '~/scores', 10)
+            self.selected = self.create_publisher(String, '~/selected_action', 10)
+
+        def on_instruction(self, msg):
+            self.instruction = msg.data
+
+        def on_image(self, msg):
+            start = time.monotonic()
+            if self.instruction is None:
+                return
+            frame = np.array(msg.data, dtype=np.uint8).reshape(msg.height, msg.width, 3)
+            resized = PILImage.fromarray(frame).resize(self.size[::-1], PILImage.BILINEAR)
+            pixels = (np.asarray(resized, np.float32) / 255.0 - self.mean) / self.std
+            pixels = torch.from_numpy(pixels.transpose(2, 0, 1)).unsqueeze(0)
+            with torch.no_grad():
+                text = self.model.encode_text([self.instruction])
+                query = self.model.encode_query(pixels, text)
+                best, best_score = -1, float('-inf')
+                for i, action in enumerate(self.library):
+                    embedding = self.model.encode_actions(action.params[None], None)
+                    score = float(self.model.score(query, embedding)[0, 0])
+                    if score > best_score:
+                        best, best_score = i, score
+            name = self.library.names[best]
+            self.selected.publish(String(data=name))
+            latency_ms = (time.monotonic() - start) * 1e3
+            stamp = {'sec': msg.header.stamp.sec, 'nanosec': msg.header.stamp.nanosec}
+            self.scores.publish(String(data=json.dumps(
+                {'selected': name, 'stamp': stamp, 'latency_ms': latency_ms})))
+
+    rclpy.init()
+    node = NaiveSelector(args.model)
+    try:
+        rclpy.spin(node)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+# -- the benchmark: start processes, listen, summarise -------------------------------------------
+class Listener:
+    """Receives ~/scores (end-to-end latency taken here) and the node's /diagnostics."""
+
+    def __init__(self):
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
+        from std_msgs.msg import String
+
+        rclpy.init()
+        self.node = rclpy.create_node('bench_listener')
+        self.records: list[tuple[float, float, float]] = []   # (received, e2e ms, node ms)
+        self.diag: dict[str, str] = {}
+        self.node.create_subscription(String, f'/{NODE_NAME}/scores', self._on_scores, 100)
+        self.node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diag, 10)
+
+    def _on_scores(self, msg) -> None:
+        now_ns = self.node.get_clock().now().nanoseconds
+        scores = json.loads(msg.data)
+        stamp_ns = scores['stamp']['sec'] * 1_000_000_000 + scores['stamp']['nanosec']
+        self.records.append((time.monotonic(), (now_ns - stamp_ns) * 1e-6,
+                             float(scores['latency_ms'])))
+
+    def _on_diag(self, msg) -> None:
+        for status in msg.status:
+            if status.hardware_id.endswith(NODE_NAME):
+                self.diag = {kv.key: kv.value for kv in status.values}
+
+    def spin(self, seconds: float, until=None) -> bool:
+        import rclpy
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            rclpy.spin_once(self.node, timeout_sec=0.01)
+            if until is not None and until():
+                return True
+        return False
+
+    def node_ready(self) -> bool:
+        return (self.node.count_subscribers('/image') > 0
+                and self.node.count_publishers(f'/{NODE_NAME}/scores') > 0)
+
+    def close(self) -> None:
+        import rclpy
+        self.node.destroy_node()
+        rclpy.try_shutdown()
+
+
+def _start(cmd: list[str], env: dict, log_name: str) -> subprocess.Popen:
+    # Logs go to a file: a pipe nobody reads could fill up and stall the process under test.
+    log = tempfile.NamedTemporaryFile('w+', prefix=f'vla_bench_{log_name}_', suffix='.log',
+                                      delete=False)
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    proc.log_path = log.name
+    return proc
+
+
+def _stop(proc: subprocess.Popen | None) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def node_command(args, impl: str, threads: int) -> list[str]:
+    if impl == 'naive':
+        return [sys.executable, __file__, '--role', 'naive', '--model', args.model]
+    cmd = [sys.executable, '-m', 'vla_embedding_ros.ros.action_selector_node', '--ros-args',
+           '-p', f'model_path:={args.model}', '-p', f'device:={args.device}',
+           '-p', 'max_rate_hz:=0.0', '-p', 'max_image_age_s:=0.0',
+           '-p', f'compile:={args.compile}', '-p', f'precision:={args.precision}']
+    if threads > 0:
+        cmd += ['-p', f'torch_threads:={threads}']
+    return cmd
+
+
+def measure(args, listener: Listener, env: dict, impl: str, threads: int,
+            size: str) -> dict:
+    """One row: start the node, wait for it, run the camera for --duration, summarise."""
+    node = camera = None
+    count_file = tempfile.NamedTemporaryFile(prefix='vla_bench_sent_', delete=False).name
+    try:
+        node = _start(node_command(args, impl, threads), env, f'{impl}_node')
+        # torch.compile and model loading happen before the node subscribes.
+        if not listener.spin(180.0, until=lambda: listener.node_ready() or
+                             node.poll() is not None) or node.poll() is not None:
+            raise RuntimeError(f'{impl} node did not come up; log: {node.log_path}')
+        listener.records.clear()
+        listener.diag = {}
+        camera = _start([sys.executable, __file__, '--role', 'publisher', '--size', size,
+                         '--rate', str(args.rate), '--duration', str(args.duration),
+                         '--count-file', count_file], env, 'camera')
+        started = time.monotonic()
+        listener.spin(args.duration + 30.0, until=lambda: camera.poll() is not None)
+        listener.spin(1.5)    # answers to the last frames, and a diagnostics message
+        sent = int(Path(count_file).read_text() or 0)
+    finally:
+        _stop(camera)
+        _stop(node)
+        os.unlink(count_file)
+    kept = [r for r in listener.records if r[0] - started >= args.warmup]
+    e2e, inside = [r[1] for r in kept], [r[2] for r in kept]
+    label = impl if impl == 'naive' else f'fast ({threads or "default"} thr)'
+    return {'impl': label, 'frame': size, 'sent': sent, 'decided': len(listener.records),
+            'dropped': max(0, sent - len(listener.records)),
+            # The node's own counters (fast only): frames its callback saw, and those it
+            # replaced before deciding; sent - received is what transport lost.
+            'node_received': listener.diag.get('frames_received', '-'),
+            'node_dropped': listener.diag.get('frames_dropped', '-'),
+            **{f'node_p{q}': percentile(inside, q) for q in (50, 95, 99)},
+            **{f'e2e_p{q}': percentile(e2e, q) for q in (50, 95, 99)}}
+
+
+def summary_notes(rows: list[dict], args) -> list[str]:
+    notes = []
+    for size in args.sizes.split(','):
+        naive = [r for r in rows if r['frame'] == size and r['impl'] == 'naive']
+        for fast in (r for r in rows if r['frame'] == size and r['impl'] != 'naive'):
+            if naive:
+                notes.append(f'{size}, {fast["impl"]}: naive/fast node p50 = '
+                             f'{naive[0]["node_p50"] / fast["node_p50"]:.1f}x, e2e p50 = '
+                             f'{naive[0]["e2e_p50"] / fast["e2e_p50"]:.1f}x')
+    if args.device == 'cpu':
+        big = [r for r in rows if r['frame'] == '640x480']
+        naive = [r for r in big if r['impl'] == 'naive']
+        for fast in (r for r in big if r['impl'] != 'naive'):
+            p50 = fast['node_p50']
+            verdict = ('met' if p50 <= CPU_TARGET_P50_MS else
+                       f'missed by {p50 - CPU_TARGET_P50_MS:.1f} ms')
+            line = (f'target, CPU 640x480 node p50 <= {CPU_TARGET_P50_MS:g} ms: '
+                    f'{fast["impl"]} {p50:.2f} ms, {verdict}')
+            if naive:
+                ratio = naive[0]['node_p50'] / p50
+                line += (f'; >= {CPU_TARGET_SPEEDUP:g}x the naive baseline: {ratio:.1f}x, '
+                         + ('met' if ratio >= CPU_TARGET_SPEEDUP else 'missed'))
+            notes.append(line)
+    return notes
+
+
+def run_bench(args) -> int:
+    if args.quick:
+        args.duration, args.warmup = 3.0, 0.5
+    domain = args.domain if args.domain is not None else int(
+        os.environ.get('ROS_DOMAIN_ID') or random.randint(120, 200))
+    env = dict(os.environ, ROS_DOMAIN_ID=str(domain), PYTHONUNBUFFERED='1')
+    env.setdefault('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp')
+    os.environ.update(ROS_DOMAIN_ID=str(domain), RMW_IMPLEMENTATION=env['RMW_IMPLEMENTATION'])
+    impls = [i.strip() for i in args.impl.split(',') if i.strip()]
+    unknown = set(impls) - {'fast', 'naive'}
+    if unknown:
+        raise SystemExit(f'unknown --impl {sorted(unknown)}; expected fast and/or naive')
+    listener = Listener()
+    rows = []
+    try:
+        for size in args.sizes.split(','):
+            for impl in impls:
+                threads_list = [int(t) for t in args.node_threads.split(',')] \
+                    if impl == 'fast' else [0]
+                for threads in threads_list:
+                    rows.append(measure(args, listener, env, impl, threads, size))
+                    print(f'  measured {rows[-1]["impl"]} at {size}: '
+                          f'{rows[-1]["decided"]} decisions', file=sys.stderr, flush=True)
+    finally:
+        listener.close()
+    where = f'device {args.device}, compile {args.compile}, precision {args.precision}'
+    print(machine_line(pick_device(args.device)).rsplit(', device', 1)[0] + f', {where}')
+    print_table(f'action_selector latency over DDS, {args.rate:g} Hz rgb8 frames, '
+                f'{args.duration:g} s per row (ms)',
+                ['node', 'frame', 'sent', 'decided', 'dropped', 'node p50', 'node p95',
+                 'node p99', 'e2e p50', 'e2e p95', 'e2e p99'],
+                [[r['impl'], r['frame'], r['sent'], r['decided'], r['dropped'], r['node_p50'],
+                  r['node_p95'], r['node_p99'], r['e2e_p50'], r['e2e_p95'], r['e2e_p99']]
+                 for r in rows],
+                summary_notes(rows, args))
+    if args.json:
+        write_json(args.json, {'machine': f'{cpu_name()} ({os.cpu_count()} cores)',
+                               'device': args.device, 'rate_hz': args.rate,
+                               'duration_s': args.duration, 'rows': rows})
+    return 0 if all(r['decided'] > 0 for r in rows) else 1
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.role == 'publisher':
+        return run_publisher(args)
+    if args.role == 'naive':
+        return run_naive_node(args)
+    return run_bench(args)
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

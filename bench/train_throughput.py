@@ -1,0 +1,114 @@
+"""Training throughput (samples/s) of the default config, and where a step's time goes.
+
+    python bench/train_throughput.py                       # config/train_tabletop.yaml, CPU
+    python bench/train_throughput.py --device cuda --set optim.amp=bf16
+    python bench/train_throughput.py --quick               # 5 steps of batch 16
+
+Runs the package's own ``Trainer`` (the code ``vla-train`` runs, writing into a temporary
+directory) for ``--steps`` steps after a warm-up, and reports samples/s and ms per step, split
+into drawing the batch (rendering the procedural tabletop scenes on the CPU) and the rest of
+the step (preprocessing, forward, backward, optimiser). A row per ``--threads`` value shows
+how the step scales with CPU threads in the same run.
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from benchlib import machine_line, median, print_table, sync, write_json
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--config', default=str(REPO / 'config' / 'train_tabletop.yaml'))
+    p.add_argument('--set', dest='overrides', action='append', default=[],
+                   help='config override key.path=value (repeatable)')
+    p.add_argument('--steps', type=int, default=60, help='timed steps per row')
+    p.add_argument('--warmup', type=int, default=5, help='untimed steps first')
+    p.add_argument('--batch-size', type=int, default=0, help='0 = the config\'s')
+    p.add_argument('--device', default='cpu', help='cpu | cuda | auto')
+    p.add_argument('--threads', default='0',
+                   help='comma-separated torch CPU thread counts, one row each (0 = default)')
+    p.add_argument('--quick', action='store_true', help='5 steps of batch 16')
+    p.add_argument('--json', help='also write the rows here (JSON)')
+    return p.parse_args(argv)
+
+
+def make_trainer(args, workdir: str, threads: int):
+    from vla_embedding_ros.training.config import load_config
+    from vla_embedding_ros.training.train import Trainer
+
+    overrides = [f'output_dir={workdir}', 'run_name=bench', f'device={args.device}',
+                 f'threads={threads}', *args.overrides]
+    if args.batch_size:
+        overrides.append(f'optim.batch_size={args.batch_size}')
+    cfg = load_config(args.config, overrides)
+    # The config names the library relative to the repository; the bench may run from anywhere.
+    if not Path(cfg.data.library).is_absolute():
+        cfg.data.library = str(REPO / cfg.data.library)
+    return Trainer(cfg)
+
+
+def time_steps(trainer, steps: int, warmup: int) -> dict:
+    """Per-step wall time, and the part spent drawing the batch, for ``steps`` steps."""
+    source, batch_size = trainer.source, trainer.cfg.optim.batch_size
+    draw = source.next_batch
+    data_seconds: list[float] = []
+
+    def timed_draw(n):
+        t0 = time.perf_counter()
+        out = draw(n)
+        data_seconds.append(time.perf_counter() - t0)
+        return out
+
+    source.next_batch = timed_draw   # on this instance only: the step itself is unchanged
+    for _ in range(warmup):
+        trainer.train_step()
+    sync(trainer.device)
+    data_seconds.clear()
+    step_seconds = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        trainer.train_step()
+        sync(trainer.device)
+        step_seconds.append(time.perf_counter() - t0)
+    step_ms, data_ms = median(step_seconds) * 1e3, median(data_seconds) * 1e3
+    return {'batch': batch_size, 'steps': steps, 'ms_per_step': step_ms,
+            'data_ms': data_ms, 'samples_per_s': batch_size * steps / sum(step_seconds)}
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.quick:
+        args.steps, args.warmup, args.batch_size = 5, 1, args.batch_size or 16
+    rows = []
+    for threads in (int(t) for t in args.threads.split(',')):
+        with tempfile.TemporaryDirectory(prefix='vla-bench-train-') as workdir:
+            trainer = make_trainer(args, workdir, threads)
+            row = time_steps(trainer, args.steps, args.warmup)
+        row['threads'] = torch.get_num_threads()
+        row['config'] = Path(args.config).name + ''.join(f' {o}' for o in args.overrides)
+        rows.append(row)
+    device = trainer.device
+    print(machine_line(device))
+    print_table(f'Training throughput on {device}',
+                ['config', 'torch threads', 'batch', 'samples/s', 'ms / step',
+                 'of which data ms'],
+                [[r['config'], r['threads'], r['batch'], r['samples_per_s'], r['ms_per_step'],
+                  r['data_ms']] for r in rows],
+                ['data = rendering the batch of procedural scenes (CPU, single-threaded); the '
+                 'rest is preprocessing, forward, backward and the optimiser step.'])
+    if args.json:
+        write_json(args.json, {'machine': machine_line(device), 'rows': rows})
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

@@ -12,7 +12,7 @@ from vla_embedding_ros.model import VLAModel
 from vla_embedding_ros.training import checkpoint as ckpt
 from vla_embedding_ros.training import evaluate as vla_eval
 from vla_embedding_ros.training.config import TrainConfig, apply_override, load_config
-from vla_embedding_ros.training.train import Trainer, lr_lambda
+from vla_embedding_ros.training.train import Trainer, export_model, lr_lambda
 from vla_embedding_ros.training.train import main as train_main
 
 LIBRARY = 'config/tabletop_actions.yaml'
@@ -65,6 +65,23 @@ def test_short_run_writes_loadable_checkpoints_and_logs(tmp_path, text_path):
     assert {(r['step'], r['split']) for r in rows} == {
         ('3', 'val'), ('3', 'unseen_combo'), ('6', 'val'), ('6', 'unseen_combo')}
     assert list((cfg.run_dir / 'tensorboard').glob('events.out.tfevents.*'))
+
+
+def test_checkpoints_and_exports_are_readable_by_other_users(tmp_path, text_path):
+    # mkstemp/mkdtemp make 0600/0700; a node running as a service user must read the files.
+    import os
+    import stat
+
+    cfg = tiny_config(tmp_path, text_path, steps=3)
+    Trainer(cfg).run(progress=False)
+    export = tmp_path / 'exported'
+    export_model(ckpt.latest_checkpoint(cfg.run_dir), export)
+    old_mask = os.umask(0o022)
+    os.umask(old_mask)
+    for root in (ckpt.latest_checkpoint(cfg.run_dir), export):
+        for path in [root, *root.rglob('*')]:
+            mode = stat.S_IMODE(path.stat().st_mode)
+            assert mode & 0o044 == 0o044 & ~old_mask, f'{path}: {oct(mode)}'
 
 
 def test_init_from_fine_tunes_a_saved_model(tmp_path, text_path):

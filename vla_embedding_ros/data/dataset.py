@@ -35,6 +35,7 @@ import numpy as np
 import torch.utils.data
 import yaml
 
+from ..files import make_shareable
 from .actions import library_yaml
 
 INDEX = 'index.jsonl'
@@ -128,6 +129,7 @@ class DatasetWriter:
         os.fsync(self._index.fileno())
         self._index.close()
         self.closed = True
+        make_shareable(self.tmp)   # mkdtemp made it 0700; datasets are shared
         trash = None
         if self.root.exists():
             if not self.overwrite:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from ..files import make_shareable
 from .config import VLAConfig
 
 CONFIG_NAME = 'config.json'
@@ -146,6 +147,7 @@ def _save_encoder(module, target: Path, tokenizer=None, extra_files=()) -> None:
             tokenizer.save_pretrained(staging)
         for extra in extra_files:
             shutil.copyfile(extra, staging / Path(extra).name)
+        make_shareable(staging)
         if target.exists():
             shutil.rmtree(target)
         os.replace(staging, target)
@@ -159,6 +161,7 @@ def _atomic_write(path: Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        make_shareable(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

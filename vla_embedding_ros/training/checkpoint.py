@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..files import make_shareable
+
 MODEL_DIR = 'pretrained_model'
 STATE_FILE = 'training_state.pt'
 
@@ -60,6 +62,7 @@ def save_checkpoint(run_dir: Path, step: int, model, training_state: dict,
             shutil.copyfile(source, staging / MODEL_DIR / name)
         _test_slow_save(step)
         torch.save(dict(training_state, step=step), staging / STATE_FILE)
+        make_shareable(staging)
         _fsync_tree(staging)
         old = None
         if final.exists():  # re-saving a step (after a resume): move the old one aside whole

@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from ..data.dataset import BadSampleError
 from ..data.tabletop import ACTION_NAMES
+from ..files import make_shareable
 from ..model import VLAConfig, VLAModel, resolve_device
 from ..model.losses import library_contrastive_loss, symmetric_infonce
 from ..selection.library import ActionLibrary
@@ -361,6 +362,7 @@ def export_model(checkpoint: Path, target: Path) -> None:
                 not (staging / p.name).exists()] if target.exists() else []
         for extra in keep:  # e.g. a hand-written model card stays with the model
             shutil.copy2(extra, staging / extra.name)
+        make_shareable(staging)
         backup = target.with_name(f'.{target.name}.old')
         if target.exists():
             os.replace(target, backup)

@@ -30,11 +30,20 @@ def test_shipped_model_is_small_and_complete():
     assert sum(files.values()) <= 20 * 1024 * 1024
 
 
-def test_shipped_model_is_far_above_chance_on_unseen_scenes(scorer):
-    ranks, _ = tabletop_ranks(scorer, 'val', 200, UNSEEN_SEED)
+# (split, top-1 floor, top-5 floor). Measured on this seed: val 78.0% / 99.5%, unseen_combo
+# 70.0% / 100%, paraphrase 75.5% / 99.5% (200 scenes each; chance 1.25% / 6.25%). The floors
+# sit 4-5 standard errors below, so a broken model or loading path fails and platform-level
+# numeric noise does not.
+# The example bar (90% top-1) is not met by this model; see its card.
+FLOORS = [('val', 0.65, 0.95), ('unseen_combo', 0.55, 0.95), ('paraphrase', 0.62, 0.95)]
+
+
+@pytest.mark.parametrize('split, top1, top5', FLOORS)
+def test_shipped_model_is_far_above_chance_on_unseen_scenes(scorer, split, top1, top5):
+    ranks, _ = tabletop_ranks(scorer, split, 200, UNSEEN_SEED)
     m = metrics.summarise(ranks)
-    assert m['top1'] >= 0.20, m     # 16x chance
-    assert m['top5'] >= 0.60, m     # 10x chance
+    assert m['top1'] >= top1, m
+    assert m['top5'] >= top5, m
 
 
 def test_image_matters_to_the_shipped_model(scorer):

@@ -44,6 +44,8 @@ def _args(argv):
     ap.add_argument('--episode-timeout', type=float, default=10.0,
                     help='seconds the simulator waits for an action per episode')
     ap.add_argument('--rate', type=float, default=10.0, help='camera frames per second')
+    ap.add_argument('--torch-threads', type=int, default=1,
+                    help="the selector's torch_threads parameter (0 = torch default)")
     ap.add_argument('--quiet', action='store_true', help="hide the nodes' log output")
     return ap.parse_args(argv)
 
@@ -59,6 +61,9 @@ def child_commands(args) -> dict[str, list[str]]:
     selector = py + ['vla_embedding_ros.ros.action_selector_node', '--ros-args',
                      '-p', f'model_path:={args.model}', '-p', f'device:={args.device}',
                      '-p', 'mode:=on_instruction', '-p', 'max_rate_hz:=0.0',
+                     # The simulator renders on the same cores: one torch thread gives the
+                     # small default model its lowest latency there (bench/node_latency.py).
+                     '-p', f'torch_threads:={args.torch_threads}',
                      '-r', 'image:=/camera/image_raw', '-r', 'instruction:=/instruction']
     return {SIM_NODE: sim, SELECTOR_NODE: selector}
 

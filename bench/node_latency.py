@@ -20,6 +20,9 @@ Implementations:
 * ``fast``: the package's node (``python -m vla_embedding_ros.ros.action_selector_node``):
   one copy from the message buffer, resize and normalise in torch, instruction and library
   embeddings cached, one matrix product, a worker thread off the callback.
+* ``transport``: a node that answers every frame at once without looking at it: the floor
+  that DDS alone sets for e2e latency and for frames lost on the way (large best-effort
+  frames are dropped by transport when the machine is busy, before any node sees them).
 * ``naive``: written below as most people would write it first, with the same model, topics,
   QoS and scores JSON: ``np.array(msg.data)``, PIL resize and NumPy normalisation on the CPU,
   the instruction re-encoded every frame, each library action embedded and scored one at a
@@ -54,11 +57,13 @@ CPU_TARGET_SPEEDUP = 5.0   # ... and at least this many times faster than the na
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--role', default='bench', choices=('bench', 'publisher', 'naive'),
+    p.add_argument('--role', default='bench',
+                   choices=('bench', 'publisher', 'naive', 'transport'),
                    help=argparse.SUPPRESS)
     p.add_argument('--model', default=str(REPO / 'models' / 'tabletop'))
     p.add_argument('--device', default='cpu', help='cpu | cuda | auto (fast node)')
-    p.add_argument('--impl', default='fast,naive', help='comma-separated: fast, naive')
+    p.add_argument('--impl', default='transport,fast,naive',
+                   help='comma-separated: transport, fast, naive')
     p.add_argument('--node-threads', default='0',
                    help='torch_threads of the fast node, comma-separated for one row each '
                         '(0 = torch default, one per core)')
@@ -118,6 +123,36 @@ def run_publisher(args) -> int:
     Path(args.count_file).write_text(str(sent))
     node.destroy_node()
     rclpy.try_shutdown()
+    return 0
+
+
+# -- the transport floor: answer at once ---------------------------------------------------------
+def run_transport_node(args) -> int:
+    """Publish a scores message for every frame straight from the callback."""
+    import rclpy
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import String
+
+    from vla_embedding_ros.ros.action_selector_node import SENSOR_QOS
+
+    rclpy.init()
+    node = rclpy.create_node(NODE_NAME)
+    scores = node.create_publisher(String, '~/scores', 10)
+
+    def on_image(msg):
+        start = time.monotonic()
+        stamp = {'sec': msg.header.stamp.sec, 'nanosec': msg.header.stamp.nanosec}
+        scores.publish(String(data=json.dumps(
+            {'stamp': stamp, 'latency_ms': (time.monotonic() - start) * 1e3})))
+
+    node.create_subscription(Image, 'image', on_image, SENSOR_QOS)
+    try:
+        rclpy.spin(node)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
     return 0
 
 
@@ -200,7 +235,8 @@ class Listener:
 
         rclpy.init()
         self.node = rclpy.create_node('bench_listener')
-        self.records: list[tuple[float, float, float]] = []   # (received, e2e ms, node ms)
+        # (received, e2e ms, node ms, selector ms: the part of node ms spent in select())
+        self.records: list[tuple[float, float, float, float]] = []
         self.diag: dict[str, str] = {}
         self.node.create_subscription(String, f'/{NODE_NAME}/scores', self._on_scores, 100)
         self.node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diag, 10)
@@ -210,7 +246,8 @@ class Listener:
         scores = json.loads(msg.data)
         stamp_ns = scores['stamp']['sec'] * 1_000_000_000 + scores['stamp']['nanosec']
         self.records.append((time.monotonic(), (now_ns - stamp_ns) * 1e-6,
-                             float(scores['latency_ms'])))
+                             float(scores['latency_ms']),
+                             float(scores.get('inference_ms', float('nan')))))
 
     def _on_diag(self, msg) -> None:
         for status in msg.status:
@@ -257,8 +294,8 @@ def _stop(proc: subprocess.Popen | None) -> None:
 
 
 def node_command(args, impl: str, threads: int) -> list[str]:
-    if impl == 'naive':
-        return [sys.executable, __file__, '--role', 'naive', '--model', args.model]
+    if impl in ('naive', 'transport'):
+        return [sys.executable, __file__, '--role', impl, '--model', args.model]
     cmd = [sys.executable, '-m', 'vla_embedding_ros.ros.action_selector_node', '--ros-args',
            '-p', f'model_path:={args.model}', '-p', f'device:={args.device}',
            '-p', 'max_rate_hz:=0.0', '-p', 'max_image_age_s:=0.0',
@@ -294,7 +331,8 @@ def measure(args, listener: Listener, env: dict, impl: str, threads: int,
         os.unlink(count_file)
     kept = [r for r in listener.records if r[0] - started >= args.warmup]
     e2e, inside = [r[1] for r in kept], [r[2] for r in kept]
-    label = impl if impl == 'naive' else f'fast ({threads or "default"} thr)'
+    select = [r[3] for r in kept if r[3] == r[3]]   # NaN: the node does not report it
+    label = f'fast ({threads or "default"} thr)' if impl == 'fast' else impl
     return {'impl': label, 'frame': size, 'sent': sent, 'decided': len(listener.records),
             'dropped': max(0, sent - len(listener.records)),
             # The node's own counters (fast only): frames its callback saw, and those it
@@ -302,14 +340,15 @@ def measure(args, listener: Listener, env: dict, impl: str, threads: int,
             'node_received': listener.diag.get('frames_received', '-'),
             'node_dropped': listener.diag.get('frames_dropped', '-'),
             **{f'node_p{q}': percentile(inside, q) for q in (50, 95, 99)},
-            **{f'e2e_p{q}': percentile(e2e, q) for q in (50, 95, 99)}}
+            **{f'e2e_p{q}': percentile(e2e, q) for q in (50, 95, 99)},
+            'select_p50': percentile(select, 50)}
 
 
 def summary_notes(rows: list[dict], args) -> list[str]:
     notes = []
     for size in args.sizes.split(','):
         naive = [r for r in rows if r['frame'] == size and r['impl'] == 'naive']
-        for fast in (r for r in rows if r['frame'] == size and r['impl'] != 'naive'):
+        for fast in (r for r in rows if r['frame'] == size and r['impl'].startswith('fast')):
             if naive:
                 notes.append(f'{size}, {fast["impl"]}: naive/fast node p50 = '
                              f'{naive[0]["node_p50"] / fast["node_p50"]:.1f}x, e2e p50 = '
@@ -317,7 +356,7 @@ def summary_notes(rows: list[dict], args) -> list[str]:
     if args.device == 'cpu':
         big = [r for r in rows if r['frame'] == '640x480']
         naive = [r for r in big if r['impl'] == 'naive']
-        for fast in (r for r in big if r['impl'] != 'naive'):
+        for fast in (r for r in big if r['impl'].startswith('fast')):
             p50 = fast['node_p50']
             verdict = ('met' if p50 <= CPU_TARGET_P50_MS else
                        f'missed by {p50 - CPU_TARGET_P50_MS:.1f} ms')
@@ -340,9 +379,9 @@ def run_bench(args) -> int:
     env.setdefault('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp')
     os.environ.update(ROS_DOMAIN_ID=str(domain), RMW_IMPLEMENTATION=env['RMW_IMPLEMENTATION'])
     impls = [i.strip() for i in args.impl.split(',') if i.strip()]
-    unknown = set(impls) - {'fast', 'naive'}
+    unknown = set(impls) - {'transport', 'fast', 'naive'}
     if unknown:
-        raise SystemExit(f'unknown --impl {sorted(unknown)}; expected fast and/or naive')
+        raise SystemExit(f'unknown --impl {sorted(unknown)}; expected transport, fast, naive')
     listener = Listener()
     rows = []
     try:
@@ -361,10 +400,10 @@ def run_bench(args) -> int:
     print_table(f'action_selector latency over DDS, {args.rate:g} Hz rgb8 frames, '
                 f'{args.duration:g} s per row (ms)',
                 ['node', 'frame', 'sent', 'decided', 'dropped', 'node p50', 'node p95',
-                 'node p99', 'e2e p50', 'e2e p95', 'e2e p99'],
+                 'node p99', 'of which select p50', 'e2e p50', 'e2e p95', 'e2e p99'],
                 [[r['impl'], r['frame'], r['sent'], r['decided'], r['dropped'], r['node_p50'],
-                  r['node_p95'], r['node_p99'], r['e2e_p50'], r['e2e_p95'], r['e2e_p99']]
-                 for r in rows],
+                  r['node_p95'], r['node_p99'], r['select_p50'], r['e2e_p50'], r['e2e_p95'],
+                  r['e2e_p99']] for r in rows],
                 summary_notes(rows, args))
     if args.json:
         write_json(args.json, {'machine': f'{cpu_name()} ({os.cpu_count()} cores)',
@@ -379,6 +418,8 @@ def main(argv=None) -> int:
         return run_publisher(args)
     if args.role == 'naive':
         return run_naive_node(args)
+    if args.role == 'transport':
+        return run_transport_node(args)
     return run_bench(args)
 
 

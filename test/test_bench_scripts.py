@@ -69,7 +69,7 @@ def test_node_latency_quick(tmp_path):
     header, *rows = _table(out)
     assert header[:5] == ['node', 'frame', 'sent', 'decided', 'dropped']
     assert [(r[0].split()[0], r[1]) for r in rows] == [
-        ('fast', '96x96'), ('naive', '96x96'), ('fast', '640x480'), ('naive', '640x480')]
+        (impl, size) for size in ('96x96', '640x480') for impl in ('transport', 'fast', 'naive')]
     data = json.loads((tmp_path / 'lat.json').read_text())
     for row in data['rows']:
         assert row['sent'] > 0 and row['decided'] > 0, row

@@ -10,7 +10,9 @@ a CLIP ViT-B/32-sized vision tower built from ``CLIPVisionConfig()`` (224 px, 12
 from for zero-shot selection. Each batch size reports ms per batch and images/s; on CUDA
 ``--precision bf16|fp16`` runs under autocast, as the node's ``precision`` parameter does.
 The node decides on one frame per camera set, so batch 1 is its latency; larger batches
-show what several cameras or offline evaluation gain.
+show what several cameras or offline evaluation gain. One more row, at batch 1 only, times the
+shipped model's whole query (vision encoder + fusion with the instruction's text features,
+which the selector computes once per instruction and caches): the per-frame model cost.
 """
 from __future__ import annotations
 
@@ -56,16 +58,20 @@ def vit_b32(quick: bool):
     return name, CLIPVisionModel(config).eval(), config.image_size
 
 
-def encoders(args, device: torch.device):
-    """(name, forward(pixels), input size) for each encoder in the table."""
+def encoders(args, device: torch.device, batches: list[int]):
+    """(name, forward(pixels), input size, batch sizes) for each encoder in the table."""
     from vla_embedding_ros.model.vla_model import VLAModel
 
     vla = VLAModel.from_pretrained(args.model, device=str(device)).eval()
     size = vla.image_size if isinstance(vla.image_size, int) else vla.image_size[0]
-    yield f'shipped model vision ({Path(args.model).name}, {size} px)', vla.encode_images, size
+    model = Path(args.model).name
+    yield f'shipped model vision ({model}, {size} px)', vla.encode_images, size, batches
+    text = vla.encode_text(['put the red cube in the blue bowl'])  # cached by the selector
+    yield (f'shipped model query ({model}: vision + fusion, cached text)',
+           lambda px: vla.encode_query(px, text, num_cameras=1), size, [1])
     name, vit, vit_size = vit_b32(args.quick)
     vit = vit.to(device)
-    yield name, lambda px: vit(pixel_values=px).pooler_output, vit_size
+    yield name, lambda px: vit(pixel_values=px).pooler_output, vit_size, batches
 
 
 def autocast(device: torch.device, precision: str):
@@ -80,8 +86,8 @@ def run(args, device: torch.device) -> list[dict]:
     min_seconds = 0.1 if args.quick else args.min_seconds
     rows = []
     with torch.inference_mode(), autocast(device, args.precision):
-        for name, forward, size in encoders(args, device):
-            for batch in batches:
+        for name, forward, size, sizes in encoders(args, device, batches):
+            for batch in sizes:
                 pixels = torch.randn(batch, 3, size, size, device=device)
                 times = time_call(lambda px=pixels, f=forward: f(px), device, warmup=2,
                                   repeat=3, min_seconds=min_seconds)
@@ -101,7 +107,8 @@ def main(argv=None) -> int:
     print(machine_line(device))
     notes = [] if precision == args.precision else [
         f'--precision {args.precision} asked for; autocast is CUDA-only, so this ran fp32.']
-    print_table(f'Image-encoder throughput on {device} ({precision})',
+    stand_in = ' (--quick: a 2-layer tiny ViT stands in for ViT-B/32)' if args.quick else ''
+    print_table(f'Image-encoder throughput on {device} ({precision}){stand_in}',
                 ['encoder', 'batch', 'ms / batch', 'images/s'],
                 [[r['encoder'], r['batch'], r['ms_per_batch'], r['images_per_s']]
                  for r in rows], notes)

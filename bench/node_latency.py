@@ -106,7 +106,17 @@ def run_publisher(args) -> int:
     node = rclpy.create_node('bench_camera')
     images = node.create_publisher(Image, 'image', SENSOR_QOS)
     instruction = node.create_publisher(String, 'instruction', LATCHED_QOS)
+    # Start the clock only once the node's subscriptions have matched this process's
+    # publishers: discovery takes a second or two on a busy machine, and frames sent before
+    # it would be counted as dropped. The transport node has no instruction subscription.
+    deadline = time.monotonic() + 60.0
+    while images.get_subscription_count() == 0 and time.monotonic() < deadline:
+        rclpy.spin_once(node, timeout_sec=0.05)
+    deadline = time.monotonic() + 3.0
+    while instruction.get_subscription_count() == 0 and time.monotonic() < deadline:
+        rclpy.spin_once(node, timeout_sec=0.05)
     instruction.publish(String(data=samples[0].instruction))
+    time.sleep(0.2)   # the latched instruction lands before the first frame
     msg = Image(height=height, width=width, encoding='rgb8', is_bigendian=0, step=width * 3)
     msg.header.frame_id = 'camera'
     sent, period = 0, 1.0 / args.rate
@@ -322,14 +332,15 @@ def measure(args, listener: Listener, env: dict, impl: str, threads: int,
                          '--rate', str(args.rate), '--duration', str(args.duration),
                          '--count-file', count_file], env, 'camera')
         started = time.monotonic()
-        listener.spin(args.duration + 30.0, until=lambda: camera.poll() is not None)
+        listener.spin(args.duration + 90.0, until=lambda: camera.poll() is not None)
         listener.spin(1.5)    # answers to the last frames, and a diagnostics message
         sent = int(Path(count_file).read_text() or 0)
     finally:
         _stop(camera)
         _stop(node)
         os.unlink(count_file)
-    kept = [r for r in listener.records if r[0] - started >= args.warmup]
+    first = listener.records[0][0] if listener.records else started
+    kept = [r for r in listener.records if r[0] - first >= args.warmup]
     e2e, inside = [r[1] for r in kept], [r[2] for r in kept]
     select = [r[3] for r in kept if r[3] == r[3]]   # NaN: the node does not report it
     label = f'fast ({threads or "default"} thr)' if impl == 'fast' else impl

@@ -89,25 +89,36 @@ def time_steps(trainer, steps: int, warmup: int) -> dict:
             'samples_per_s': batch_size / (step_ms / 1e3)}
 
 
+def precision_of(trainer) -> str:
+    """What the step ran in: the Trainer's autocast dtype on CUDA (optim.amp), else fp32."""
+    dtype = getattr(trainer.autocast, 'fast_dtype', None)
+    return 'fp32' if dtype is None else str(dtype).removeprefix('torch.')
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.quick:
         args.steps, args.warmup, args.batch_size = 5, 1, args.batch_size or 16
+    default_threads = torch.get_num_threads()
     rows = []
     for threads in (int(t) for t in args.threads.split(',')):
+        # The Trainer sets only a count > 0, so 0 must undo an earlier row's setting itself.
+        torch.set_num_threads(threads if threads > 0 else default_threads)
         with tempfile.TemporaryDirectory(prefix='vla-bench-train-') as workdir:
             trainer = make_trainer(args, workdir, threads)
             row = time_steps(trainer, args.steps, args.warmup)
         row['threads'] = torch.get_num_threads()
+        row['precision'] = precision_of(trainer)
         row['config'] = Path(args.config).name + ''.join(f' {o}' for o in args.overrides)
         rows.append(row)
     device = trainer.device
     print(machine_line(device))
     print_table(f'Training throughput on {device}',
-                ['config', 'torch threads', 'batch', 'samples/s', 'median ms / step',
-                 'mean ms / step', 'of which data ms'],
-                [[r['config'], r['threads'], r['batch'], r['samples_per_s'], r['ms_per_step'],
-                  r['mean_ms_per_step'], r['data_ms']] for r in rows],
+                ['config', 'precision', 'torch threads', 'batch', 'steps', 'samples/s',
+                 'median ms / step', 'mean ms / step', 'of which data ms'],
+                [[r['config'], r['precision'], r['threads'], r['batch'], r['steps'],
+                  r['samples_per_s'], r['ms_per_step'], r['mean_ms_per_step'], r['data_ms']]
+                 for r in rows],
                 ['samples/s = batch / median step. data = rendering the batch of procedural '
                  'scenes (CPU, single-threaded); the rest is preprocessing, forward, backward '
                  'and the optimiser step.'])

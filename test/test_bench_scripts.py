@@ -29,35 +29,49 @@ def _table(text):
     return [r for r in rows if not all(re.fullmatch(r'-+', c) for c in r)]
 
 
+QUICK = ('--quick', '--device', 'cpu', '--threads', '1')
+
+
 def test_scoring_scale_quick(tmp_path):
-    out = _run('scoring_scale.py', '--quick', '--threads', '1', '--sizes', '10,1000,100000',
+    # --quick keeps N <= 1e4, so the 1e5 asked for here is dropped, not timed.
+    out = _run('scoring_scale.py', *QUICK, '--sizes', '10,1000,100000',
                '--json', str(tmp_path / 'scores.json'))
     header, *rows = _table(out)
-    assert header[:3] == ['implementation', 'N', 'median ms'] and 'floor ms' in header
-    assert [r[1] for r in rows if r[0] == 'matrix product'] == ['10', '1,000']
-    assert [r[1] for r in rows if r[0] == 'Python loop'] == ['10', '1,000']
-    assert 'not applicable, no GPU' in out or 'GPU target' in out
+    assert header == ['implementation', 'N', 'median ms', 'p95 ms', 'floor ms', 'x floor',
+                      'candidates/s']
+    for impl in ('matrix product', '[E, N] store', 'Python loop'):
+        assert [r[1] for r in rows if r[0] == impl] == ['10', '1,000'], impl
+    assert 'GB/s' in out and 'not applicable, no GPU' in out
     data = json.loads((tmp_path / 'scores.json').read_text())
-    assert data['bandwidth_bytes_per_s'] > 0 and len(data['rows']) == 4
+    assert data['bandwidth_bytes_per_s'] > 0 and len(data['rows']) == 6
+    assert set(data['rows'][0]) == {'impl', 'n', 'median_ms', 'p95_ms', 'floor_ms', 'x_floor',
+                                    'candidates_per_s'}
 
 
 def test_encoder_throughput_quick(tmp_path):
-    out = _run('encoder_throughput.py', '--quick', '--threads', '1',
+    out = _run('encoder_throughput.py', *QUICK, '--precision', 'bf16',
                '--json', str(tmp_path / 'enc.json'))
     header, *rows = _table(out)
     assert header == ['encoder', 'batch', 'ms / batch', 'images/s']
-    assert [r[1] for r in rows] == ['1', '4', '1', '4']
-    assert rows[0][0].startswith('shipped model vision') and 'ViT' in rows[2][0]
-    assert len(json.loads((tmp_path / 'enc.json').read_text())['rows']) == 4
+    kinds = [(r[0].split(' (')[0], r[1]) for r in rows]
+    assert kinds == [('shipped model vision', '1'), ('shipped model vision', '4'),
+                     ('shipped model query', '1'), ('tiny ViT', '1'), ('tiny ViT', '4')]
+    assert 'tiny ViT stands in for ViT-B/32' in out
+    assert 'autocast is CUDA-only, so this ran fp32' in out
+    data = json.loads((tmp_path / 'enc.json').read_text())
+    assert data['precision'] == 'fp32' and len(data['rows']) == 5
+    assert set(data['rows'][0]) == {'encoder', 'batch', 'ms_per_batch', 'images_per_s'}
 
 
 def test_train_throughput_quick(tmp_path):
-    out = _run('train_throughput.py', '--quick', '--threads', '1',
-               '--json', str(tmp_path / 'train.json'))
+    out = _run('train_throughput.py', *QUICK, '--json', str(tmp_path / 'train.json'))
     header, *rows = _table(out)
-    assert 'samples/s' in header and len(rows) == 1
+    assert header[:5] == ['config', 'precision', 'torch threads', 'batch', 'steps']
+    assert {'samples/s', 'median ms / step', 'of which data ms'} <= set(header)
+    assert [r[:5] for r in rows] == [['train_tabletop.yaml', 'fp32', '1', '16', '5']]
     row = json.loads((tmp_path / 'train.json').read_text())['rows'][0]
-    assert row['batch'] == 16 and row['steps'] == 5 and row['samples_per_s'] > 0
+    assert row['batch'] == 16 and row['steps'] == 5 and row['threads'] == 1
+    assert {'samples_per_s', 'ms_per_step', 'data_ms', 'precision', 'config'} <= set(row)
     assert not list(REPO.glob('runs/bench')), 'the bench must not write into runs/'
 
 

@@ -169,13 +169,21 @@ def raw(encoding: str, height: int, width: int, step: int, data: bytes, bigendia
 
 
 def send_bad(client: Client, msgs, kind: str, pub=None) -> None:
-    """Publish each bad message, then a good frame; the kind's count must grow by len(msgs)."""
-    before = client.rejected().get(kind, 0)
+    """Publish each bad message until the node has counted it, then a good frame: the kind's
+    count grows by exactly one per message, and the node still answers.
+
+    Images go best effort, depth 1: on a busy machine one can be lost on the way or replaced
+    by the next before the callback takes it, so each is sent on its own and re-sent (at most
+    4 more times) only if no count arrived within 2 s, diagnostics being published every 0.2 s.
+    """
+    count = client.rejected().get(kind, 0)
     for msg in msgs:
-        (pub or client.image).publish(msg)
-        client.h.spin_for(0.05)  # depth-1 best effort: let each one arrive on its own
-    assert client.wait_rejected(kind, before + len(msgs)) == before + len(msgs), \
-        client.diags[-1]
+        for _ in range(5):
+            (pub or client.image).publish(msg)
+            if client.wait_rejected(kind, count + 1, timeout=2.0) > count:
+                break
+        count += 1
+        assert client.rejected().get(kind, 0) == count, client.diags[-1]
     assert client.decide(seed=3)['selected'] == 'pick_red'
 
 
@@ -187,10 +195,10 @@ def assert_few_log_lines(node: NodeProcess, kind: str, since: int, seconds: floa
 
 def test_unsupported_encodings_are_rejected_and_counted(rig):
     node, client = rig
-    since = node.log_len()
+    since, start = node.log_len(), time.monotonic()
     bad = [raw(enc, 4, 4, 8, bytes(32)) for enc in ('yuv422', 'bayer_rggb8', '32FC1', '')]
     send_bad(client, bad, 'image_encoding')
-    assert_few_log_lines(node, 'image_encoding', since, 1.0)
+    assert_few_log_lines(node, 'image_encoding', since, time.monotonic() - start)
 
 
 def test_zero_width_or_height_is_rejected(rig):
@@ -231,7 +239,7 @@ def test_oversized_frames_are_dropped_by_the_max_image_pixels_guard(rig):
     node, client = rig
     # The module's node runs with max_image_pixels 1e5: 400x320 (128 kP) is over it.
     big = np.zeros((320, 400, 3), np.uint8)
-    since = node.log_len()
+    since, start = node.log_len(), time.monotonic()
     # A large best-effort message may lose a fragment on the way: resend until it arrives.
     for _ in range(10):
         client.image.publish(image_msg(big, client.h.now()))
@@ -239,7 +247,7 @@ def test_oversized_frames_are_dropped_by_the_max_image_pixels_guard(rig):
             break
     assert client.rejected()['image_oversized'] >= 1
     assert client.decide(seed=4)['selected'] == 'pick_red'
-    assert_few_log_lines(node, 'image_oversized', since, 1.0)
+    assert_few_log_lines(node, 'image_oversized', since, time.monotonic() - start)
 
 
 def test_an_8k_frame_is_processed_when_the_guard_allows_it(ckpt):

@@ -50,7 +50,7 @@ def test_demo_fails_without_a_model(tmp_path):
 @pytest.mark.skipif(not (SHIPPED / 'config.json').is_file(),
                     reason=f'the shipped model {SHIPPED} is missing')
 @pytest.mark.xfail(strict=True, reason=(
-    'known gap, issue 4 stays open: the shipped model (79.3% top-1 on val) succeeds in 16 of '
+    'known gap, issue 4 stays open: the shipped model (88.3% top-1 on val) succeeds in 17 of '
     '20 closed-loop episodes, measured 2026-11-24; the target is 18. strict: a model that '
     'reaches it turns this into a failure so the marker gets removed'))
 def test_shipped_model_succeeds_in_90_percent_of_20_episodes():

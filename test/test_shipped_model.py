@@ -30,12 +30,11 @@ def test_shipped_model_is_small_and_complete():
     assert sum(files.values()) <= 20 * 1024 * 1024
 
 
-# (split, top-1 floor, top-5 floor). Measured on this seed: val 78.0% / 99.5%, unseen_combo
-# 70.0% / 100%, paraphrase 75.5% / 99.5% (200 scenes each; chance 1.25% / 6.25%). The floors
+# (split, top-1 floor, top-5 floor). Measured on this seed: val 87.5% / 100%, unseen_combo
+# 77.0% / 100%, paraphrase 88.0% / 100% (200 scenes each; chance 1.25% / 6.25%). The floors
 # sit 4-5 standard errors below, so a broken model or loading path fails and platform-level
-# numeric noise does not.
-# The example bar (90% top-1) is not met by this model; see its card.
-FLOORS = [('val', 0.65, 0.95), ('unseen_combo', 0.55, 0.95), ('paraphrase', 0.62, 0.95)]
+# numeric noise does not. The example bar (90% top-1) is not met; see the card.
+FLOORS = [('val', 0.75, 0.95), ('unseen_combo', 0.63, 0.95), ('paraphrase', 0.75, 0.95)]
 
 
 @pytest.mark.parametrize('split, top1, top5', FLOORS)

@@ -18,7 +18,7 @@ import pytest
 
 rclpy = pytest.importorskip('rclpy')
 
-from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 
 # (name, description = the instruction that selects it, params, twist)
 TEXT_ACTIONS = (
@@ -105,7 +105,9 @@ class Harness:
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self.nodes_under_test = []
-        self._bg = MultiThreadedExecutor(num_threads=2, context=self.context)
+        # The node's own executor kind (see action_selector_node.main): rclpy 9's
+        # MultiThreadedExecutor delivers messages hundreds of ms late on a 2-core VM.
+        self._bg = SingleThreadedExecutor(context=self.context)
         self._thread = None
 
     def start(self, node):

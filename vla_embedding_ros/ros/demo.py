@@ -27,6 +27,8 @@ import numpy as np
 
 SELECTOR_NODE = 'action_selector'
 SIM_NODE = 'tabletop_sim'
+DDS_TRANSPORTS_VAR = 'FASTDDS_BUILTIN_TRANSPORTS'
+LARGE_DATA = 'LARGE_DATA'
 
 
 def _args(argv):
@@ -158,7 +160,12 @@ def main(argv=None) -> int:
     env = dict(os.environ)
     env.setdefault('ROS_DOMAIN_ID', str(20 + os.getpid() % 80))
     env.setdefault('AMENT_PREFIX_PATH', sys.prefix)
-    os.environ.update({k: env[k] for k in ('ROS_DOMAIN_ID', 'AMENT_PREFIX_PATH')})
+    # Fast DDS's default transports lose most 640x480 rgb8 frames (921 KB, over its 0.5 MB
+    # shared-memory segment, so UDP fragments that overflow the socket buffer): 4 of 20
+    # episodes timed out waiting for a frame. LARGE_DATA (TCP + bigger SHM) loses none.
+    env.setdefault(DDS_TRANSPORTS_VAR, LARGE_DATA)
+    os.environ.update({k: env[k] for k in ('ROS_DOMAIN_ID', 'AMENT_PREFIX_PATH',
+                                           DDS_TRANSPORTS_VAR)})
     if not os.path.isfile(os.path.join(args.model, 'config.json')):
         print(f'[demo] no model at {args.model} (config.json missing); pass --model',
               file=sys.stderr)
@@ -166,7 +173,8 @@ def main(argv=None) -> int:
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
-    print(f"[demo] ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']}, model {args.model}, "
+    print(f"[demo] ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']}, "
+          f'{DDS_TRANSPORTS_VAR}={env[DDS_TRANSPORTS_VAR]}, model {args.model}, '
           f'{args.episodes} episodes', flush=True)
     out = subprocess.DEVNULL if args.quiet else None
     procs: dict[str, subprocess.Popen] = {}

@@ -28,9 +28,14 @@ Implementations:
   the instruction re-encoded every frame, each library action embedded and scored one at a
   time in a Python loop, all inside the subscription callback.
 
-Every process runs with ``FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA`` (``--dds-transports``):
-with Fast DDS's default transports most 640x480 rgb8 frames (921 KB) never arrive, which
-measures the transport's losses rather than the node (``--dds-transports DEFAULT`` shows them).
+Every process runs with the package's ``config/fastdds_large_frames.xml`` (shared memory
+with a 16 MB segment; ``--dds-transports``): with Fast DDS's default transports most 640x480
+rgb8 frames (921 KB) never arrive, which measures the transport's losses rather than the node
+(``--dds-transports DEFAULT`` shows them; ``LARGE_DATA`` is Fast DDS's TCP-based answer).
+
+A row whose processes never discover each other (a DDS discovery stall: the node is not seen
+in 60 s, or the camera's publisher matches no subscription in 20 s) is started again once,
+with fresh processes, and the retry is reported under the table.
 
 The first ``--warmup`` seconds of decisions are left out. Run it on an otherwise idle machine:
 the publisher, the node and this listener share its cores.
@@ -51,10 +56,17 @@ from pathlib import Path
 import numpy as np
 
 from benchlib import cpu_name, machine_line, percentile, pick_device, print_table, write_json
+from vla_embedding_ros.ros.dds_transport import BUILTIN_VAR, PROFILES_VAR, large_frames_profile
+from vla_embedding_ros.ros.dds_transport import describe as describe_transport
 
 REPO = Path(__file__).resolve().parents[1]
 NODE_NAME = 'action_selector'
 CPU_TARGET_P50_MS = 5.0    # issue target: CPU, default model, 640x480, node-internal p50
+# Discovery normally takes 0.5-4 s here; past these the row counts as a discovery stall.
+NODE_UP_S = 60.0
+NODE_UP_COMPILE_S = 180.0    # torch.compile runs at configure, before the node subscribes
+CAMERA_MATCH_S = 20.0
+DISCOVERY_STALL_EXIT = 3
 CPU_TARGET_SPEEDUP = 5.0   # ... and at least this many times faster than the naive baseline
 
 
@@ -78,10 +90,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--duration', type=float, default=20.0, help='seconds per row')
     p.add_argument('--warmup', type=float, default=1.0, help='seconds of decisions left out')
     p.add_argument('--domain', type=int, default=None, help='ROS_DOMAIN_ID (default: random)')
-    p.add_argument('--dds-transports', default='LARGE_DATA',
-                   help="FASTDDS_BUILTIN_TRANSPORTS for every process (default LARGE_DATA: "
-                        "the default transports lose most 640x480 frames); 'env' keeps "
-                        "the environment's")
+    p.add_argument('--dds-transports', default='profile',
+                   help="'profile' (default): the package's fastdds_large_frames.xml for "
+                        "every process (the default transports lose most 640x480 frames); "
+                        "'env': the environment's; else a FASTDDS_BUILTIN_TRANSPORTS value "
+                        "such as DEFAULT or LARGE_DATA")
     p.add_argument('--quick', action='store_true', help='3 s per row')
     p.add_argument('--json', help='also write the rows here (JSON)')
     p.add_argument('--size', help=argparse.SUPPRESS)            # publisher role
@@ -117,9 +130,19 @@ def run_publisher(args) -> int:
     # Start the clock only once the node's subscriptions have matched this process's
     # publishers: discovery takes a second or two on a busy machine, and frames sent before
     # it would be counted as dropped. The transport node has no instruction subscription.
-    deadline = time.monotonic() + 60.0
+    # Phases go to this process's log (stderr): the bench prints it when a row goes wrong.
+    _phase(f'camera {width}x{height} ready, waiting for the image subscription')
+    waited = time.monotonic()
+    deadline = waited + CAMERA_MATCH_S
     while images.get_subscription_count() == 0 and time.monotonic() < deadline:
         rclpy.spin_once(node, timeout_sec=0.05)
+    _phase(f'image subscriptions matched: {images.get_subscription_count()} after '
+           f'{time.monotonic() - waited:.1f} s')
+    if images.get_subscription_count() == 0:
+        Path(args.count_file).write_text('0')
+        # Straight out: a participant stuck in discovery has hung in shutdown here. The bench
+        # retries the row with fresh processes.
+        os._exit(DISCOVERY_STALL_EXIT)
     deadline = time.monotonic() + 3.0
     while instruction.get_subscription_count() == 0 and time.monotonic() < deadline:
         rclpy.spin_once(node, timeout_sec=0.05)
@@ -139,9 +162,20 @@ def run_publisher(args) -> int:
         if delay > 0:
             time.sleep(delay)
     Path(args.count_file).write_text(str(sent))
+    _phase(f'sent {sent} frames, shutting down')
     node.destroy_node()
     rclpy.try_shutdown()
+    _phase('shut down')
     return 0
+
+
+def _phase(text: str) -> None:
+    print(f'{time.strftime("%H:%M:%S")} {text}', file=sys.stderr, flush=True)
+
+
+def _log_tail(path: str, lines: int = 25) -> str:
+    text = Path(path).read_text(errors='replace').splitlines()[-lines:]
+    return f'--- last lines of {path} ---\n' + '\n'.join(text)
 
 
 # -- the transport floor: answer at once ---------------------------------------------------------
@@ -164,6 +198,7 @@ def run_transport_node(args) -> int:
             {'stamp': stamp, 'latency_ms': (time.monotonic() - start) * 1e3})))
 
     node.create_subscription(Image, 'image', on_image, SENSOR_QOS)
+    _phase('transport node spinning')
     try:
         rclpy.spin(node)
     except KeyboardInterrupt:
@@ -232,6 +267,7 @@ def run_naive_node(args) -> int:
 
     rclpy.init()
     node = NaiveSelector(args.model)
+    _phase('naive node spinning')
     try:
         rclpy.spin(node)
     except KeyboardInterrupt:
@@ -307,6 +343,7 @@ def _stop(proc: subprocess.Popen | None) -> None:
     try:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
+        _phase(f'{proc.args[1:4]} ignored SIGINT for 10 s; killed')
         proc.kill()
         proc.wait()
 
@@ -323,6 +360,10 @@ def node_command(args, impl: str, threads: int) -> list[str]:
     return cmd
 
 
+class DiscoveryStall(RuntimeError):
+    """The row's processes never found each other over DDS: no measurement, retry it."""
+
+
 def measure(args, listener: Listener, env: dict, impl: str, threads: int,
             size: str) -> dict:
     """One row: start the node, wait for it, run the camera for --duration, summarise."""
@@ -331,9 +372,16 @@ def measure(args, listener: Listener, env: dict, impl: str, threads: int,
     try:
         node = _start(node_command(args, impl, threads), env, f'{impl}_node')
         # torch.compile and model loading happen before the node subscribes.
-        if not listener.spin(180.0, until=lambda: listener.node_ready() or
-                             node.poll() is not None) or node.poll() is not None:
-            raise RuntimeError(f'{impl} node did not come up; log: {node.log_path}')
+        waited = time.monotonic()
+        limit = NODE_UP_S if args.compile == 'none' else NODE_UP_COMPILE_S
+        listener.spin(limit, until=lambda: listener.node_ready() or node.poll() is not None)
+        if node.poll() is not None:
+            raise RuntimeError(f'{impl} node exited with {node.returncode}; '
+                               + _log_tail(node.log_path))
+        if not listener.node_ready():
+            raise DiscoveryStall(f'{impl} node not discovered in {limit:g} s; '
+                                 + _log_tail(node.log_path))
+        _phase(f'{impl} node up after {time.monotonic() - waited:.1f} s')
         listener.records.clear()
         listener.diag = {}
         camera = _start([sys.executable, __file__, '--role', 'publisher', '--size', size,
@@ -343,10 +391,19 @@ def measure(args, listener: Listener, env: dict, impl: str, threads: int,
         listener.spin(args.duration + 90.0, until=lambda: camera.poll() is not None)
         listener.spin(1.5)    # answers to the last frames, and a diagnostics message
         sent = int(Path(count_file).read_text() or 0)
+        if camera.poll() == DISCOVERY_STALL_EXIT:
+            raise DiscoveryStall(f'the camera matched no image subscription of the {impl} '
+                                 f'node in {CAMERA_MATCH_S:g} s; '
+                                 + _log_tail(camera.log_path) + '\n' + _log_tail(node.log_path))
     finally:
         _stop(camera)
         _stop(node)
         os.unlink(count_file)
+    if sent == 0 or not listener.records:
+        # Say why in the output: CI keeps the output, not the logs in /tmp.
+        print(f'{impl} at {size}: sent {sent}, decided {len(listener.records)}\n'
+              f'{_log_tail(camera.log_path)}\n{_log_tail(node.log_path)}',
+              file=sys.stderr, flush=True)
     first = listener.records[0][0] if listener.records else started
     kept = [r for r in listener.records if r[0] - first >= args.warmup]
     e2e, inside = [r[1] for r in kept], [r[2] for r in kept]
@@ -397,28 +454,40 @@ def run_bench(args) -> int:
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain), PYTHONUNBUFFERED='1')
     env.setdefault('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp')
     if args.dds_transports != 'env':
-        env['FASTDDS_BUILTIN_TRANSPORTS'] = args.dds_transports
-    os.environ.update({k: env[k] for k in ('ROS_DOMAIN_ID', 'RMW_IMPLEMENTATION',
-                                           'FASTDDS_BUILTIN_TRANSPORTS') if k in env})
+        for var in (PROFILES_VAR, BUILTIN_VAR):
+            env.pop(var, None)
+            os.environ.pop(var, None)
+        if args.dds_transports == 'profile':
+            env[PROFILES_VAR] = large_frames_profile()
+        else:
+            env[BUILTIN_VAR] = args.dds_transports
+    os.environ.update({k: env[k] for k in ('ROS_DOMAIN_ID', 'RMW_IMPLEMENTATION', PROFILES_VAR,
+                                           BUILTIN_VAR) if k in env})
     impls = [i.strip() for i in args.impl.split(',') if i.strip()]
     unknown = set(impls) - {'transport', 'fast', 'naive'}
     if unknown:
         raise SystemExit(f'unknown --impl {sorted(unknown)}; expected transport, fast, naive')
     listener = Listener()
-    rows = []
+    rows, retries = [], []
     try:
         for size in args.sizes.split(','):
             for impl in impls:
                 threads_list = [int(t) for t in args.node_threads.split(',')] \
                     if impl == 'fast' else [0]
                 for threads in threads_list:
-                    rows.append(measure(args, listener, env, impl, threads, size))
+                    try:
+                        rows.append(measure(args, listener, env, impl, threads, size))
+                    except DiscoveryStall as stall:
+                        print(f'discovery stall, retrying the row once: {stall}',
+                              file=sys.stderr, flush=True)
+                        retries.append(f'{impl} at {size}: {str(stall).split(";")[0]}')
+                        rows.append(measure(args, listener, env, impl, threads, size))
                     print(f'  measured {rows[-1]["impl"]} at {size}: '
                           f'{rows[-1]["decided"]} decisions', file=sys.stderr, flush=True)
     finally:
         listener.close()
     where = (f'device {args.device}, compile {args.compile}, precision {args.precision}, '
-             f"DDS transports {env.get('FASTDDS_BUILTIN_TRANSPORTS', 'DEFAULT')}")
+             f'DDS transports {describe_transport(env)}')
     print(machine_line(pick_device(args.device)).rsplit(', device', 1)[0] + f', {where}')
     print_table(f'action_selector latency over DDS, {args.rate:g} Hz rgb8 frames, '
                 f'{args.duration:g} s per row (ms)',
@@ -427,7 +496,8 @@ def run_bench(args) -> int:
                 [[r['impl'], r['frame'], r['sent'], r['decided'], r['dropped'], r['node_p50'],
                   r['node_p95'], r['node_p99'], r['select_p50'], r['e2e_p50'], r['e2e_p95'],
                   r['e2e_p99']] for r in rows],
-                summary_notes(rows, args))
+                summary_notes(rows, args)
+                + [f'retried after a DDS discovery stall: {r}' for r in retries])
     if args.json:
         write_json(args.json, {'machine': f'{cpu_name()} ({os.cpu_count()} cores)',
                                'device': args.device, 'rate_hz': args.rate,

@@ -9,15 +9,16 @@ The simulator's camera and instruction feed the selector, and the selector's
 Arguments: model_path, device, episodes, seed, split, rate_hz, use_sim_time (the simulator
 then publishes /clock and both nodes use it), params_file (the selector's).
 
-Both nodes get FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA unless it is already set: with Fast DDS's
-default transports most 640x480 rgb8 frames (921 KB) are lost between processes.
+Both nodes get FASTDDS_DEFAULT_PROFILES_FILE=<share>/config/fastdds_large_frames.xml unless
+Fast DDS transports are already chosen (that variable or FASTDDS_BUILTIN_TRANSPORTS): with
+Fast DDS's default transports most 640x480 rgb8 frames (921 KB) are lost between processes.
 """
 import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
-from launch.substitutions import EnvironmentVariable, LaunchConfiguration
+from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode, Node
 
 PACKAGE = 'vla_embedding_ros'
@@ -48,9 +49,13 @@ def _nodes(context, *args, **kwargs):
 
 def generate_launch_description():
     share = get_package_share_directory(PACKAGE)
+    transports = []
+    if not (os.environ.get('FASTDDS_DEFAULT_PROFILES_FILE')
+            or os.environ.get('FASTDDS_BUILTIN_TRANSPORTS')):
+        transports = [SetEnvironmentVariable('FASTDDS_DEFAULT_PROFILES_FILE', os.path.join(
+            share, 'config', 'fastdds_large_frames.xml'))]
     return LaunchDescription([
-        SetEnvironmentVariable('FASTDDS_BUILTIN_TRANSPORTS', EnvironmentVariable(
-            'FASTDDS_BUILTIN_TRANSPORTS', default_value='LARGE_DATA')),
+        *transports,
         DeclareLaunchArgument('model_path', default_value='',
                               description="selector checkpoint; '' = the shipped model"),
         DeclareLaunchArgument('device', default_value='', description='auto | cpu | cuda[:N]'),

@@ -53,7 +53,7 @@ def test_share_files_installed_where_ros2_launch_looks(workspace):
     assert (share / 'package.xml').is_file()
     for launch_file in (REPO / 'launch').glob('*.launch.py'):
         assert (share / 'launch' / launch_file.name).is_file()
-    for config_file in (REPO / 'config').glob('*.yaml'):
+    for config_file in [*(REPO / 'config').glob('*.yaml'), *(REPO / 'config').glob('*.xml')]:
         assert (share / 'config' / config_file.name).is_file()
     for model_file in (REPO / 'models' / 'tabletop').glob('*'):
         if model_file.is_file():

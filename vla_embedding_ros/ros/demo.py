@@ -25,10 +25,11 @@ import time
 
 import numpy as np
 
+from .dds_transport import BUILTIN_VAR, PROFILES_VAR, with_large_frame_transport
+from .dds_transport import describe as describe_transport
+
 SELECTOR_NODE = 'action_selector'
 SIM_NODE = 'tabletop_sim'
-DDS_TRANSPORTS_VAR = 'FASTDDS_BUILTIN_TRANSPORTS'
-LARGE_DATA = 'LARGE_DATA'
 
 
 def _args(argv):
@@ -162,10 +163,10 @@ def main(argv=None) -> int:
     env.setdefault('AMENT_PREFIX_PATH', sys.prefix)
     # Fast DDS's default transports lose most 640x480 rgb8 frames (921 KB, over its 0.5 MB
     # shared-memory segment, so UDP fragments that overflow the socket buffer): 4 of 20
-    # episodes timed out waiting for a frame. LARGE_DATA (TCP + bigger SHM) loses none.
-    env.setdefault(DDS_TRANSPORTS_VAR, LARGE_DATA)
-    os.environ.update({k: env[k] for k in ('ROS_DOMAIN_ID', 'AMENT_PREFIX_PATH',
-                                           DDS_TRANSPORTS_VAR)})
+    # episodes timed out waiting for a frame. The large-frame profile loses none.
+    env = with_large_frame_transport(env)
+    os.environ.update({k: env[k] for k in ('ROS_DOMAIN_ID', 'AMENT_PREFIX_PATH', PROFILES_VAR,
+                                           BUILTIN_VAR) if k in env})
     if not os.path.isfile(os.path.join(args.model, 'config.json')):
         print(f'[demo] no model at {args.model} (config.json missing); pass --model',
               file=sys.stderr)
@@ -174,7 +175,7 @@ def main(argv=None) -> int:
     from rclpy.executors import SingleThreadedExecutor
 
     print(f"[demo] ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']}, "
-          f'{DDS_TRANSPORTS_VAR}={env[DDS_TRANSPORTS_VAR]}, model {args.model}, '
+          f'{describe_transport(env)}, model {args.model}, '
           f'{args.episodes} episodes', flush=True)
     out = subprocess.DEVNULL if args.quiet else None
     procs: dict[str, subprocess.Popen] = {}

@@ -46,17 +46,26 @@ def test_demo_fails_without_a_model(tmp_path):
     assert rc == 1 and 'no model at' in out
 
 
+# The shipped model is right on ~90% of val samples, so over 20 closed-loop episodes it lands
+# around the 18/20 target, not safely above it (measured 2026-12-03 over seeds 0-4 of the
+# episode stream: 17, 19, 19, 18, 17). The floor catches a broken loop (a model that does not
+# load, frames that never arrive, actions the simulator does not apply, episodes that time
+# out: all far below it) without flaking on that spread; the 90% target is reported as an
+# expected failure until a model clears it.
+CLOSED_LOOP_FLOOR = 15
+CLOSED_LOOP_TARGET = 18
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not (SHIPPED / 'config.json').is_file(),
                     reason=f'the shipped model {SHIPPED} is missing')
-@pytest.mark.xfail(strict=True, reason=(
-    'known gap, issue 4 stays open: the shipped model (88.3% top-1 on val) succeeds in 17 of '
-    '20 closed-loop episodes, measured 2026-11-24; the target is 18. strict: a model that '
-    'reaches it turns this into a failure so the marker gets removed'))
-def test_shipped_model_succeeds_in_90_percent_of_20_episodes():
+def test_shipped_model_closes_the_loop_over_20_episodes():
     rc, out = _demo(SHIPPED, 20, 240)
     assert rc == 0, out
+    assert 'episodes completed : 20 / 20' in out, out
     line = next(x for x in out.splitlines() if x.startswith('success rate'))
-    wins, total = line.split('(')[1].rstrip(')').split('/')
-    assert int(total) == 20, out
-    assert int(wins) >= 18, out
+    wins = int(line.split('(')[1].split('/')[0])
+    assert wins >= CLOSED_LOOP_FLOOR, out
+    if wins < CLOSED_LOOP_TARGET:
+        pytest.xfail(f'known gap, issue 4: {wins}/20 closed-loop successes, target '
+                     f'{CLOSED_LOOP_TARGET}/20 (90%); the shipped model is ~88-91% top-1')

@@ -21,6 +21,12 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironment
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode, Node
 
+from vla_embedding_ros.ros.dds_transport import (
+    PROFILES_VAR,
+    large_frames_profile,
+    transports_chosen,
+)
+
 PACKAGE = 'vla_embedding_ros'
 
 
@@ -49,11 +55,8 @@ def _nodes(context, *args, **kwargs):
 
 def generate_launch_description():
     share = get_package_share_directory(PACKAGE)
-    transports = []
-    if not (os.environ.get('FASTDDS_DEFAULT_PROFILES_FILE')
-            or os.environ.get('FASTDDS_BUILTIN_TRANSPORTS')):
-        transports = [SetEnvironmentVariable('FASTDDS_DEFAULT_PROFILES_FILE', os.path.join(
-            share, 'config', 'fastdds_large_frames.xml'))]
+    transports = [] if transports_chosen(os.environ) else [
+        SetEnvironmentVariable(PROFILES_VAR, large_frames_profile())]
     return LaunchDescription([
         *transports,
         DeclareLaunchArgument('model_path', default_value='',

@@ -7,8 +7,7 @@ bench use it unless the user already chose transports.
 """
 from __future__ import annotations
 
-import os
-from pathlib import Path
+from .package_share import package_file
 
 PROFILE_FILE = 'fastdds_large_frames.xml'
 PROFILES_VAR = 'FASTDDS_DEFAULT_PROFILES_FILE'
@@ -18,20 +17,17 @@ BUILTIN_VAR = 'FASTDDS_BUILTIN_TRANSPORTS'
 def large_frames_profile() -> str:
     """``share/vla_embedding_ros/config/fastdds_large_frames.xml`` when installed there,
     else the source tree's ``config/`` copy (editable installs, ``make demo``)."""
-    try:
-        from ament_index_python.packages import get_package_share_directory
-        shared = os.path.join(get_package_share_directory('vla_embedding_ros'), 'config',
-                              PROFILE_FILE)
-        if os.path.isfile(shared):
-            return shared
-    except Exception:  # not in the ament index (plain pip install, no AMENT_PREFIX_PATH)
-        pass
-    return str(Path(__file__).resolve().parents[2] / 'config' / PROFILE_FILE)
+    return package_file('config', PROFILE_FILE)
+
+
+def transports_chosen(env) -> bool:
+    """Whether ``env`` (a dict or ``os.environ``) already picks Fast DDS transports."""
+    return bool(env.get(PROFILES_VAR) or env.get(BUILTIN_VAR))
 
 
 def with_large_frame_transport(env: dict[str, str]) -> dict[str, str]:
     """``env`` plus the large-frame profile, unless it already picks Fast DDS transports."""
-    if env.get(PROFILES_VAR) or env.get(BUILTIN_VAR):
+    if transports_chosen(env):
         return env
     return {**env, PROFILES_VAR: large_frames_profile()}
 

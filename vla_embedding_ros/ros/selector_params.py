@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+
+from .package_share import package_file
 
 MODES = ('continuous', 'on_instruction')
 TRANSPORTS = ('raw', 'compressed')
@@ -27,15 +28,7 @@ TOPIC_PARAMS = ('image_topics', 'image_transport')
 def default_model_path() -> str:
     """The shipped model: ``share/vla_embedding_ros/models/tabletop`` if installed there,
     else ``models/tabletop`` of the source tree (editable installs, ``make demo``)."""
-    try:
-        from ament_index_python.packages import get_package_share_directory
-        shared = os.path.join(get_package_share_directory('vla_embedding_ros'), 'models',
-                              'tabletop')
-        if os.path.isfile(os.path.join(shared, 'config.json')):
-            return shared
-    except Exception:  # package not in the ament index (plain pip install, no AMENT_PREFIX_PATH)
-        pass
-    return str(Path(__file__).resolve().parents[2] / 'models' / 'tabletop')
+    return os.path.dirname(package_file('models', 'tabletop', 'config.json'))
 
 
 def _float(description: str, lo: float, hi: float, **kw: Any) -> ParameterDescriptor:

@@ -1,6 +1,6 @@
 """action_selector faults: broken checkpoints, CUDA that is not there, an exception inside
 inference, and many deactivate/activate cycles. Real rclpy nodes over DDS (in-process: these
-tests drive lifecycle transitions and read the node's counters directly)."""
+tests read the node's counters directly; lifecycle transitions go through its services)."""
 import json
 import os
 import shutil
@@ -10,6 +10,8 @@ import pytest
 
 rclpy = pytest.importorskip('rclpy')
 
+from lifecycle_msgs.msg import Transition  # noqa: E402
+from lifecycle_msgs.srv import ChangeState  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
@@ -62,10 +64,24 @@ class Client:
         return [s for s in self.scores if s['stamp'] == key][-1]
 
 
-def go(node: ActionSelectorNode, transition: str) -> str:
-    """Run a lifecycle transition in-process; return the state it ends in."""
-    getattr(node, f'trigger_{transition}')()
-    return node.state
+def lifecycle(h: Harness, node: ActionSelectorNode):
+    """``go(transition) -> state``: transitions through the node's change_state service, as
+    ``ros2 lifecycle set`` sends them, so they run on the executor thread that spins the node.
+    Triggered from the test thread instead, a deactivate destroyed subscriptions while that
+    executor was waiting on them; rclpy raised InvalidHandle there and the executor thread died
+    (seen in CI: no decision after 100 cycles)."""
+    client = h.node.create_client(ChangeState, f'/{node.get_name()}/change_state')
+    assert client.wait_for_service(timeout_sec=10.0)
+    ids = {'configure': Transition.TRANSITION_CONFIGURE,
+           'activate': Transition.TRANSITION_ACTIVATE,
+           'deactivate': Transition.TRANSITION_DEACTIVATE}
+
+    def go(transition: str) -> str:
+        future = client.call_async(ChangeState.Request(transition=Transition(id=ids[transition])))
+        assert h.spin_until(future.done, 30.0), f'{transition}: no answer from change_state'
+        return node.state
+
+    return go
 
 
 def _break_weights(model_dir):
@@ -97,14 +113,15 @@ def test_broken_checkpoint_fails_configure_naming_the_file_then_recovers(ckpt, t
     named = damage(model_dir)
     with Harness() as h:
         node = selector(h, model_dir)
-        assert go(node, 'configure') == 'unconfigured'
+        go = lifecycle(h, node)
+        assert go('configure') == 'unconfigured'
         assert named in node.last_error, node.last_error
         assert node.stats.snapshot()['errors'] == {'configure': 1}
         # Fixed in place (same model_path): the next configure works and the node answers.
         shutil.rmtree(model_dir)
         shutil.copytree(ckpt, model_dir)
-        assert go(node, 'configure') == 'inactive'
-        assert go(node, 'activate') == 'active'
+        assert go('configure') == 'inactive'
+        assert go('activate') == 'active'
         assert Client(h).decide()['selected'] == 'pick_red'
 
 
@@ -114,18 +131,20 @@ def test_cuda_requested_without_cuda_is_a_clear_configure_error(ckpt):
         pytest.skip('this machine has CUDA')
     with Harness() as h:
         node = selector(h, ckpt, device='cuda')
-        assert go(node, 'configure') == 'unconfigured'
+        go = lifecycle(h, node)
+        assert go('configure') == 'unconfigured'
         assert "device 'cuda' was requested but CUDA is not available" in node.last_error
         # Set to cpu (allowed while unconfigured) and it configures.
         assert node.set_parameters([Parameter('device', value='cpu')])[0].successful
-        assert go(node, 'configure') == 'inactive'
+        assert go('configure') == 'inactive'
 
 
 def test_an_exception_inside_inference_is_counted_and_the_next_frame_processed(ckpt):
     with Harness() as h:
         node = selector(h, ckpt)
-        assert go(node, 'configure') == 'inactive'
-        assert go(node, 'activate') == 'active'
+        go = lifecycle(h, node)
+        assert go('configure') == 'inactive'
+        assert go('activate') == 'active'
         client = Client(h)
         client.decide(seed=1)
         # FAULT INJECTION (test only): the one place we patch production code, because no
@@ -151,17 +170,17 @@ def test_an_exception_inside_inference_is_counted_and_the_next_frame_processed(c
 def test_100_deactivate_activate_cycles_leak_no_threads_or_memory(ckpt):
     with Harness() as h:
         node = selector(h, ckpt)
-        assert go(node, 'configure') == 'inactive'
+        go = lifecycle(h, node)
+        assert go('configure') == 'inactive'
 
         def cycles(n):
             for _ in range(n):
-                assert go(node, 'activate') == 'active'
-                assert go(node, 'deactivate') == 'inactive'
+                assert go('activate') == 'active'
+                assert go('deactivate') == 'inactive'
 
         cycles(10)  # warm-up: first-use allocations of rclpy, DDS and torch
-        # Compare the threads themselves, not their count: a thread left over from an earlier
-        # test that ends during the cycles (seen in CI: 3 -> 2) is no leak, and must not hide
-        # one either.
+        # The threads themselves, not their count: one thread ending while another leaks would
+        # leave the count unchanged.
         threads, rss = set(threading.enumerate()), rss_mb()
         cycles(100)
         growth = rss_mb() - rss
@@ -170,5 +189,5 @@ def test_100_deactivate_activate_cycles_leak_no_threads_or_memory(ckpt):
               f'RSS growth {growth:+.1f} MiB')
         assert not new_threads, f'threads left behind: {sorted(t.name for t in new_threads)}'
         assert growth < 20, f'RSS grew {growth:.1f} MiB over 100 cycles'
-        assert go(node, 'activate') == 'active'
+        assert go('activate') == 'active'
         assert Client(h).decide()['selected'] == 'pick_red'

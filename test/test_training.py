@@ -166,6 +166,21 @@ def test_config_rejects_unknown_options_and_parses_overrides(tmp_path):
     assert load_config(str(path), ['optim.steps=7']).optim.steps == 7
 
 
+def test_data_objects_sets_the_training_scenes_object_count(tmp_path, text_path):
+    cfg = tiny_config(tmp_path, text_path)
+    assert cfg.data.objects == [2, 6]   # the default matches the val split's scenes
+    raw = cfg.to_dict()
+    apply_override(raw, 'data.objects=[5, 6]')
+    generator = Trainer(TrainConfig.from_dict(raw)).source.generator
+    counts = {len(generator.sample().scene.objects) for _ in range(60)}
+    assert counts == {5, 6}
+    for bad, message in (([0, 3], 'min_objects'), ([4, 3], 'min_objects'),
+                         ([2.5, 4], r'data.objects must be \[min, max\] integers')):
+        raw['data']['objects'] = bad
+        with pytest.raises(ValueError, match=message):
+            Trainer(TrainConfig.from_dict(raw))
+
+
 def test_shipped_training_config_is_valid():
     cfg = load_config('config/train_tabletop.yaml')
     assert cfg.model['fusion']['type'] == 'transformer'

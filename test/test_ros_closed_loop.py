@@ -11,6 +11,9 @@ pytest.importorskip('rclpy')
 
 from test_ros_support import make_tabletop_checkpoint  # noqa: E402
 
+from vla_embedding_ros.selection.selector import ActionSelector  # noqa: E402
+from vla_embedding_ros.training.evaluation import replay_demo_episodes  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / 'models' / 'tabletop'
 
@@ -65,6 +68,13 @@ def test_shipped_model_closes_the_loop_over_20_episodes():
     assert 'episodes completed : 20 / 20' in out, out
     line = next(x for x in out.splitlines() if x.startswith('success rate'))
     wins = int(line.split('(')[1].split('/')[0])
+    # vla-eval --replay-streams predicts this run without DDS: the same 20 episodes decided
+    # in-process must make the same choices the node made over DDS.
+    over_dds = re.findall(r'chose (\S+) \(expected (\S+)\)', out)
+    selector = ActionSelector.from_pretrained(SHIPPED, device='cpu')
+    replayed = [(str(chosen), expected) for chosen, expected, _ in
+                replay_demo_episodes(selector, seed=0, episodes=20)]
+    assert over_dds == replayed, out
     assert wins >= CLOSED_LOOP_FLOOR, out
     if wins < CLOSED_LOOP_TARGET:
         pytest.xfail(f'known gap, issue 4: {wins}/20 closed-loop successes, target '

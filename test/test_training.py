@@ -199,8 +199,13 @@ def test_cli_trains_exports_and_eval_reports_baselines(tmp_path, text_path, caps
     report_path, plot_path = tmp_path / 'report.json', tmp_path / 'curves.png'
     assert vla_eval.main(['--model', str(export), '--splits', 'val', 'paraphrase',
                           '--num', '30', '--device', 'cpu', '--json', str(report_path),
-                          '--plot', str(plot_path), '--runs', str(cfg.run_dir)]) == 0
+                          '--plot', str(plot_path), '--runs', str(cfg.run_dir),
+                          '--replay-streams', '2', '--episodes', '3']) == 0
     report = json.loads(report_path.read_text())
+    replay = report['closed_loop_replay']
+    assert len(replay['wins_per_stream']) == 2 and all(0 <= w <= 3 for w in
+                                                       replay['wins_per_stream'])
+    assert replay['success_rate'] == pytest.approx(sum(replay['wins_per_stream']) / 6)
     assert report['chance']['top1'] == pytest.approx(1 / 80)
     assert set(report['models']) == {'model', 'instruction only (image blanked)'}
     for split in ('val', 'paraphrase'):
@@ -210,6 +215,9 @@ def test_cli_trains_exports_and_eval_reports_baselines(tmp_path, text_path, caps
     assert plot_path.stat().st_size > 1000
     out = capsys.readouterr().out
     assert 'instruction only' in out and 'chance' in out
+    assert "closed-loop replay (the demo's episode streams, seeds 0-1, 3 episodes each)" in out
+    assert vla_eval.main(['--model', str(export), '--splits', 'val', '--num', '5',
+                          '--replay-streams', '1', '--episodes', '0']) == 2
 
 
 def test_metrics_ranks_against_direct_computation():

@@ -229,6 +229,19 @@ def render(scene: Scene, config: TabletopConfig | None = None,
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
+def camera_frame(scene: Scene, config: TabletopConfig | None = None,
+                 size: tuple[int, int] = (640, 480)) -> np.ndarray:
+    """What the simulator's camera publishes: ``render`` upscaled to ``size`` (width, height).
+
+    The tabletop_sim node and the offline replay of its episodes both call this, so a model
+    sees the same pixels in either.
+    """
+    image = render(scene, config)
+    if image.shape[1::-1] == tuple(size):
+        return image
+    return cv2.resize(image, tuple(size), interpolation=cv2.INTER_LINEAR)
+
+
 def apply_action(scene: Scene, action_name: str) -> tuple[Scene, bool]:
     """Carry out a library action on a copy of ``scene``; return (new_scene, success).
 

@@ -35,6 +35,7 @@ from .scene import (
     SceneObject,
     TabletopConfig,
     apply_action,
+    camera_frame,
     draw_object,
     render,
 )
@@ -45,6 +46,7 @@ __all__ = [
     'action_name', 'action_params', 'build_action_library', 'cell_center', 'library_yaml',
     'parse_action_name', 'write_action_library', 'Sample', 'TabletopGenerator', 'judge',
     'HELDOUT_TEMPLATES', 'SHAPE_WORDS', 'TRAIN_TEMPLATES', 'make_instruction', 'COLORS', 'RGB',
-    'SHAPES', 'Goal', 'Scene', 'SceneObject', 'TabletopConfig', 'apply_action', 'draw_object',
+    'SHAPES', 'Goal', 'Scene', 'SceneObject', 'TabletopConfig', 'apply_action', 'camera_frame',
+    'draw_object',
     'render', 'HELDOUT_PAIRS', 'SEEN_PAIRS', 'SPLIT_NAMES', 'SPLITS', 'get_split',
 ]

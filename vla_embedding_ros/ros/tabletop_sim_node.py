@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import time
 
-import cv2
 import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.executors import ExternalShutdownException
@@ -39,7 +38,7 @@ from ..data.tabletop import (
     TabletopConfig,
     TabletopGenerator,
     apply_action,
-    render,
+    camera_frame,
 )
 from .image_conversion import numpy_to_image
 
@@ -150,14 +149,8 @@ class TabletopSimNode(Node):
                                f'(expects {self.sample.action_name})')
 
     def _render(self):
-        image = self.scene_image()
-        size = (self.p['camera_width'], self.p['camera_height'])
-        return cv2.resize(image, size, interpolation=cv2.INTER_LINEAR) \
-            if image.shape[1::-1] != size else image
-
-    def scene_image(self):
-        """The current scene rendered at ``image_size`` (RGB)."""
-        return render(self.scene, self.generator.config)
+        return camera_frame(self.scene, self.generator.config,
+                            (self.p['camera_width'], self.p['camera_height']))
 
     def _tick(self) -> None:
         if self.finished:

@@ -4,16 +4,19 @@
     vla-eval --model models/tabletop --compare late=runs/late/checkpoints/last/pretrained_model
     vla-eval --model models/tabletop --train-variants config/train_tabletop.yaml \
         --set optim.steps=2000
+    vla-eval --model models/tabletop --replay-streams 50 --splits val
 
 In one run it reports: chance, the instruction-only baseline (the same model with every image
-blanked, which shows how much the answer depends on seeing the scene), each model given, and
-optionally the fusion variants trained with the same budget. Writes a JSON report and a PNG
-of the training curves when run logs are available.
+blanked, which shows how much the answer depends on seeing the scene), each model given,
+optionally the fusion variants trained with the same budget, and optionally a replay of the
+demo's closed-loop episode streams (the success rate ``make demo --seed N`` would measure).
+Writes a JSON report and a PNG of the training curves when run logs are available.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -21,7 +24,7 @@ from pathlib import Path
 from ..model import VLAModel
 from ..selection.library import ActionLibrary
 from . import metrics
-from .evaluation import LibraryScorer, tabletop_ranks
+from .evaluation import LibraryScorer, replay_demo_episodes, tabletop_ranks
 from .train import EVAL_SEED
 
 SPLITS = ['val', 'unseen_combo', 'paraphrase', 'clutter']
@@ -45,6 +48,28 @@ def evaluate_model(model_dir: Path, splits: list[str], num: int, seed: int, devi
         report[split] = {**metrics.summarise(ranks),
                          'per_primitive': metrics.by_group(ranks, primitives)}
     return report
+
+
+def replay_streams(model_dir: Path, streams: int, episodes: int, device: str,
+                   library_path: str | None = None) -> dict:
+    """Success over the demo's episode streams, seeds 0..streams-1, ``episodes`` each."""
+    from ..selection.selector import ActionSelector
+    selector = ActionSelector.from_pretrained(model_dir, library_path, device=device)
+    wins = [sum(ok for _, _, ok in replay_demo_episodes(selector, seed, episodes))
+            for seed in range(streams)]
+    return {'streams': streams, 'episodes_per_stream': episodes, 'wins_per_stream': wins,
+            'success_rate': sum(wins) / (streams * episodes)}
+
+
+def format_replay(replay: dict, target: float = 0.9) -> str:
+    n, wins = replay['episodes_per_stream'], replay['wins_per_stream']
+    need = math.ceil(round(target * n, 6))   # the fewest successes reaching it: 18 of 20
+    reached = sum(w >= need for w in wins)
+    return (f"\n== closed-loop replay (the demo's episode streams, seeds 0-{len(wins) - 1}, "
+            f"{n} episodes each) ==\n"
+            f"success {replay['success_rate']:.1%} ({sum(wins)} / {n * len(wins)}); streams "
+            f"reaching {need}/{n}: {reached} / {len(wins)}; worst {min(wins)}/{n}, "
+            f"best {max(wins)}/{n}\nper stream: {' '.join(map(str, wins))}")
 
 
 def train_variants(config: str, overrides: list[str], out_dir: Path) -> dict[str, Path]:
@@ -79,6 +104,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--seed', type=int, default=EVAL_SEED)
     p.add_argument('--device', default='auto')
     p.add_argument('--image-size', type=int, default=96, help='benchmark render size (px)')
+    p.add_argument('--replay-streams', type=int, default=0, metavar='N',
+                   help="also replay the demo's closed-loop episode streams 0..N-1 in-process")
+    p.add_argument('--episodes', type=int, default=20, help='episodes per replayed stream')
     p.add_argument('--json', help='write the full report here')
     p.add_argument('--plot', help='PNG of training curves from --runs')
     p.add_argument('--runs', nargs='*', default=[], help='run directories for --plot')
@@ -120,6 +148,13 @@ def main(argv=None) -> int:
     for split in args.splits:
         print(metrics.format_table(list(main_report[split]['per_primitive'].items()),
                                    title=f'\n-- model, {split}, per primitive --'))
+    if args.replay_streams < 0 or args.episodes < 1:
+        print('vla-eval: --replay-streams must be >= 0 and --episodes >= 1', file=sys.stderr)
+        return 2
+    if args.replay_streams > 0:
+        report['closed_loop_replay'] = replay_streams(models['model'], args.replay_streams,
+                                                      args.episodes, args.device, args.library)
+        print(format_replay(report['closed_loop_replay']))
     if args.json:
         tmp = Path(args.json).with_suffix('.json.tmp')
         tmp.write_text(json.dumps(report, indent=2))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..data.tabletop import TabletopConfig, TabletopGenerator
+from ..data.tabletop import TabletopConfig, TabletopGenerator, camera_frame
 from ..selection.preprocess import ImagePreprocessor
 from . import metrics
 
@@ -76,3 +76,23 @@ def dataset_ranks(scorer: LibraryScorer, source, num: int) -> np.ndarray:
     finally:
         scorer.model.train(was_training)
     return np.concatenate(ranks)
+
+
+def replay_demo_episodes(selector, seed: int, episodes: int = 20, split: str = 'val',
+                         camera_size: tuple[int, int] = (640, 480),
+                         image_size: int = 96) -> list[tuple[str | None, str, bool]]:
+    """The tabletop_sim node's episode stream for ``seed``, decided in-process by ``selector``.
+
+    Same scenes, same camera frames (``camera_frame``), one decision per episode, judged like
+    the simulator judges it: ``make demo --seed N`` over DDS makes the same choices (the
+    closed-loop test compares them). Returns (chosen, expected, success) per episode.
+    """
+    generator = TabletopGenerator(TabletopConfig(image_size=image_size), split, seed)
+    results = []
+    for sample in generator.samples(episodes):
+        frame = camera_frame(sample.scene, generator.config, camera_size)
+        selection = selector.select(frame, sample.instruction)
+        chosen = None if selection.abstained else selection.name  # abstaining publishes nothing
+        success = chosen is not None and sample.judge(chosen)
+        results.append((chosen, sample.action_name, bool(success)))
+    return results

@@ -49,33 +49,40 @@ def test_demo_fails_without_a_model(tmp_path):
     assert rc == 1 and 'no model at' in out
 
 
-# The shipped model is right on ~90% of val samples, so over 20 closed-loop episodes it lands
-# around the 18/20 target, not safely above it (measured 2026-12-03 over seeds 0-4 of the
-# episode stream: 17, 19, 19, 18, 17). The floor catches a broken loop (a model that does not
-# load, frames that never arrive, actions the simulator does not apply, episodes that time
-# out: all far below it) without flaking on that spread; the 90% target is reported as an
-# expected failure until a model clears it.
-CLOSED_LOOP_FLOOR = 15
-CLOSED_LOOP_TARGET = 18
+# One 20-episode run is a coarse measure of a success rate: the shipped model, right in 96% of
+# episodes, lands on 17-20 (measured 2026-12-03 over the demo's streams 0-49: 49 of 50 at
+# 18/20 or better, stream 0 at 17). So the test runs stream 0 over DDS, checks that the
+# in-process replay makes the node's very choices, and measures the 90% target on 50
+# streams: stream 0 from DDS, 1-49 replayed (980 more episodes, about a minute).
+CLOSED_LOOP_FLOOR = 15      # stream 0 over DDS; far below it means a broken loop
+TARGET_RATE = 0.90
+STREAMS = 50
+STREAMS_AT_TARGET = 45      # of the 50 twenty-episode streams reaching 18/20
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not (SHIPPED / 'config.json').is_file(),
                     reason=f'the shipped model {SHIPPED} is missing')
-def test_shipped_model_closes_the_loop_over_20_episodes():
+def test_shipped_model_closes_the_loop_at_90_percent():
     rc, out = _demo(SHIPPED, 20, 240)
     assert rc == 0, out
     assert 'episodes completed : 20 / 20' in out, out
     line = next(x for x in out.splitlines() if x.startswith('success rate'))
     wins = int(line.split('(')[1].split('/')[0])
-    # vla-eval --replay-streams predicts this run without DDS: the same 20 episodes decided
+    assert wins >= CLOSED_LOOP_FLOOR, out
+    # vla-eval --replay-streams measures the loop without DDS: the same 20 episodes decided
     # in-process must make the same choices the node made over DDS.
     over_dds = re.findall(r'chose (\S+) \(expected (\S+)\)', out)
     selector = ActionSelector.from_pretrained(SHIPPED, device='cpu')
     replayed = [(str(chosen), expected) for chosen, expected, _ in
                 replay_demo_episodes(selector, seed=0, episodes=20)]
     assert over_dds == replayed, out
-    assert wins >= CLOSED_LOOP_FLOOR, out
-    if wins < CLOSED_LOOP_TARGET:
-        pytest.xfail(f'known gap, issue 4: {wins}/20 closed-loop successes, target '
-                     f'{CLOSED_LOOP_TARGET}/20 (90%); the shipped model is ~88-91% top-1')
+
+    wins_per_stream = [wins] + [
+        sum(ok for _, _, ok in replay_demo_episodes(selector, seed=seed, episodes=20))
+        for seed in range(1, STREAMS)]
+    rate = sum(wins_per_stream) / (20 * STREAMS)
+    at_target = sum(w >= 18 for w in wins_per_stream)
+    summary = f'{rate:.1%} over {20 * STREAMS} episodes, per stream {wins_per_stream}'
+    assert rate >= TARGET_RATE, summary
+    assert at_target >= STREAMS_AT_TARGET, summary

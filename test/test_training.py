@@ -175,7 +175,8 @@ def test_data_objects_sets_the_training_scenes_object_count(tmp_path, text_path)
     counts = {len(generator.sample().scene.objects) for _ in range(60)}
     assert counts == {5, 6}
     for bad, message in (([0, 3], 'min_objects'), ([4, 3], 'min_objects'),
-                         ([2.5, 4], r'data.objects must be \[min, max\] integers')):
+                         ([2.5, 4], r'data.objects must be \[min, max\] integers'),
+                         (5, r'data.objects must be \[min, max\] integers')):
         raw['data']['objects'] = bad
         with pytest.raises(ValueError, match=message):
             Trainer(TrainConfig.from_dict(raw))

@@ -14,7 +14,8 @@ from ..selection.library import ActionLibrary
 
 class TabletopSource:
     def __init__(self, split: str, seed: int, image_size: int, objects=(2, 6)):
-        if len(objects) != 2 or not all(isinstance(n, int) for n in objects):
+        if (not isinstance(objects, (list, tuple)) or len(objects) != 2
+                or not all(isinstance(n, int) and not isinstance(n, bool) for n in objects)):
             raise ValueError(f'data.objects must be [min, max] integers, got {objects!r}')
         config = TabletopConfig(image_size=image_size, min_objects=objects[0],
                                 max_objects=objects[1])

@@ -129,7 +129,7 @@ class Trainer:
     def _make_source(self):
         d = self.cfg.data
         if d.source == 'tabletop':
-            return TabletopSource('train', self.cfg.seed, d.image_size, tuple(d.objects))
+            return TabletopSource('train', self.cfg.seed, d.image_size, d.objects)
         if d.source == 'jsonl':
             return JsonlSource(d.path, self.library, self.cfg.seed, strict=d.strict)
         raise ValueError(f"data.source must be 'tabletop' or 'jsonl', got {d.source!r}")

@@ -12,6 +12,7 @@ pytest.importorskip('rclpy')
 from test_ros_support import make_tabletop_checkpoint  # noqa: E402
 
 from vla_embedding_ros.selection.selector import ActionSelector  # noqa: E402
+from vla_embedding_ros.training.evaluate import replay_streams  # noqa: E402
 from vla_embedding_ros.training.evaluation import replay_demo_episodes  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,7 +54,7 @@ def test_demo_fails_without_a_model(tmp_path):
 # episodes, lands on 17-20 (measured 2026-12-03 over the demo's streams 0-49: 49 of 50 at
 # 18/20 or better, stream 0 at 17). So the test runs stream 0 over DDS, checks that the
 # in-process replay makes the node's very choices, and measures the 90% target on 50
-# streams: stream 0 from DDS, 1-49 replayed (980 more episodes, about a minute).
+# replayed streams, as `vla-eval --replay-streams 50` does (1000 episodes, under a minute).
 CLOSED_LOOP_FLOOR = 15      # stream 0 over DDS; far below it means a broken loop
 TARGET_RATE = 0.90
 STREAMS = 50
@@ -78,10 +79,9 @@ def test_shipped_model_closes_the_loop_at_90_percent():
                 replay_demo_episodes(selector, seed=0, episodes=20)]
     assert over_dds == replayed, out
 
-    wins_per_stream = [wins] + [
-        sum(ok for _, _, ok in replay_demo_episodes(selector, seed=seed, episodes=20))
-        for seed in range(1, STREAMS)]
-    rate = sum(wins_per_stream) / (20 * STREAMS)
+    replay = replay_streams(selector, STREAMS, episodes=20)
+    wins_per_stream, rate = replay['wins_per_stream'], replay['success_rate']
+    assert wins_per_stream[0] == wins, (wins_per_stream, out)
     at_target = sum(w >= 18 for w in wins_per_stream)
     summary = f'{rate:.1%} over {20 * STREAMS} episodes, per stream {wins_per_stream}'
     assert rate >= TARGET_RATE, summary

@@ -50,11 +50,9 @@ def evaluate_model(model_dir: Path, splits: list[str], num: int, seed: int, devi
     return report
 
 
-def replay_streams(model_dir: Path, streams: int, episodes: int, device: str,
-                   library_path: str | None = None) -> dict:
-    """Success over the demo's episode streams, seeds 0..streams-1, ``episodes`` each."""
-    from ..selection.selector import ActionSelector
-    selector = ActionSelector.from_pretrained(model_dir, library_path, device=device)
+def replay_streams(selector, streams: int, episodes: int = 20) -> dict:
+    """Success of an ActionSelector over the demo's episode streams, seeds 0..streams-1,
+    ``episodes`` each."""
     wins = [sum(ok for _, _, ok in replay_demo_episodes(selector, seed, episodes))
             for seed in range(streams)]
     return {'streams': streams, 'episodes_per_stream': episodes, 'wins_per_stream': wins,
@@ -115,6 +113,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.replay_streams < 0 or args.episodes < 1:
+        print('vla-eval: --replay-streams must be >= 0 and --episodes >= 1', file=sys.stderr)
+        return 2
     models = {'model': Path(args.model)}
     for item in args.compare:
         name, _, path = item.partition('=')
@@ -148,12 +149,12 @@ def main(argv=None) -> int:
     for split in args.splits:
         print(metrics.format_table(list(main_report[split]['per_primitive'].items()),
                                    title=f'\n-- model, {split}, per primitive --'))
-    if args.replay_streams < 0 or args.episodes < 1:
-        print('vla-eval: --replay-streams must be >= 0 and --episodes >= 1', file=sys.stderr)
-        return 2
     if args.replay_streams > 0:
-        report['closed_loop_replay'] = replay_streams(models['model'], args.replay_streams,
-                                                      args.episodes, args.device, args.library)
+        from ..selection.selector import ActionSelector
+        selector = ActionSelector.from_pretrained(models['model'], args.library,
+                                                  device=args.device)
+        report['closed_loop_replay'] = replay_streams(selector, args.replay_streams,
+                                                      args.episodes)
         print(format_replay(report['closed_loop_replay']))
     if args.json:
         tmp = Path(args.json).with_suffix('.json.tmp')

@@ -13,12 +13,15 @@ from ..selection.library import ActionLibrary
 
 
 class TabletopSource:
-    def __init__(self, split: str, seed: int, image_size: int, objects=(2, 6)):
-        if (not isinstance(objects, (list, tuple)) or len(objects) != 2
-                or not all(isinstance(n, int) and not isinstance(n, bool) for n in objects)):
-            raise ValueError(f'data.objects must be [min, max] integers, got {objects!r}')
-        config = TabletopConfig(image_size=image_size, min_objects=objects[0],
-                                max_objects=objects[1])
+    def __init__(self, split: str, seed: int, image_size: int, objects=None):
+        """objects: [min, max] per scene; None keeps TabletopConfig's range."""
+        config = TabletopConfig(image_size=image_size)
+        if objects is not None:
+            if (not isinstance(objects, (list, tuple)) or len(objects) != 2 or not all(
+                    isinstance(n, int) and not isinstance(n, bool) for n in objects)):
+                raise ValueError(f'data.objects must be [min, max] integers, got {objects!r}')
+            config = TabletopConfig(image_size=image_size, min_objects=objects[0],
+                                    max_objects=objects[1])
         self.generator = TabletopGenerator(config, split, seed)
 
     def next_batch(self, n: int):

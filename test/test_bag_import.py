@@ -8,17 +8,17 @@ import cv2
 import numpy as np
 import pytest
 
-from vla_embedding_ros.data.bag_actions import cluster_library, kmeans
-from vla_embedding_ros.data.bag_images import (
+from vla_embedding_ros.data.dataset import JSONLDataset
+from vla_embedding_ros.data.recordings.bag_actions import cluster_library, kmeans
+from vla_embedding_ros.data.recordings.bag_images import (
     ImageDecodeError,
     decode_compressed,
     decode_raw,
     encode_raw,
 )
-from vla_embedding_ros.data.bag_import import ImportConfig, convert_bags
-from vla_embedding_ros.data.bag_record import BagWriter
-from vla_embedding_ros.data.bag_to_dataset import main as bag_to_dataset
-from vla_embedding_ros.data.dataset import JSONLDataset
+from vla_embedding_ros.data.recordings.bag_import import ImportConfig, convert_bags
+from vla_embedding_ros.data.recordings.bag_record import BagWriter
+from vla_embedding_ros.data.recordings.bag_to_dataset import main as bag_to_dataset
 from vla_embedding_ros.selection.library import load_library
 
 CAM_A = '/cam_a/image_raw'

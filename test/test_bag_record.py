@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 from rosbags.highlevel import AnyReader
 
-from vla_embedding_ros.data.bag_import import ImportConfig, convert_bags
-from vla_embedding_ros.data.bag_record import (
+from vla_embedding_ros.data.dataset import JSONLDataset
+from vla_embedding_ros.data.recordings.bag_import import ImportConfig, convert_bags
+from vla_embedding_ros.data.recordings.bag_record import (
     ACTION_TOPIC,
     IMAGE_TOPIC,
     INSTRUCTION_TOPIC,
@@ -12,8 +13,7 @@ from vla_embedding_ros.data.bag_record import (
     record_tabletop_episodes,
     typestore,
 )
-from vla_embedding_ros.data.bag_to_dataset import main as bag_to_dataset
-from vla_embedding_ros.data.dataset import JSONLDataset
+from vla_embedding_ros.data.recordings.bag_to_dataset import main as bag_to_dataset
 from vla_embedding_ros.data.tabletop import TabletopConfig, TabletopGenerator
 
 LIBRARY = 'config/tabletop_actions.yaml'
@@ -101,7 +101,7 @@ def test_several_bags_make_one_dataset_with_distinct_episodes(tmp_path):
 
 
 def test_record_cli(tmp_path, capsys):
-    from vla_embedding_ros.data.bag_record import main
+    from vla_embedding_ros.data.recordings.bag_record import main
 
     assert main(['--out', str(tmp_path / 'bag'), '--episodes', '2', '--camera-size', '48',
                  '--frames', '2', '--storage', 'sqlite3']) == 0

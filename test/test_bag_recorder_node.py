@@ -18,9 +18,9 @@ from rosbags.highlevel import AnyReader  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
-from vla_embedding_ros.data.bag_import import ImportConfig, convert_bags  # noqa: E402
-from vla_embedding_ros.data.bag_record import typestore  # noqa: E402
 from vla_embedding_ros.data.dataset import JSONLDataset  # noqa: E402
+from vla_embedding_ros.data.recordings.bag_import import ImportConfig, convert_bags  # noqa: E402
+from vla_embedding_ros.data.recordings.bag_record import typestore  # noqa: E402
 from vla_embedding_ros.ros.episode_recorder_node import EpisodeRecorder  # noqa: E402
 
 DOMAIN_ID = 74

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from model_fixtures import make_tiny_bert, tiny_vla_config
-from vla_embedding_ros.data.bag_import import ImportConfig, convert_bags
-from vla_embedding_ros.data.bag_record import record_tabletop_episodes
 from vla_embedding_ros.data.dataset import JSONLDataset
+from vla_embedding_ros.data.recordings.bag_import import ImportConfig, convert_bags
+from vla_embedding_ros.data.recordings.bag_record import record_tabletop_episodes
 from vla_embedding_ros.model import VLAModel
 from vla_embedding_ros.selection.library import load_library
 from vla_embedding_ros.training import checkpoint as ckpt

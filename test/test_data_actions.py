@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import yaml
 
-from vla_embedding_ros.data.actions import (
+from vla_embedding_ros.data.tabletop.actions import (
     ACTION_NAMES,
     PARAMETER_NAMES,
     PRIMITIVES,

@@ -6,9 +6,9 @@ import re
 import numpy as np
 import pytest
 
-from vla_embedding_ros.data.language import template_pattern, vocabulary
-from vla_embedding_ros.data.scene import RGB, cell_size
-from vla_embedding_ros.data.splits import ALL_PAIRS
+from vla_embedding_ros.data.tabletop.language import template_pattern, vocabulary
+from vla_embedding_ros.data.tabletop.scene import RGB, cell_size
+from vla_embedding_ros.data.tabletop.splits import ALL_PAIRS
 from vla_embedding_ros.data.tabletop import (
     COLORS,
     HELDOUT_PAIRS,

@@ -36,7 +36,7 @@ import torch.utils.data
 import yaml
 
 from ..files import make_shareable
-from .actions import library_yaml
+from .tabletop.actions import library_yaml
 
 INDEX = 'index.jsonl'
 IMAGES = 'images'

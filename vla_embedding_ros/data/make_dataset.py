@@ -12,9 +12,9 @@ import os
 from tqdm import tqdm
 
 from .dataset import DatasetWriter
-from .scene import TabletopConfig
-from .splits import SPLIT_NAMES
 from .tabletop import TabletopGenerator, action_params, build_action_library
+from .tabletop.scene import TabletopConfig
+from .tabletop.splits import SPLIT_NAMES
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -37,7 +37,7 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-from ..data.bag_record import ACTION_TOPIC, IMAGE_TOPIC, INSTRUCTION_TOPIC, BagWriter
+from ..data.recordings.bag_record import ACTION_TOPIC, IMAGE_TOPIC, INSTRUCTION_TOPIC, BagWriter
 
 DEFAULT_TOPICS = [f'{IMAGE_TOPIC}:sensor_msgs/msg/Image',
                   f'{INSTRUCTION_TOPIC}:std_msgs/msg/String',

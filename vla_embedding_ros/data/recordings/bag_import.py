@@ -35,7 +35,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from .actions import atomic_write_text
+from ...files import atomic_write_text
+from ..dataset import DatasetWriter
 from .bag_actions import (
     ACTION_TYPES,
     NAME_TYPES,
@@ -48,7 +49,6 @@ from .bag_actions import (
 from .bag_images import ImageDecodeError, decode_image
 from .bag_pairing import Timeline, pair_actions
 from .bag_record import COMPRESSED_IMAGE, IMAGE, STRING, typestore
-from .dataset import DatasetWriter
 
 STAMP_MODES = ('header', 'receive')
 IMAGE_TYPES = (IMAGE, COMPRESSED_IMAGE)
@@ -359,7 +359,7 @@ def _library(scans, cfg: ImportConfig, kind: str, pairings):
     """(library for the writer or None, names accepted or None, summary, label per action)."""
     if kind in NAME_TYPES:
         if cfg.library:
-            from ..selection.library import load_library
+            from ...selection.library import load_library
 
             library = load_library(cfg.library)
             return library, set(library.names), {'source': str(cfg.library),

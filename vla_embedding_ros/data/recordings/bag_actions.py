@@ -20,7 +20,7 @@ import math
 import numpy as np
 import yaml
 
-from .actions import atomic_write_text
+from ...files import atomic_write_text
 
 NAME_TYPES = ('std_msgs/msg/String',)
 VECTOR_TYPES = ('std_msgs/msg/Float32MultiArray', 'std_msgs/msg/Float64MultiArray',

@@ -247,8 +247,8 @@ def record_tabletop_episodes(path: str | os.PathLike, episodes: int, seed: int =
     Returns:
         one ``RecordedEpisode`` per episode (instruction, action, frame stamps, action time).
     """
-    from .scene import TabletopConfig, apply_action, render
-    from .tabletop import TabletopGenerator
+    from ..tabletop import TabletopGenerator
+    from ..tabletop.scene import TabletopConfig, apply_action, render
 
     if episodes < 1 or frames_per_episode < 1 or rate_hz <= 0:
         raise ValueError('episodes and frames_per_episode must be >= 1 and rate_hz > 0')
@@ -284,13 +284,13 @@ def record_tabletop_episodes(path: str | os.PathLike, episodes: int, seed: int =
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI: ``python -m vla_embedding_ros.data.bag_record --out BAG --episodes N``."""
+    """CLI: ``python -m vla_embedding_ros.data.recordings.bag_record --out BAG --episodes N``."""
     import argparse
 
-    from .splits import SPLIT_NAMES
+    from ..tabletop.splits import SPLIT_NAMES
 
     parser = argparse.ArgumentParser(
-        prog='python -m vla_embedding_ros.data.bag_record',
+        prog='python -m vla_embedding_ros.data.recordings.bag_record',
         description='Record tabletop expert demonstrations to a rosbag2 bag (no ROS needed).')
     parser.add_argument('--out', required=True, help='bag directory to create')
     parser.add_argument('--episodes', type=int, default=100)

@@ -6,9 +6,6 @@ import re
 import numpy as np
 import pytest
 
-from vla_embedding_ros.data.tabletop.language import template_pattern, vocabulary
-from vla_embedding_ros.data.tabletop.scene import RGB, cell_size
-from vla_embedding_ros.data.tabletop.splits import ALL_PAIRS
 from vla_embedding_ros.data.tabletop import (
     COLORS,
     HELDOUT_PAIRS,
@@ -30,8 +27,26 @@ from vla_embedding_ros.data.tabletop import (
     parse_action_name,
     render,
 )
+from vla_embedding_ros.data.tabletop.language import (
+    COLOR_WORDS,
+    REWORDED_COLOR_WORDS,
+    REWORDED_SHAPE_WORDS,
+    REWORDED_TEMPLATES,
+    REWORDED_VERBS,
+    make_instruction,
+    phrasing_pool,
+    reworded_words,
+    template_pattern,
+    training_vocabulary,
+    vocabulary,
+)
+from vla_embedding_ros.data.tabletop.scene import RGB, cell_size
+from vla_embedding_ros.data.tabletop.splits import ALL_PAIRS
 
-WORD_TO_SHAPE = {w: s for s, words in SHAPE_WORDS.items() for w in words}
+WORD_TO_SHAPE = {w: s for table in (SHAPE_WORDS, REWORDED_SHAPE_WORDS)
+                 for s, words in table.items() for w in (s, *words)}
+WORD_TO_COLOR = {w: c for table in (COLOR_WORDS, REWORDED_COLOR_WORDS)
+                 for c, words in table.items() for w in (c, *words)}
 
 
 def _patterns(templates):
@@ -41,7 +56,7 @@ def _patterns(templates):
 def _referred(instruction):
     """(colour, shape) named by an instruction, read from its words alone."""
     words = re.findall(r'[a-z]+', instruction)
-    colors = [w for w in words if w in COLORS]
+    colors = [WORD_TO_COLOR[w] for w in words if w in WORD_TO_COLOR]
     shapes = [WORD_TO_SHAPE[w] for w in words if w in WORD_TO_SHAPE]
     assert len(colors) == 1 and len(shapes) == 1, instruction
     return colors[0], shapes[0]
@@ -167,6 +182,74 @@ def test_paraphrase_templates_are_held_out_of_training():
     assert vocabulary(HELDOUT_TEMPLATES) <= vocabulary(TRAIN_TEMPLATES)
     all_train = {t for group in TRAIN_TEMPLATES.values() for t in group}
     assert not all_train & {t for group in HELDOUT_TEMPLATES.values() for t in group}
+
+
+def test_reworded_words_never_occur_in_training():
+    """No held-out verb or synonym is in a training template, a synonym list or a paraphrase."""
+    held_out = reworded_words()
+    assert set(REWORDED_VERBS) <= held_out and len(held_out) == 26
+    assert not held_out & training_vocabulary()
+    assert not held_out & vocabulary(HELDOUT_TEMPLATES)
+    # A held-out word must not hide inside a training word either ("bead" in "beads").
+    for word in held_out:
+        assert not any(word in w for w in training_vocabulary()), word
+    # Every canonical colour and shape has held-out names, and each one is new.
+    assert set(REWORDED_COLOR_WORDS) == set(COLORS)
+    assert set(REWORDED_SHAPE_WORDS) == set(SHAPES)
+
+
+def test_reworded_sentences_have_shapes_no_training_template_has():
+    trained, reworded = _patterns(TRAIN_TEMPLATES), _patterns(REWORDED_TEMPLATES)
+    # Each reworded template says at least one held-out verb, and no training template can
+    # produce it with any filling of its slots.
+    for group in REWORDED_TEMPLATES.values():
+        for template in group:
+            assert set(re.findall(r'[a-z]+', template)) & set(REWORDED_VERBS), template
+    kinds = set()
+    for s in TabletopGenerator(split='reworded', seed=0).samples(600):
+        assert any(p.match(s.instruction) for p in reworded), s.instruction
+        assert not any(p.match(s.instruction) for p in trained), s.instruction
+        assert '/reworded/' in s.template
+        words = set(re.findall(r'[a-z]+', s.instruction))
+        kind = s.template.split('/')[-1].split('+', 1)[1:]   # held-out slots, as the id says
+        assert ('colour' in ''.join(kind)) == bool(
+            words & {w for ws in REWORDED_COLOR_WORDS.values() for w in ws}), s.instruction
+        assert ('shape' in ''.join(kind)) == bool(
+            words & {w for ws in REWORDED_SHAPE_WORDS.values() for w in ws}), s.instruction
+        kinds.add(s.template.count('+'))
+    assert kinds == {0, 1, 2}   # frames alone, one new word, both new words all occur
+    # No training-split sentence ever says a held-out word.
+    for s in TabletopGenerator(split='train', seed=0).samples(3000):
+        assert not set(re.findall(r'[a-z]+', s.instruction)) & reworded_words(), s.instruction
+
+
+def test_training_phrasings_come_from_a_fixed_pool_per_goal():
+    pool = phrasing_pool('pick', 'red', 'cube', 50)
+    assert pool == phrasing_pool('pick', 'red', 'cube', 50)     # the same in every run
+    assert len({text for text, _ in pool}) > 40
+    rng = np.random.default_rng(0)
+    drawn = {make_instruction(rng, 'pick', 'red', 'cube', 'train', pool=50)[0]
+             for _ in range(500)}
+    assert drawn <= {text for text, _ in pool} and len(drawn) > 40
+    gen = TabletopGenerator(TabletopConfig(phrasings=8), split='train', seed=0)
+    per_goal = {}
+    for s in gen.samples(1500):
+        per_goal.setdefault((s.primitive, *s.target.pair), set()).add(s.instruction)
+    assert max(len(v) for v in per_goal.values()) <= 8
+    # Val keeps drawing from the whole grammar, whatever the training pool.
+    val = TabletopGenerator(TabletopConfig(phrasings=8), split='val', seed=0)
+    assert len({s.instruction for s in val.samples(300)}) > 250
+    with pytest.raises(ValueError, match='phrasings'):
+        TabletopConfig(phrasings=-1)
+
+
+def test_training_says_colour_synonyms_and_canonical_names():
+    words = [set(re.findall(r'[a-z]+', s.instruction))
+             for s in TabletopGenerator(split='train', seed=2).samples(1000)]
+    canonical = sum(bool(w & set(COLORS)) for w in words) / len(words)
+    assert 0.4 < canonical < 0.6
+    synonyms = {x for ws in COLOR_WORDS.values() for x in ws[1:]}
+    assert len(set().union(*words) & synonyms) >= 20
 
 
 def test_clutter_has_more_objects_than_training():

@@ -63,7 +63,8 @@ class TabletopGenerator:
 
     Args:
         config: scene and rendering settings (``TabletopConfig()`` by default).
-        split: one of ``train``, ``val``, ``unseen_combo``, ``paraphrase``, ``clutter``.
+        split: one of ``train``, ``val``, ``unseen_combo``, ``paraphrase``, ``reworded``,
+            ``clutter``.
         seed: non-negative integer; each split has its own stream for the same seed.
     """
 
@@ -98,8 +99,9 @@ class TabletopGenerator:
     def sample(self) -> Sample:
         """The next sample of the stream."""
         scene, target, primitive = self.scene()
+        pool = self.config.phrasings if self.split.name == 'train' else 0
         instruction, template = make_instruction(self.rng, primitive, target.color,
-    target.shape, self.split.templates)
+                                                 target.shape, self.split.templates, pool)
         name = action_name(primitive, *target.cell)
         image = render(scene, self.config, self.rng)
         return Sample(image, instruction, name, ACTION_INDEX[name], primitive, target, scene,

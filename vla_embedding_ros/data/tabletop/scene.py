@@ -44,6 +44,9 @@ class TabletopConfig:
     light_gradient: float = 0.12
     noise_range: tuple[float, float] = (0.0, 5.0)
     confusable_rate: float = 0.6  # chance a distractor shares colour or shape with the target
+    # Training split only: draw instructions from a fixed pool of this many phrasings per goal
+    # (primitive, colour, shape) instead of the whole grammar; 0 = the whole grammar.
+    phrasings: int = 0
 
     def __post_init__(self):
         if self.image_size < 48:
@@ -51,6 +54,8 @@ class TabletopConfig:
         if not 1 <= self.min_objects <= self.max_objects <= GRID * GRID:
             raise ValueError(f'need 1 <= min_objects <= max_objects <= {GRID * GRID}, got '
                              f'{self.min_objects}..{self.max_objects}')
+        if self.phrasings < 0:
+            raise ValueError(f'phrasings must be >= 0, got {self.phrasings}')
         lo, hi = self.size_range
         if not 0.2 <= lo <= hi <= 0.9:
             raise ValueError(f'size_range must lie in [0.2, 0.9], got {self.size_range}')

@@ -7,8 +7,13 @@ train          the 20 seen pairs                training            config (2-6)
 val            the 20 seen pairs                training            config (2-6)
 unseen_combo   the 4 HELDOUT_PAIRS              training            config (2-6)
 paraphrase     the 20 seen pairs                held-out only       config (2-6)
+reworded       the 20 seen pairs                new words (below)   config (2-6)
 clutter        the 20 seen pairs                training            7-10
 =============  ===============================  ==================  ===========
+
+``paraphrase`` recombines training words; ``reworded`` says verbs, sentence frames and (in half
+of its samples each) colour and shape synonyms that training never says (``language`` lists
+them). Both keep the seen pairs, so they measure language alone.
 
 Held-out pairs never appear in the seen-pair splits, not even as distractors: a pair that is
 always on the table and never the answer teaches "this object is never meant", a shortcut that
@@ -50,6 +55,7 @@ SPLITS = {s.name: s for s in (
     SplitSpec('val', 1, SEEN_PAIRS, 'train', excluded=HELDOUT_PAIRS),
     SplitSpec('unseen_combo', 2, HELDOUT_PAIRS, 'train'),
     SplitSpec('paraphrase', 3, SEEN_PAIRS, 'heldout', excluded=HELDOUT_PAIRS),
+    SplitSpec('reworded', 5, SEEN_PAIRS, 'reworded', excluded=HELDOUT_PAIRS),
     SplitSpec('clutter', 4, SEEN_PAIRS, 'train', (7, 10), excluded=HELDOUT_PAIRS),
 )}
 SPLIT_NAMES = tuple(SPLITS)

@@ -143,8 +143,10 @@ class TransformerFusion(nn.Module):
         return (l2_normalize(self.align_vision(v.to(w.dtype))),
                 l2_normalize(self.align_text(text.pooled.to(w.dtype))))
 
-    def forward(self, vision: VisionFeatures, text: TextFeatures,
-                num_cameras: int = 1) -> torch.Tensor:
+    def forward(self, vision: VisionFeatures, text: TextFeatures, num_cameras: int = 1,
+                return_tokens: bool = False):
+        """The unit query ``[B, E]``; with ``return_tokens`` also the fused patch tokens
+        ``[B, C*P, d]`` (what per-cell auxiliary losses read)."""
         batch, length = text.tokens.shape[:2]
         n_img, n_patch = vision.patches.shape[:2]
         if n_img != batch * num_cameras:
@@ -172,7 +174,10 @@ class TransformerFusion(nn.Module):
                           device=seq.device)
         pad = ~torch.cat([keep, text.mask.to(seq.device).bool()], dim=1)
         out = self.encoder(seq, src_key_padding_mask=pad)
-        return l2_normalize(self.out_proj(out[:, 0]))
+        query = l2_normalize(self.out_proj(out[:, 0]))
+        if return_tokens:
+            return query, out[:, 1:1 + num_cameras * n_patch]
+        return query
 
 
 def build_fusion(cfg: FusionConfig, vision_dim: int, text_dim: int, embed_dim: int,

@@ -24,6 +24,10 @@ class DataConfig:
     # clutter 7-10, so raising the minimum spends fewer samples on two-object scenes the model
     # already gets right without moving the held-out splits.
     objects: list = field(default_factory=lambda: [2, 6])
+    # tabletop: draw training instructions from a fixed pool of this many phrasings per goal
+    # (primitive, colour, shape), so the frozen text encoder runs once per sentence; 0 = the
+    # whole grammar (millions of sentences, each one a text-encoder pass).
+    phrasings: int = 0
     strict: bool = False              # jsonl: fail on a bad sample instead of skipping it
     num_workers: int = 0
 
@@ -40,6 +44,10 @@ class OptimConfig:
     grad_clip: float = 1.0
     amp: str = 'auto'                 # auto | bf16 | fp16 | none (autocast runs on CUDA only)
     align_weight: float = 0.0         # auxiliary image<->instruction InfoNCE weight
+    # Scene ground truth (tabletop only; see training/region.py): per-cell colour and shape
+    # heads on the image patch tokens, and a target-cell head on the fused patch tokens.
+    region_weight: float = 0.0
+    target_cell_weight: float = 0.0
     multi_positive: bool = True
 
 

@@ -27,8 +27,17 @@ from . import metrics
 from .evaluation import LibraryScorer, replay_demo_episodes, tabletop_ranks
 from .train import EVAL_SEED
 
-SPLITS = ['val', 'unseen_combo', 'paraphrase', 'clutter']
+SPLITS = ['val', 'unseen_combo', 'paraphrase', 'reworded', 'clutter']
+# What a reworded sample holds out besides its frame and verb (the template id's suffix).
+NOVELTY = {'': 'new frame + verb', '+colour': '+ new colour word',
+           '+shape': '+ new shape word', '+colour+shape': '+ new colour and shape words'}
 FUSIONS = ['late', 'gated', 'transformer']
+
+
+def novelty(template: str) -> str:
+    """The held-out-slot suffix of a template id: '', '+colour', '+shape' or both."""
+    _, plus, slots = template.rpartition('/')[2].partition('+')
+    return plus + slots
 
 
 def _library_for(model_dir: Path, fallback: str | None) -> ActionLibrary:
@@ -44,9 +53,12 @@ def evaluate_model(model_dir: Path, splits: list[str], num: int, seed: int, devi
     scorer = LibraryScorer(model, _library_for(Path(model_dir), library_path))
     report = {}
     for split in splits:
-        ranks, primitives = tabletop_ranks(scorer, split, num, seed, image_size, blank)
-        report[split] = {**metrics.summarise(ranks),
-                         'per_primitive': metrics.by_group(ranks, primitives)}
+        ranks, templates = tabletop_ranks(scorer, split, num, seed, image_size, blank)
+        report[split] = {**metrics.summarise(ranks), 'per_primitive': metrics.by_group(
+            ranks, [t.split('/')[0] for t in templates])}
+        if split == 'reworded':
+            report[split]['per_novelty'] = metrics.by_group(
+                ranks, [NOVELTY[novelty(t)] for t in templates])
     return report
 
 
@@ -105,6 +117,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--replay-streams', type=int, default=0, metavar='N',
                    help="also replay the demo's closed-loop episode streams 0..N-1 in-process")
     p.add_argument('--episodes', type=int, default=20, help='episodes per replayed stream')
+    p.add_argument('--text-prior', action='store_true',
+                   help="also measure the frozen text encoder's own prior for the training "
+                        'and the held-out synonyms (nearest canonical name)')
     p.add_argument('--json', help='write the full report here')
     p.add_argument('--plot', help='PNG of training curves from --runs')
     p.add_argument('--runs', nargs='*', default=[], help='run directories for --plot')
@@ -149,6 +164,14 @@ def main(argv=None) -> int:
     for split in args.splits:
         print(metrics.format_table(list(main_report[split]['per_primitive'].items()),
                                    title=f'\n-- model, {split}, per primitive --'))
+        if 'per_novelty' in main_report[split]:
+            print(metrics.format_table(list(main_report[split]['per_novelty'].items()),
+                                       title=f'\n-- model, {split}, by what is new --'))
+    if args.text_prior:
+        from .text_prior import format_prior, text_prior
+        model = VLAModel.from_pretrained(models['model'], device=args.device)
+        report['text_prior'] = text_prior(model.encode_text)
+        print(format_prior(report['text_prior']))
     if args.replay_streams > 0:
         from ..selection.selector import ActionSelector
         selector = ActionSelector.from_pretrained(models['model'], args.library,

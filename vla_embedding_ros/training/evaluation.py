@@ -34,14 +34,15 @@ class LibraryScorer:
 
 def tabletop_ranks(scorer: LibraryScorer, split: str, num: int, seed: int,
                    image_size: int = 96, blank_images: bool = False):
-    """Ranks of the true action for `num` fresh samples of `split`, and each one's primitive.
+    """Ranks of the true action for `num` fresh samples of `split`, and each one's template id
+    (``primitive/set/number[+colour][+shape]``, see ``data.tabletop.language``).
 
     blank_images replaces every image with flat grey: the instruction-only baseline.
     """
     generator = TabletopGenerator(TabletopConfig(image_size=image_size), split, seed)
     was_training = scorer.model.training
     scorer.model.eval()
-    ranks, primitives = [], []
+    ranks, templates = [], []
     try:
         remaining = num
         while remaining > 0:
@@ -53,11 +54,11 @@ def tabletop_ranks(scorer: LibraryScorer, split: str, num: int, seed: int,
             targets = torch.tensor([s.action_index for s in samples], device=scorer.model.device)
             logits = scorer.logits(images, [s.instruction for s in samples])
             ranks.append(metrics.target_ranks(logits, targets))
-            primitives += [s.primitive for s in samples]
+            templates += [s.template for s in samples]
             remaining -= n
     finally:
         scorer.model.train(was_training)
-    return np.concatenate(ranks), primitives
+    return np.concatenate(ranks), templates
 
 
 def dataset_ranks(scorer: LibraryScorer, source, num: int) -> np.ndarray:

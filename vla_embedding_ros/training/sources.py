@@ -10,23 +10,32 @@ import numpy as np
 
 from ..data.tabletop import TabletopConfig, TabletopGenerator
 from ..selection.library import ActionLibrary
+from .region import scene_labels
 
 
 class TabletopSource:
-    def __init__(self, split: str, seed: int, image_size: int, objects=None):
-        """objects: [min, max] per scene; None keeps TabletopConfig's range."""
-        config = TabletopConfig(image_size=image_size)
+    def __init__(self, split: str, seed: int, image_size: int, objects=None,
+                 phrasings: int = 0):
+        """objects: [min, max] per scene; None keeps TabletopConfig's range. phrasings: the
+        training split's pool of phrasings per goal (0 = the whole grammar)."""
+        ranges = {}
         if objects is not None:
             if (not isinstance(objects, (list, tuple)) or len(objects) != 2 or not all(
                     isinstance(n, int) and not isinstance(n, bool) for n in objects)):
                 raise ValueError(f'data.objects must be [min, max] integers, got {objects!r}')
-            config = TabletopConfig(image_size=image_size, min_objects=objects[0],
-                                    max_objects=objects[1])
+            ranges = {'min_objects': objects[0], 'max_objects': objects[1]}
+        config = TabletopConfig(image_size=image_size, phrasings=phrasings, **ranges)
         self.generator = TabletopGenerator(config, split, seed)
 
     def next_batch(self, n: int):
-        images, instructions, indices = self.generator.batch(n)
-        return images[:, None], instructions, indices
+        return self.next_labelled_batch(n)[:3]
+
+    def next_labelled_batch(self, n: int):
+        """``next_batch`` plus the scenes' per-cell labels (see ``region.scene_labels``)."""
+        samples = list(self.generator.samples(n))
+        images = np.stack([s.image for s in samples])[:, None]
+        indices = np.array([s.action_index for s in samples], np.int64)
+        return images, [s.instruction for s in samples], indices, scene_labels(samples)
 
     def state_dict(self) -> dict:
         return {'rng': self.generator.rng.bit_generator.state}

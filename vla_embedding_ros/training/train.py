@@ -39,6 +39,7 @@ from . import checkpoint as ckpt
 from . import metrics
 from .config import TrainConfig, load_config
 from .evaluation import LibraryScorer, dataset_ranks, tabletop_ranks
+from .region import RegionSupervision
 from .sources import JsonlSource, TabletopSource
 from .text_cache import TextFeatureCache
 
@@ -64,14 +65,19 @@ def lr_lambda(cfg: TrainConfig):
     return factor
 
 
-def build_optimizer(model: VLAModel, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW; pretrained encoders (when trainable) get encoder_lr; no decay on norms/biases."""
+def build_optimizer(model: VLAModel, cfg: TrainConfig,
+                    extra: torch.nn.Module | None = None) -> torch.optim.Optimizer:
+    """AdamW; pretrained encoders (when trainable) get encoder_lr; no decay on norms/biases.
+    ``extra``: training-only modules (auxiliary heads) optimised with the model."""
     groups: dict[tuple[float, float], list[torch.nn.Parameter]] = {}
     pretrained = set()
     for part in (model.vision, model.text):
         if getattr(part, 'pretrained', False):
             pretrained.update(id(p) for p in part.parameters())
-    for name, param in model.named_parameters():
+    named = list(model.named_parameters())
+    if extra is not None:
+        named += [(f'aux.{n}', p) for n, p in extra.named_parameters()]
+    for name, param in named:
         if not param.requires_grad:
             continue
         lr = cfg.optim.encoder_lr if id(param) in pretrained else cfg.optim.lr
@@ -110,7 +116,8 @@ class Trainer:
         else:
             self.model = self._new_model()
         self.model.train()
-        self.optimizer = build_optimizer(self.model, cfg)
+        self.region = self._region_supervision()
+        self.optimizer = build_optimizer(self.model, cfg, self.region)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg))
         self.autocast, self.scaler = autocast_for(self.device, cfg.optim.amp)
         self.preprocess = ImagePreprocessor(self.model.image_size, self.model.image_mean,
@@ -129,7 +136,7 @@ class Trainer:
     def _make_source(self):
         d = self.cfg.data
         if d.source == 'tabletop':
-            return TabletopSource('train', self.cfg.seed, d.image_size, d.objects)
+            return TabletopSource('train', self.cfg.seed, d.image_size, d.objects, d.phrasings)
         if d.source == 'jsonl':
             return JsonlSource(d.path, self.library, self.cfg.seed, strict=d.strict)
         raise ValueError(f"data.source must be 'tabletop' or 'jsonl', got {d.source!r}")
@@ -154,8 +161,26 @@ class Trainer:
         model.action.set_param_stats(params.mean(axis=0), params.std(axis=0))
         return model
 
+    def _region_supervision(self) -> RegionSupervision | None:
+        o = self.cfg.optim
+        if o.region_weight <= 0 and o.target_cell_weight <= 0:
+            return None
+        if not hasattr(self.source, 'next_labelled_batch'):
+            log.warning('region_weight/target_cell_weight: the %s source has no scene ground '
+                        'truth; training without those terms', self.cfg.data.source)
+            return None
+        fused = getattr(self.model.fusion, 'cfg', None)
+        if o.target_cell_weight > 0 and self.model.config.fusion.type != 'transformer':
+            raise ValueError('optim.target_cell_weight needs model.fusion.type: transformer')
+        region = RegionSupervision(self.model.vision.hidden_size,
+                                   fused.d_model if fused is not None else None,
+                                   self.model.vision.grid)
+        return region.to(self.device).train()
+
     def _restore(self, checkpoint: Path) -> None:
         state = ckpt.load_training_state(checkpoint)
+        if self.region is not None and state.get('region'):
+            self.region.load_state_dict(state['region'])
         self.optimizer.load_state_dict(state['optimizer'])
         self.scheduler.load_state_dict(state['scheduler'])
         if self.scaler is not None and state.get('scaler'):
@@ -168,19 +193,35 @@ class Trainer:
 
     # -- one optimisation step -------------------------------------------------------------
     def train_step(self) -> dict:
-        images, instructions, targets = self.source.next_batch(self.cfg.optim.batch_size)
+        o = self.cfg.optim
+        labels = None
+        if self.region is not None:
+            images, instructions, targets, labels = \
+                self.source.next_labelled_batch(o.batch_size)
+            labels = {k: torch.as_tensor(v, device=self.device) for k, v in labels.items()}
+        else:
+            images, instructions, targets = self.source.next_batch(o.batch_size)
         b, c = images.shape[:2]
         pixels = self.preprocess(list(images.reshape(b * c, *images.shape[2:])))
         targets = torch.as_tensor(targets, device=self.device)
         text = self.text_features(instructions)
         with self.autocast:
-            query = self.model.encode_query(pixels, text, num_cameras=c)
+            vision = self.model.encode_images(pixels)
+            if labels is not None and o.target_cell_weight > 0:
+                query, fused = self.model.fusion(vision, text, c, return_tokens=True)
+            else:
+                query = self.model.fuse(vision, text, c)
             actions = self.model.encode_actions(self.library_params, self.descriptions)
             loss = library_contrastive_loss(query.float(), actions.float(), targets,
                                             self.model.logit_scale,
-                                            multi_positive=self.cfg.optim.multi_positive)
-            if self.cfg.optim.align_weight > 0:
-                loss = loss + self.cfg.optim.align_weight * self._alignment_loss(pixels, text, c)
+                                            multi_positive=o.multi_positive)
+            if o.align_weight > 0:
+                loss = loss + o.align_weight * self._alignment_loss(pixels, text, c)
+            if labels is not None and o.region_weight > 0:
+                loss = loss + o.region_weight * self.region.attribute_loss(vision.patches,
+                                                                           labels)
+            if labels is not None and o.target_cell_weight > 0:
+                loss = loss + o.target_cell_weight * self.region.target_loss(fused, labels)
         self.optimizer.zero_grad(set_to_none=True)
         if not torch.isfinite(loss):
             # A bad batch must not poison the weights: skip the update, keep the count.
@@ -192,8 +233,8 @@ class Trainer:
             self.scaler.unscale_(self.optimizer)
         else:
             loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(),
-                                                   self.cfg.optim.grad_clip)
+        params = [p for group in self.optimizer.param_groups for p in group['params']]
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.optim.grad_clip)
         if not torch.isfinite(grad_norm):
             self.skipped_steps += 1
             self.optimizer.zero_grad(set_to_none=True)
@@ -239,7 +280,8 @@ class Trainer:
                  'scheduler': self.scheduler.state_dict(),
                  'scaler': self.scaler.state_dict() if self.scaler is not None else None,
                  'source': self.source.state_dict(), 'rng': ckpt.rng_state(),
-                 'skipped_steps': self.skipped_steps, 'config': self.cfg.to_dict()}
+                 'skipped_steps': self.skipped_steps, 'config': self.cfg.to_dict(),
+                 'region': self.region.state_dict() if self.region is not None else None}
         return ckpt.save_checkpoint(self.run_dir, self.step, self.model, state,
                                     extra_files={'actions.yaml': self.library_path},
                                     keep_last=self.cfg.schedule.keep_last)

@@ -61,7 +61,9 @@ def make_trainer(args, workdir: str, threads: int):
 def time_steps(trainer, steps: int, warmup: int) -> dict:
     """Per-step wall time, and the part spent drawing the batch, for ``steps`` steps."""
     source, batch_size = trainer.source, trainer.cfg.optim.batch_size
-    draw = source.next_batch
+    # With scene supervision on, the trainer draws labelled batches: time whichever it calls.
+    method = 'next_labelled_batch' if trainer.region is not None else 'next_batch'
+    draw = getattr(source, method)
     data_seconds: list[float] = []
 
     def timed_draw(n):
@@ -70,7 +72,7 @@ def time_steps(trainer, steps: int, warmup: int) -> dict:
         data_seconds.append(time.perf_counter() - t0)
         return out
 
-    source.next_batch = timed_draw   # on this instance only: the step itself is unchanged
+    setattr(source, method, timed_draw)   # this instance only: the step itself is unchanged
     for _ in range(warmup):
         trainer.train_step()
     sync(trainer.device)

@@ -5,10 +5,10 @@ import logging
 
 import numpy as np
 import pytest
+import test_training
 import torch
 from test_training import losses, tiny_config
 
-from model_fixtures import make_tiny_bert
 from vla_embedding_ros.data.dataset import DatasetWriter
 from vla_embedding_ros.data.tabletop import (
     COLORS,
@@ -26,15 +26,9 @@ from vla_embedding_ros.training.region import RegionSupervision, scene_labels
 from vla_embedding_ros.training.text_prior import text_prior
 from vla_embedding_ros.training.train import Trainer, export_model
 
-
-@pytest.fixture(scope='module')
-def text_path(tmp_path_factory):
-    return make_tiny_bert(tmp_path_factory.mktemp('bert'))
-
-
-@pytest.fixture(autouse=True)
-def _repo_cwd(monkeypatch, request):
-    monkeypatch.chdir(request.config.rootpath)
+# The tiny text model and the repository working directory, shared with test_training.
+text_path = test_training.text_path
+_repo_cwd = test_training._repo_cwd
 
 
 def test_scene_labels_name_every_cell_and_the_target():

@@ -61,18 +61,15 @@ def text_prior(encode_text) -> dict[str, dict[str, float]]:
                                             [SHAPES.index(s) for _, s in shape_syn],
                                             list(SHAPES)),
         }
-        queries, truth = [], []
-        for word, c in color_syn:
-            for s in SHAPES:
-                queries.append(FRAME.format(c=word, s=s))
-                truth.append(pairs.index((c, s)))
-        row['colour sentence'] = _nearest_is_right(encode_text, queries, truth, canonical)
-        queries, truth = [], []
-        for word, s in shape_syn:
-            for c in COLORS:
-                queries.append(FRAME.format(c=c, s=word))
-                truth.append(pairs.index((c, s)))
-        row['shape sentence'] = _nearest_is_right(encode_text, queries, truth, canonical)
+        # Every synonym with every name of the other attribute, e.g. "pick up the navy ring".
+        colour_sentences = [(FRAME.format(c=word, s=s), pairs.index((c, s)))
+                            for word, c in color_syn for s in SHAPES]
+        shape_sentences = [(FRAME.format(c=c, s=word), pairs.index((c, s)))
+                           for word, s in shape_syn for c in COLORS]
+        for name, sentences in (('colour sentence', colour_sentences),
+                                ('shape sentence', shape_sentences)):
+            queries, truth = zip(*sentences, strict=True)
+            row[name] = _nearest_is_right(encode_text, list(queries), list(truth), canonical)
         row['words'] = len(color_syn) + len(shape_syn)
         report[label] = row
     return report

@@ -227,19 +227,15 @@ def vocabulary(templates: dict[str, tuple[str, ...]]) -> set[str]:
     return words
 
 
+def _table_words(*tables: dict) -> set[str]:
+    return {word for table in tables for group in table.values() for word in group}
+
+
 def training_vocabulary() -> set[str]:
     """Every word training can say: its templates and its colour and shape synonyms."""
-    words = vocabulary(TRAIN_TEMPLATES)
-    for table in (COLOR_WORDS, SHAPE_WORDS):
-        for group in table.values():
-            words.update(group)
-    return words
+    return vocabulary(TRAIN_TEMPLATES) | _table_words(COLOR_WORDS, SHAPE_WORDS)
 
 
 def reworded_words() -> set[str]:
     """The words only the reworded split says (held-out synonyms and verbs)."""
-    words = set(REWORDED_VERBS)
-    for table in (REWORDED_COLOR_WORDS, REWORDED_SHAPE_WORDS):
-        for group in table.values():
-            words.update(group)
-    return words
+    return set(REWORDED_VERBS) | _table_words(REWORDED_COLOR_WORDS, REWORDED_SHAPE_WORDS)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..data.tabletop import TabletopConfig, TabletopGenerator
+from ..data.tabletop.generator import collate
 from ..selection.library import ActionLibrary
 from .region import scene_labels
 
@@ -28,14 +29,14 @@ class TabletopSource:
         self.generator = TabletopGenerator(config, split, seed)
 
     def next_batch(self, n: int):
-        return self.next_labelled_batch(n)[:3]
+        images, instructions, indices = self.generator.batch(n)
+        return images[:, None], instructions, indices
 
     def next_labelled_batch(self, n: int):
         """``next_batch`` plus the scenes' per-cell labels (see ``region.scene_labels``)."""
         samples = list(self.generator.samples(n))
-        images = np.stack([s.image for s in samples])[:, None]
-        indices = np.array([s.action_index for s in samples], np.int64)
-        return images, [s.instruction for s in samples], indices, scene_labels(samples)
+        images, instructions, indices = collate(samples)
+        return images[:, None], instructions, indices, scene_labels(samples)
 
     def state_dict(self) -> dict:
         return {'rng': self.generator.rng.bit_generator.state}

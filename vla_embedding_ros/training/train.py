@@ -169,12 +169,12 @@ class Trainer:
             log.warning('region_weight/target_cell_weight: the %s source has no scene ground '
                         'truth; training without those terms', self.cfg.data.source)
             return None
-        fused = getattr(self.model.fusion, 'cfg', None)
-        if o.target_cell_weight > 0 and self.model.config.fusion.type != 'transformer':
+        fusion = self.model.config.fusion
+        tokens = fusion.type == 'transformer'   # only token fusion has fused patch tokens
+        if o.target_cell_weight > 0 and not tokens:
             raise ValueError('optim.target_cell_weight needs model.fusion.type: transformer')
         region = RegionSupervision(self.model.vision.hidden_size,
-                                   fused.d_model if fused is not None else None,
-                                   self.model.vision.grid)
+                                   fusion.d_model if tokens else None, self.model.vision.grid)
         return region.to(self.device).train()
 
     def _restore(self, checkpoint: Path) -> None:

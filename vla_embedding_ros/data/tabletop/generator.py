@@ -118,14 +118,13 @@ class TabletopGenerator:
 
     def batch(self, n: int) -> tuple[np.ndarray, list[str], np.ndarray]:
         """``n`` samples as (images uint8 [n, H, W, 3], instructions, action indices int64)."""
-        size = self.config.image_size
-        images = np.empty((n, size, size, 3), np.uint8)
-        instructions, indices = [], np.empty(n, np.int64)
-        for i in range(n):
-            s = self.sample()
-            images[i], indices[i] = s.image, s.action_index
-            instructions.append(s.instruction)
-        return images, instructions, indices
+        return collate(list(self.samples(n)))
 
 
-__all__ = ['Sample', 'judge', 'TabletopGenerator']
+def collate(samples: list[Sample]) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """Samples as (images uint8 [n, H, W, 3], instructions, action indices int64)."""
+    return (np.stack([s.image for s in samples]), [s.instruction for s in samples],
+            np.array([s.action_index for s in samples], np.int64))
+
+
+__all__ = ['Sample', 'judge', 'TabletopGenerator', 'collate']

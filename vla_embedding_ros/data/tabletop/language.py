@@ -59,18 +59,16 @@ REWORDED_SHAPE_WORDS = {
 REWORDED_VERBS = ('fetch', 'snatch', 'retrieve', 'nudge', 'scoot', 'bump')
 
 # -- the training grammar ----------------------------------------------------------------
+# Sideways pushes say the same things to either side; {d} is 'left' or 'right'.
+_SIDEWAYS_PHRASES = ('push {o} to the {d}', 'shove {o} to the {d}', 'slide {o} to the {d}',
+                     'move {o} {d}', 'push {o} {d}', 'shift {o} to the {d}', 'drag {o} {d}wards',
+                     'move {o} one cell to the {d}', 'slide {o} over to the {d}')
 # Verb phrases per primitive; {o} is the object phrase.
 _TRAIN_VERB_PHRASES = {
     'pick': ('pick up {o}', 'pick {o} up', 'grab {o}', 'lift {o}', 'take {o}', 'grasp {o}',
              'get {o}', 'collect {o}', 'raise {o}', 'lift up {o}'),
-    'push_left': ('push {o} to the left', 'shove {o} to the left', 'slide {o} to the left',
-                  'move {o} left', 'push {o} left', 'shift {o} to the left',
-                  'drag {o} leftwards', 'move {o} one cell to the left',
-                  'slide {o} over to the left'),
-    'push_right': ('push {o} to the right', 'shove {o} to the right', 'slide {o} to the right',
-                   'move {o} right', 'push {o} right', 'shift {o} to the right',
-                   'drag {o} rightwards', 'move {o} one cell to the right',
-                   'slide {o} over to the right'),
+    **{f'push_{side}': tuple(p.replace('{d}', side) for p in _SIDEWAYS_PHRASES)
+       for side in ('left', 'right')},
     'push_forward': ('push {o} forward', 'move {o} away from you', 'slide {o} forward',
                      'shove {o} away from you', 'shift {o} forward', 'push {o} away from me',
                      'drag {o} further away', 'move {o} one cell forward',
@@ -201,14 +199,6 @@ def make_instruction(rng: np.random.Generator, primitive: str, color: str, shape
         phrasings = phrasing_pool(primitive, color, shape, int(pool))
         return phrasings[int(rng.integers(len(phrasings)))]
     return _draw(rng, primitive, color, shape, template_set)
-
-
-def words_for(template_set: str) -> tuple[dict, dict]:
-    """(colour words, shape words) a template set can say, by canonical name."""
-    if template_set == 'reworded':
-        return ({c: (c, *w) for c, w in REWORDED_COLOR_WORDS.items()},
-                {s: (s, *w) for s, w in REWORDED_SHAPE_WORDS.items()})
-    return COLOR_WORDS, SHAPE_WORDS
 
 
 def template_pattern(template: str) -> re.Pattern:

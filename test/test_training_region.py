@@ -25,6 +25,7 @@ from vla_embedding_ros.training import evaluate as vla_eval
 from vla_embedding_ros.training.region import RegionSupervision, scene_labels
 from vla_embedding_ros.training.text_prior import text_prior
 from vla_embedding_ros.training.train import Trainer, export_model
+from vla_embedding_ros.training.train import main as train_main
 
 # The tiny text model and the repository working directory, shared with test_training.
 text_path = test_training.text_path
@@ -81,13 +82,21 @@ def test_region_terms_train_the_stem_and_heads_and_resume_exactly(tmp_path, text
     assert not any(k.startswith(('aux.', 'color', 'shape', 'target')) for k in tensors['with'])
 
 
-def test_region_supervision_refuses_what_it_cannot_label(tmp_path, text_path):
+def test_region_supervision_refuses_what_it_cannot_label(tmp_path, text_path, capsys):
     cfg = tiny_config(tmp_path, text_path, target_cell_weight=0.5)
     cfg.model['fusion']['type'] = 'late'
     with pytest.raises(ValueError, match='target_cell_weight needs .*transformer'):
         Trainer(cfg)
     with pytest.raises(ValueError, match='4x4 patch grid'):
         RegionSupervision(32, 32, (6, 6))
+    # From the command line: one line naming the setting, exit 2, no traceback.
+    import yaml
+    config_path = tmp_path / 'late.yaml'
+    config_path.write_text(yaml.safe_dump(cfg.to_dict()))
+    assert train_main(['--config', str(config_path), '--no-progress']) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [
+        'vla-train: optim.target_cell_weight needs model.fusion.type: transformer']
 
 
 def test_recorded_data_trains_without_region_terms_and_says_so(tmp_path, text_path, caplog):

@@ -442,6 +442,7 @@ def main(argv=None) -> int:
     except (OSError, ValueError) as err:
         print(f'vla-train: {err}', file=sys.stderr)
         return 2
+    trainer = None
     try:
         trainer = Trainer(cfg, resume=args.resume)
         started = time.perf_counter()
@@ -449,6 +450,11 @@ def main(argv=None) -> int:
     except (BadSampleError, FileNotFoundError) as err:  # the message names the file
         print(f'vla-train: {err}', file=sys.stderr)
         return 1
+    except ValueError as err:
+        if trainer is not None:
+            raise   # an error while training is a bug to see whole, not a setting
+        print(f'vla-train: {err}', file=sys.stderr)   # a setting the trainer cannot honour
+        return 2
     minutes = (time.perf_counter() - started) / 60
     print(metrics.format_table(list(results.items()),
                                title=f'{cfg.run_name}: step {trainer.step}, {minutes:.1f} min'))

@@ -1,9 +1,32 @@
-"""File helpers shared by everything that writes what users keep (checkpoints, datasets)."""
+"""File helpers shared by everything that writes what users keep (checkpoints, datasets),
+and the bounded reader for the small text files users hand us."""
 from __future__ import annotations
 
 import os
 import tempfile
 from pathlib import Path
+
+# Configs, action libraries and model config.json files are kilobytes; anything past this is
+# a mistake (or worse), refused before it is parsed.
+MAX_TEXT_FILE_BYTES = 16 << 20
+
+
+def read_text_bounded(path: str | os.PathLike, max_bytes: int = MAX_TEXT_FILE_BYTES) -> str:
+    """The UTF-8 text of ``path``, refusing a file over ``max_bytes`` before reading it.
+
+    Raises:
+        FileNotFoundError / OSError: as ``open`` does.
+        ValueError: the file is larger than ``max_bytes`` (naming it and both sizes).
+    """
+    with open(path, 'rb') as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size > max_bytes:
+            raise ValueError(f'{path}: {size} bytes, more than the {max_bytes} a text file '
+                             'of this kind may have; refusing to read it')
+        data = handle.read(max_bytes + 1)
+    if len(data) > max_bytes:   # grew while we read it (or a special file)
+        raise ValueError(f'{path}: more than {max_bytes} bytes; refusing to read it')
+    return data.decode('utf-8')
 
 
 def _umask() -> int:

@@ -28,19 +28,24 @@ import json
 import os
 import shutil
 import tempfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import cv2
 import numpy as np
 import torch.utils.data
 import yaml
 
-from ..files import make_shareable
+from ..encoded_image import DEFAULT_MAX_PIXELS, EncodedImageError, decode_bounded
+from ..files import make_shareable, read_text_bounded
 from .tabletop.actions import library_yaml
 
 INDEX = 'index.jsonl'
 IMAGES = 'images'
 LIBRARY = 'actions.yaml'
+# Bounds on what a dataset may ask a loader to read: far above any real sample, far below
+# what would exhaust a training machine (one index line, one image file on disk).
+MAX_LINE_BYTES = 1 << 20
+MAX_IMAGE_FILE_BYTES = 256 << 20
 
 
 class BadSampleError(ValueError):
@@ -171,8 +176,7 @@ def _library_entries(library, root: Path) -> list[dict]:
             return []
         library = path
     if isinstance(library, (str, os.PathLike)):
-        with open(library, encoding='utf-8') as f:
-            doc = yaml.safe_load(f) or {}
+        doc = yaml.safe_load(read_text_bounded(library)) or {}
         library = doc.get('actions', [])
     if hasattr(library, 'names'):  # selection.library.ActionLibrary
         params = library.params() if hasattr(library, 'params') else None
@@ -200,12 +204,20 @@ class JSONLDataset(torch.utils.data.Dataset):
             is found when loaded and replaced by the next good sample. ``num_bad`` and ``bad``
             ({location: reason}) count them (per process, with DataLoader workers).
         split: keep only records whose ``split`` field equals this.
+        allow_external_images: accept image paths that leave the dataset directory (absolute,
+            or through ``..``). Off by default: a dataset from elsewhere must not make the
+            loader read arbitrary files of this machine.
+        max_pixels: refuse images whose PNG/JPEG header declares more pixels (read before
+            decoding; 0 = no bound).
     """
 
     def __init__(self, root: str | os.PathLike, library=None, skip_bad: bool = False,
-                 split: str | None = None):
+                 split: str | None = None, allow_external_images: bool = False,
+                 max_pixels: int = DEFAULT_MAX_PIXELS):
         self.root = Path(root)
         self.skip_bad = skip_bad
+        self.allow_external_images = allow_external_images
+        self.max_pixels = max_pixels
         self.bad: dict[str, str] = {}
         entries = _library_entries(library, self.root)
         self.action_names = [e['name'] for e in entries]
@@ -239,6 +251,9 @@ class JSONLDataset(torch.utils.data.Dataset):
         self.bad[where] = reason
 
     def _parse(self, line: str, where: str) -> dict | None:
+        if len(line) > MAX_LINE_BYTES:
+            return self._reject(where, f'index line of {len(line)} characters > '
+                                       f'{MAX_LINE_BYTES}')
         try:
             record = json.loads(line)
         except json.JSONDecodeError as e:
@@ -249,22 +264,42 @@ class JSONLDataset(torch.utils.data.Dataset):
         if 'action' not in record and 'action_vector' not in record:
             return self._reject(where, 'needs "action" or "action_vector"')
         for rel in record['images']:
+            problem = self._image_path_problem(rel)
+            if problem:
+                return self._reject(where, problem)
             if not (self.root / rel).is_file():
                 return self._reject(str(self.root / rel), f'image file missing ({where})',
                                     FileNotFoundError)
         record['_where'] = where
         return record
 
+    def _image_path_problem(self, rel) -> str:
+        """Why an ``images`` entry may not be read ('' when it may)."""
+        if not isinstance(rel, str) or not rel:
+            return f'image path {rel!r} is not a non-empty string'
+        if self.allow_external_images:
+            return ''
+        path = PurePosixPath(rel.replace('\\', '/'))
+        if path.is_absolute() or PureWindowsPath(rel).is_absolute() or '..' in path.parts:
+            return (f'image path {rel!r} leaves the dataset directory; datasets refer to '
+                    'their own files (allow_external_images=True / data.allow_external_images '
+                    'to accept it)')
+        return ''
+
     def __len__(self) -> int:
         return len(self.records)
 
     def _read(self, path: Path) -> np.ndarray:
         try:
-            image = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_COLOR)
-        except (OSError, cv2.error) as e:
+            size = path.stat().st_size
+            if size > MAX_IMAGE_FILE_BYTES:
+                raise BadSampleError(f'{path}: image file of {size} bytes > '
+                                     f'{MAX_IMAGE_FILE_BYTES}')
+            image = decode_bounded(np.fromfile(path, np.uint8), self.max_pixels)
+        except OSError as e:
             raise BadSampleError(f'{path}: cannot read image ({e})') from e
-        if image is None:
-            raise BadSampleError(f'{path}: cannot decode image (corrupt or not an image)')
+        except EncodedImageError as e:
+            raise BadSampleError(f'{path}: {e}') from e
         return image[:, :, ::-1]
 
     def _load(self, record: dict) -> dict:

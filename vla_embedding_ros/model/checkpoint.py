@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ..files import make_shareable
+from ..files import make_shareable, read_text_bounded
 from .config import VLAConfig
 
 CONFIG_NAME = 'config.json'
@@ -75,7 +75,7 @@ def load_config(directory) -> VLAConfig:
     if not file.is_file():
         raise FileNotFoundError(f'{file} is missing: not a vla_embedding_ros model directory')
     try:
-        data = json.loads(file.read_text(encoding='utf-8'))
+        data = json.loads(read_text_bounded(file))
     except (OSError, ValueError) as err:
         raise ValueError(f'{file}: cannot read JSON ({err})') from err
     if not isinstance(data, dict):
@@ -103,6 +103,30 @@ def load_config(directory) -> VLAConfig:
     return config
 
 
+def check_weights_header(skeleton, directory) -> None:
+    """Compare ``model.safetensors``' header with the model its ``config.json`` describes,
+    reading no tensor data: ``skeleton`` is that model built on the meta device (no memory).
+    A config that disagrees with its weights (``embed_dim: 60000`` next to 256-wide tensors)
+    is reported by field name before a real model is built, instead of after gigabytes.
+
+    Raises:
+        FileNotFoundError: the weights file is missing.
+        ValueError: unreadable header, missing / unexpected tensor, or a shape mismatch naming
+            the config field that disagrees.
+    """
+    from safetensors import safe_open
+
+    file = Path(directory) / WEIGHTS_NAME
+    if not file.is_file():
+        raise FileNotFoundError(f'{file} is missing')
+    try:
+        with safe_open(str(file), framework='pt') as weights:
+            shapes = {k: tuple(weights.get_slice(k).get_shape()) for k in weights.keys()}
+    except Exception as err:  # safetensors raises its own error type for corrupt headers
+        raise ValueError(f'{file}: cannot read safetensors ({err})') from err
+    _compare(file, shapes, saved_state(skeleton), skeleton.config)
+
+
 def load_weights(model, directory) -> None:
     """Load ``model.safetensors`` into ``model``, checking every key and shape first.
 
@@ -120,20 +144,60 @@ def load_weights(model, directory) -> None:
         state = load_file(str(file), device='cpu')
     except Exception as err:  # safetensors raises its own error type for corrupt files
         raise ValueError(f'{file}: cannot read safetensors ({err})') from err
-    expected = saved_state(model)
-    missing = sorted(set(expected) - set(state))
+    _compare(file, {k: tuple(v.shape) for k, v in state.items()}, saved_state(model),
+             model.config)
+    model.load_state_dict(state, strict=False)
+
+
+def _compare(file: Path, shapes: dict, expected: dict, config) -> None:
+    """Raise ValueError on the first key or shape of ``shapes`` (the file's) that disagrees
+    with ``expected`` (the tensors of the model built from ``config``)."""
+    missing = sorted(set(expected) - set(shapes))
     if missing:
         raise ValueError(f'{file}: missing tensor {missing[0]!r} ({len(missing)} missing); '
                          f'does {CONFIG_NAME} match these weights?')
-    unexpected = sorted(set(state) - set(expected))
+    unexpected = sorted(set(shapes) - set(expected))
     if unexpected:
         raise ValueError(f'{file}: unexpected tensor {unexpected[0]!r} '
                          f'({len(unexpected)} unexpected); does {CONFIG_NAME} match?')
-    for key, tensor in state.items():
-        if tuple(tensor.shape) != tuple(expected[key].shape):
-            raise ValueError(f'{file}: tensor {key!r} has shape {list(tensor.shape)}, the model '
-                             f'built from {CONFIG_NAME} expects {list(expected[key].shape)}')
-    model.load_state_dict(state, strict=False)
+    for key, shape in shapes.items():
+        implied = tuple(expected[key].shape)
+        if shape != implied:
+            raise ValueError(f'{file}: tensor {key!r} has shape {list(shape)}, the model built '
+                             f'from {CONFIG_NAME} expects {list(implied)}'
+                             f'{_culprit(shape, implied, config)}')
+
+
+def _culprit(found: tuple, implied: tuple, config) -> str:
+    """'; config.json says embed_dim = 60000 where the weights have 256' when one config
+    field holds the size that disagrees ('' when none or several could)."""
+    if len(found) != len(implied):
+        return ''
+    fields = _int_fields(config.to_dict())
+    for have, want in zip(found, implied, strict=True):
+        if have != want:
+            names = [name for name, value in fields.items() if value == want]
+            if len(names) == 1:
+                return f'; {CONFIG_NAME} says {names[0]} = {want} where the weights have {have}'
+            if names:
+                return (f'; one of {", ".join(names)} (each {want}) in {CONFIG_NAME} disagrees '
+                        f'with the weights ({have})')
+    return ''
+
+
+def _int_fields(node, prefix: str = '') -> dict[str, int]:
+    """Every integer in a nested config dict, by dotted name (``fusion.d_model``)."""
+    out = {}
+    items = node.items() if isinstance(node, dict) else (
+        enumerate(node) if isinstance(node, list) else ())
+    for key, value in items:
+        name = f'{prefix}.{key}' if isinstance(key, str) and prefix else (
+            key if isinstance(key, str) else f'{prefix}[{key}]')
+        if isinstance(value, int) and not isinstance(value, bool):
+            out[name] = value
+        else:
+            out.update(_int_fields(value, name))
+    return out
 
 
 def _save_encoder(module, target: Path, tokenizer=None, extra_files=()) -> None:

@@ -106,10 +106,16 @@ def _load_tower_loud(path: str, towers: dict, attr: str):
 
     kwargs = _hf_kwargs()
     config = transformers.AutoConfig.from_pretrained(path, **kwargs)
+    # On the meta device (a shape check before a real load, see VLAModel.from_pretrained)
+    # the tower is built from its config alone: no weight file is read.
+    empty = torch.get_default_device().type == 'meta'
     if config.model_type in towers:
         cls = getattr(transformers, towers[config.model_type])
+        if empty:
+            return cls(cls.config_class.from_pretrained(path, **kwargs)), config
         return cls.from_pretrained(path, **kwargs), config
-    model = transformers.AutoModel.from_pretrained(path, **kwargs)
+    model = (transformers.AutoModel.from_config(config) if empty
+             else transformers.AutoModel.from_pretrained(path, **kwargs))
     tower = getattr(model, attr, None)
     return (tower if tower is not None else model), config
 

@@ -143,6 +143,11 @@ class VLAModel(nn.Module):
         """
         target = resolve_device(device)
         config = checkpoint.load_config(directory)
+        # The config's shapes against the weights file's header first, on the meta device
+        # (no memory): a config that disagrees fails in a fraction of a second, by field name.
+        with torch.device('meta'):
+            skeleton = cls(config)
+        checkpoint.check_weights_header(skeleton, directory)
         model = cls(config)
         checkpoint.load_weights(model, directory)
         return model.to(target).eval()

@@ -25,6 +25,8 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import yaml
 
+from ..files import read_text_bounded
+
 SCHEMA_VERSION = 1
 _TOP_KEYS = ('version', 'parameter_names', 'actions')
 _ACTION_KEYS = ('name', 'description', 'params', 'twist')
@@ -269,11 +271,10 @@ class ActionLibrary:
             ValueError: if the YAML is malformed or an entry is invalid (names file, entry, field).
         """
         path = os.fspath(path)
-        with open(path, encoding='utf-8') as f:
-            try:
-                data = yaml.safe_load(f)
-            except yaml.YAMLError as exc:
-                raise ValueError(f'{path}: not valid YAML: {exc}') from exc
+        try:
+            data = yaml.safe_load(read_text_bounded(path))
+        except yaml.YAMLError as exc:
+            raise ValueError(f'{path}: not valid YAML: {exc}') from exc
         return cls.from_dict(data, source=path)
 
     def to_dict(self) -> dict:

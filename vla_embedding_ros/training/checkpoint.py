@@ -14,7 +14,9 @@ run mid-save (test/test_reliability_training.py). It changes nothing else and is
 from __future__ import annotations
 
 import os
+import pickle
 import random
+import re
 import shutil
 import tempfile
 import time
@@ -98,10 +100,37 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return complete[-1] if complete else None
 
 
+class UnsafeStateError(ValueError):
+    """A training state that holds more than tensors, plain values and allowed NumPy types."""
+
+
+def _numpy_types() -> list:
+    """The NumPy globals a state written here contains: the legacy NumPy RNG state and a JSONL
+    source's shuffle order are arrays. Rebuilding an array runs no user-chosen code."""
+    return [np._core.multiarray._reconstruct, np.ndarray, np.dtype,
+            *(type(np.dtype(t)) for t in (np.uint32, np.int64))]
+
+
 def load_training_state(checkpoint: Path, map_location='cpu') -> dict:
-    # weights_only=False: the state holds Python RNG tuples and NumPy arrays we wrote ourselves.
-    return torch.load(Path(checkpoint) / STATE_FILE, map_location=map_location,
-                      weights_only=False)
+    """Read ``training_state.pt`` with ``weights_only=True``: a pickle is a program, and a run
+    folder copied from elsewhere must not be able to run code here. Tensors, plain Python
+    values and the NumPy types of :func:`_numpy_types` load; anything else is refused.
+
+    Raises:
+        UnsafeStateError (a ValueError): the file asks for another global (named).
+    """
+    file = Path(checkpoint) / STATE_FILE
+    try:
+        with torch.serialization.safe_globals(_numpy_types()):
+            return torch.load(file, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"GLOBAL ([\w.]+)|but got <class '([\w.]+)'>", str(err))
+        what = f'{found.group(1) or found.group(2)}' if found else 'a disallowed object'
+        raise UnsafeStateError(
+            f'{file}: refusing to load it: it asks for {what}, and a training state written by '
+            'vla-train holds only tensors, plain values and NumPy arrays. Loading it could run '
+            'code; resume only from runs you trust, or start a new run from its '
+            'pretrained_model/ (init_from), which is safetensors.') from err
 
 
 def _point_last(root: Path, target: str) -> None:

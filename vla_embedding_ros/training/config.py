@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from ..files import read_text_bounded
+
 
 @dataclass
 class DataConfig:
@@ -29,6 +31,9 @@ class DataConfig:
     # whole grammar (millions of sentences, each one a text-encoder pass).
     phrasings: int = 0
     strict: bool = False              # jsonl: fail on a bad sample instead of skipping it
+    # jsonl: accept image paths outside the dataset directory (absolute, or through '..');
+    # refused by default, so a dataset from elsewhere cannot make training read any file.
+    allow_external_images: bool = False
     num_workers: int = 0
 
 
@@ -141,8 +146,7 @@ def apply_override(raw: dict, assignment: str) -> None:
 def load_config(path: str | None, overrides: list[str] | None = None) -> TrainConfig:
     raw: dict = {}
     if path:
-        with open(path, encoding='utf-8') as stream:
-            raw = yaml.safe_load(stream) or {}
+        raw = yaml.safe_load(read_text_bounded(path)) or {}
     for assignment in overrides or []:
         apply_override(raw, assignment)
     return TrainConfig.from_dict(raw, source=path or '<overrides>')

@@ -48,9 +48,11 @@ class TabletopSource:
 class JsonlSource:
     """Shuffled epochs over a dataset directory; bad samples are skipped and counted."""
 
-    def __init__(self, path: str, library: ActionLibrary, seed: int, strict: bool = False):
+    def __init__(self, path: str, library: ActionLibrary, seed: int, strict: bool = False,
+                 allow_external_images: bool = False):
         from ..data.dataset import JSONLDataset
-        self.dataset = JSONLDataset(path, library=library, skip_bad=not strict)
+        self.dataset = JSONLDataset(path, library=library, skip_bad=not strict,
+                                    allow_external_images=allow_external_images)
         if len(self.dataset) == 0:
             raise ValueError(f'{path}: the dataset has no samples')
         self.rng = np.random.default_rng(seed)

@@ -138,7 +138,8 @@ class Trainer:
         if d.source == 'tabletop':
             return TabletopSource('train', self.cfg.seed, d.image_size, d.objects, d.phrasings)
         if d.source == 'jsonl':
-            return JsonlSource(d.path, self.library, self.cfg.seed, strict=d.strict)
+            return JsonlSource(d.path, self.library, self.cfg.seed, strict=d.strict,
+                               allow_external_images=d.allow_external_images)
         raise ValueError(f"data.source must be 'tabletop' or 'jsonl', got {d.source!r}")
 
     def _new_model(self) -> VLAModel:
@@ -270,7 +271,8 @@ class Trainer:
             self._warned_eval = True
         if self.cfg.data.val_path:
             # A fresh source each time: every evaluation scores the same held-out samples.
-            held_out = JsonlSource(self.cfg.data.val_path, self.library, EVAL_SEED, strict=True)
+            held_out = JsonlSource(self.cfg.data.val_path, self.library, EVAL_SEED, strict=True,
+                                   allow_external_images=self.cfg.data.allow_external_images)
             ranks = dataset_ranks(scorer, held_out, self.cfg.schedule.eval_samples)
             results['val_dataset'] = metrics.summarise(ranks)
         return results

@@ -9,6 +9,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from ...encoded_image import DEFAULT_MAX_PIXELS, EncodedImageError, decode_bounded
+
 # encoding -> (channels, conversion to RGB or None when it already is RGB)
 RAW_ENCODINGS = {
     'rgb8': (3, None),
@@ -60,18 +62,16 @@ def decode_raw(height: int, width: int, encoding: str, step: int, data) -> np.nd
     return cv2.cvtColor(np.ascontiguousarray(pixels), conversion)
 
 
-def decode_compressed(data) -> np.ndarray:
-    """A ``CompressedImage`` payload (JPEG, PNG, ...) -> HxWx3 uint8 RGB via ``cv2.imdecode``."""
-    buf = _bytes(data)
-    if buf.size == 0:
-        raise ImageDecodeError('empty compressed image')
+def decode_compressed(data, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """A ``CompressedImage`` payload (JPEG or PNG) -> HxWx3 uint8 RGB.
+
+    Its header is read first: an image declaring more than ``max_pixels`` is refused without
+    being decoded (a few hundred KB of PNG can declare gigabytes of pixels).
+    """
     try:
-        bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
-    except cv2.error as e:
-        raise ImageDecodeError(f'cv2.imdecode failed ({e})') from e
-    if bgr is None:
-        raise ImageDecodeError('cv2.imdecode could not decode the data (corrupt or unknown '
-                               'format)')
+        bgr = decode_bounded(_bytes(data), max_pixels)
+    except EncodedImageError as e:
+        raise ImageDecodeError(str(e)) from e
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 

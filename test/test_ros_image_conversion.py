@@ -75,7 +75,7 @@ def test_compressed_png_round_trip_and_garbage():
     out, order = compressed_to_numpy(msg)
     assert order == 'bgr'
     np.testing.assert_array_equal(out[:, :, ::-1], RGB)
-    with pytest.raises(ValueError, match='cannot decode compressed image'):
+    with pytest.raises(ValueError, match='not a JPEG or PNG image'):
         compressed_to_numpy(CompressedImage(format='jpeg', data=b'not an image'))
 
 

@@ -26,8 +26,9 @@ logged at most once per ``LOG_PERIOD_S`` per kind):
 
 - images: unsupported encoding, zero size, ``step``/``data`` disagreeing with the header are
   rejected in the callback in O(1), so a bad frame never displaces a good one in the slot;
-  frames over ``max_image_pixels`` likewise; compressed frames that do not decode are
-  rejected by the worker.
+  frames over ``max_image_pixels`` likewise, compressed ones by the size their JPEG/PNG header
+  declares (read without decoding); compressed frames that do not decode are rejected by the
+  worker.
 - instruction: empty or whitespace-only clears it (the node abstains: it was told nothing);
   longer than ``max_instruction_chars`` is cut to that length (the tokenizer keeps far fewer
   tokens, and the scores JSON echoes the instruction on every decision). Any Unicode is fine.
@@ -64,6 +65,7 @@ from .debug_overlay import draw_overlay
 from .image_conversion import (
     ImageError,
     check_image_header,
+    compressed_size,
     compressed_to_numpy,
     image_to_numpy,
     numpy_to_image,
@@ -71,6 +73,12 @@ from .image_conversion import (
 from .selector_stats import LogLimiter, SelectorStats
 
 LOG_PERIOD_S = 5.0   # at most one log line per kind of bad input / failure in this time
+# Routine events (frames replaced by newer ones, frames ignored between instructions in
+# on_instruction mode) are logged too, so nothing vanishes unexplained, but more rarely.
+ROUTINE_LOG_PERIOD_S = 60.0
+# An instruction still undecided this long after it arrived, with frames coming in stamped
+# before it, means the camera's clock is behind the node's (not a frame in flight).
+CLOCK_MISMATCH_AFTER_S = 1.0
 
 SENSOR_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                         reliability=ReliabilityPolicy.BEST_EFFORT,
@@ -337,24 +345,29 @@ class ActionSelectorNode(LifecycleNode):
             if camera >= len(self._slots):
                 return
             slot = self._slots[camera]
-            if slot.fresh:
-                self.stats.count('dropped')
+            replaced = slot.fresh
             slot.msg, slot.fresh, slot.received_at = msg, True, time.monotonic()
             self._cond.notify()
+        if replaced:
+            self.stats.count('dropped')
+            self._log_limited('dropped', 'frames replaced by newer ones before the model was '
+                              'free to take them (the newest frame wins; frames_dropped in '
+                              '/diagnostics counts them)', 'info', ROUTINE_LOG_PERIOD_S)
 
     def _admit_image(self, msg) -> bool:
         """O(1) checks of a raw frame's header (no pixel read); False = rejected and counted."""
-        if isinstance(msg, CompressedImage):
-            if len(msg.data) == 0:
-                self._reject('image_decode', 'empty CompressedImage')
-                return False
-            return True
         try:
-            check_image_header(msg)
+            if isinstance(msg, CompressedImage):
+                # Its header only (tens of microseconds): a small file declaring a huge image
+                # is refused here, before a decode could cost seconds and gigabytes.
+                width, height = compressed_size(msg)
+            else:
+                check_image_header(msg)
+                width, height = int(msg.width), int(msg.height)
         except ImageError as exc:
             self._reject(exc.kind, str(exc))
             return False
-        return self._within_pixel_limit(int(msg.width), int(msg.height))
+        return self._within_pixel_limit(width, height)
 
     def _within_pixel_limit(self, width: int, height: int) -> bool:
         limit = self.settings['max_image_pixels']
@@ -369,8 +382,9 @@ class ActionSelectorNode(LifecycleNode):
         self.stats.reject(kind, message)
         self._log_limited(kind, f'rejected input ({kind}): {message}', 'warning')
 
-    def _log_limited(self, kind: str, text: str, level: str) -> None:
-        allowed, held = self._log_limiter.allow(kind)
+    def _log_limited(self, kind: str, text: str, level: str,
+                     period: float | None = None) -> None:
+        allowed, held = self._log_limiter.allow(kind, period)
         if allowed:
             text += f' [{held} more since the last report]' if held else ''
             # One call site per severity: rclpy's logger refuses a call site whose severity
@@ -406,6 +420,8 @@ class ActionSelectorNode(LifecycleNode):
         if data.size == 0:
             with self._cond:
                 self._candidates = None
+            self._log_limited('candidates_cleared', 'empty candidates message: scoring the '
+                                                    'action library again', 'info')
             return
         candidates = self._check_candidates(data, msg.layout.dim)
         if candidates is not None:
@@ -496,12 +512,15 @@ class ActionSelectorNode(LifecycleNode):
             if self._decided_seq == self._instruction_seq:
                 primary.fresh = False
                 self.stats.skip('ignored', 'on_instruction: waiting for a new instruction')
+                self._log_limited('ignored', 'on_instruction mode: frames ignored until a new '
+                                  'instruction arrives', 'info', ROUTINE_LOG_PERIOD_S)
                 return None, None
             # "The next frame": one taken after the instruction arrived, so a frame of the
             # previous scene still in flight is not judged against the new instruction.
-            if _stamp_ns(primary.msg.header.stamp) < self._instruction_time_ns:
+            stamp_ns = _stamp_ns(primary.msg.header.stamp)
+            if stamp_ns < self._instruction_time_ns:
                 primary.fresh = False
-                self.stats.skip('ignored', 'frame stamped before the instruction arrived')
+                self._skip_predating(stamp_ns)
                 return None, None
         msgs = [s.msg for s in self._slots]
         for s in self._slots:
@@ -509,6 +528,38 @@ class ActionSelectorNode(LifecycleNode):
         self._last_decision = time.monotonic()
         return _Job(msgs, self._instruction, self._instruction_seq, self._candidates,
                     primary.received_at), None
+
+    def _clock_advice(self, off_switch: str) -> str:
+        sim = self.get_parameter('use_sim_time').value
+        source = 'sim time from /clock (use_sim_time true)' if sim else \
+            'system time (use_sim_time false)'
+        return (f'The node clock is {source}. A camera stamping with another clock (no time '
+                'sync, a hardware clock, a bag replayed without use_sim_time) causes this: '
+                f'sync the clocks (chrony/PTP), set use_sim_time to match the camera, or '
+                f'{off_switch}.')
+
+    def _skip_predating(self, stamp_ns: int) -> None:
+        """A frame stamped before the pending instruction arrived (on_instruction mode).
+
+        Once right after an instruction it is a frame still in flight: routine. Still
+        happening a second later, every frame predates the instruction: the camera's clock is
+        behind the node's, and without a warning the node would wait forever in silence.
+        """
+        behind = (self._instruction_time_ns - stamp_ns) * 1e-9
+        waiting = (self.get_clock().now().nanoseconds - self._instruction_time_ns) * 1e-9
+        reason = f'frame stamped {behind:.2f} s before the instruction arrived'
+        if waiting < CLOCK_MISMATCH_AFTER_S:
+            self.stats.skip('ignored', reason)
+            self._log_limited('ignored_in_flight', f'on_instruction mode: {reason} (taken '
+                              'before it; waiting for the next frame)', 'info')
+            return
+        self.stats.skip('ignored', f'{reason}; instruction undecided for {waiting:.1f} s',
+                        warn=True)
+        self._log_limited('clock_mismatch', f'on_instruction mode: no decision for '
+                          f'{waiting:.1f} s: every frame is stamped before the instruction '
+                          f'arrived (this one by {behind:.2f} s). '
+                          f'{self._clock_advice("use mode: continuous (no stamp comparison)")}',
+                          'warning')
 
     def _process(self, job: _Job) -> None:
         # Latency runs from the trigger frame's arrival in the callback, so the time it waited
@@ -520,14 +571,21 @@ class ActionSelectorNode(LifecycleNode):
         if max_age > 0:
             age = (self.get_clock().now().nanoseconds - _stamp_ns(header.stamp)) * 1e-9
             if age > max_age:
-                self.stats.skip('stale', f'frame {age:.2f} s old > max_image_age_s {max_age}')
+                reason = f'frame {age:.2f} s old > max_image_age_s {max_age}'
+                self.stats.skip('stale', reason, warn=True)
+                advice = self._clock_advice('set max_image_age_s: 0 to turn the check off')
+                self._log_limited('stale', f'skipping stale frames, no decision: {reason}. '
+                                  f'{advice}', 'warning')
                 return
         missing = [t for t, m in zip(self._camera_topics(), job.msgs, strict=True) if m is None]
         selection, frames, color = None, None, 'rgb'
         if missing:
             reason = f'no frame yet from {missing}'
+            self._log_limited('abstain_camera', f'abstaining: {reason}', 'info')
         elif job.instruction is None:
             reason = 'no instruction received'
+            self._log_limited('abstain_instruction', 'abstaining: no instruction yet (publish '
+                              f'one on {self.resolve_topic_name("instruction")})', 'info')
         else:
             frames, color = self._convert(job.msgs)
             if frames is None:
@@ -551,14 +609,12 @@ class ActionSelectorNode(LifecycleNode):
         self._last_stamp = header.stamp
 
     def _convert(self, msgs) -> tuple[list | None, str]:
+        limit = self.settings['max_image_pixels']
         try:
-            decoded = [compressed_to_numpy(m) if isinstance(m, CompressedImage)
+            decoded = [compressed_to_numpy(m, limit) if isinstance(m, CompressedImage)
                        else image_to_numpy(m) for m in msgs]
         except ValueError as exc:
             self._reject(getattr(exc, 'kind', 'image_layout'), str(exc))
-            return None, 'rgb'
-        # Compressed frames reveal their size only now.
-        if not all(self._within_pixel_limit(f.shape[1], f.shape[0]) for f, _ in decoded):
             return None, 'rgb'
         color = decoded[0][1]
         # One call takes one channel order: flip the odd cameras out (a view, no copy).

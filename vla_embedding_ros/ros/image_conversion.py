@@ -5,11 +5,14 @@ The ROS 2 ``cv_bridge`` is used for raw images when it imports and is really the
 NumPy 2, so it is never used. Otherwise frames are decoded here: ``np.frombuffer`` over
 ``msg.data`` (no copy), row padding (``step``) removed by slicing a view, and channel order
 reported instead of converted, because the selector's preprocessing flips BGR on the device.
-At most one copy is made (mono expansion, 16-bit scaling, JPEG/PNG decoding).
+At most one copy is made (mono expansion, 16-bit scaling, JPEG/PNG decoding); a compressed
+frame's size is read from its header before it is decoded.
 """
 from __future__ import annotations
 
 import numpy as np
+
+from ..encoded_image import EncodedImageError, declared_size, decode_bounded
 
 # encoding -> (channels, bytes per channel, channel order of the first three channels)
 _ENCODINGS = {
@@ -23,7 +26,8 @@ SUPPORTED_ENCODINGS = tuple(_ENCODINGS)
 
 class ImageError(ValueError):
     """A frame that cannot be used; ``kind`` names the problem for per-kind counters:
-    image_encoding, image_empty, image_layout (step/data vs header) or image_decode."""
+    image_encoding, image_empty, image_layout (step/data vs header), image_decode or
+    image_oversized."""
 
     def __init__(self, kind: str, message: str):
         super().__init__(message)
@@ -116,20 +120,35 @@ def _to_three_channels(img: np.ndarray, channels: int, order: str) -> tuple[np.n
     return img[:, :, :3], order
 
 
-def compressed_to_numpy(msg) -> tuple[np.ndarray, str]:
+def compressed_to_numpy(msg, max_pixels: int = 0) -> tuple[np.ndarray, str]:
     """Decode a ``sensor_msgs/CompressedImage`` (JPEG/PNG) to ``(HxWx3 uint8, 'bgr')``.
 
-    Raises:
-        ImageError (a ValueError): the data is not an image OpenCV can decode.
-    """
-    import cv2
+    The header is read first: an image declaring more than ``max_pixels`` (0 = no bound) is
+    refused without decoding a pixel.
 
-    buf = np.frombuffer(msg.data, dtype=np.uint8)
-    img = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None
-    if img is None:
-        raise ImageError('image_decode', f'cannot decode compressed image (format {msg.format!r}, '
-                         f'{buf.size} bytes); JPEG and PNG are supported')
-    return img, 'bgr'
+    Raises:
+        ImageError (a ValueError): kind ``image_oversized``, or ``image_decode`` when the data
+            is not a JPEG/PNG OpenCV can decode.
+    """
+    try:
+        return decode_bounded(msg.data, max_pixels), 'bgr'
+    except EncodedImageError as err:
+        raise ImageError(err.kind, f'compressed image (format {msg.format!r}, '
+                                   f'{len(msg.data)} bytes): {err}') from err
+
+
+def compressed_size(msg) -> tuple[int, int]:
+    """``(width, height)`` a ``CompressedImage`` declares in its header, decoding nothing.
+
+    Raises:
+        ImageError: kind ``image_decode`` (no JPEG/PNG header) or ``image_oversized``.
+    """
+    try:
+        width, height, _ = declared_size(msg.data)
+    except EncodedImageError as err:
+        raise ImageError(err.kind, f'compressed image (format {msg.format!r}, '
+                                   f'{len(msg.data)} bytes): {err}') from err
+    return width, height
 
 
 def numpy_to_image(array: np.ndarray, encoding: str = 'rgb8', header=None):

@@ -36,6 +36,8 @@ class SelectorStats:
         self.last_abstain_reason = ''
         self.last_abstained = False
         self.last_skip_reason = ''
+        self.warned_skips = 0   # skips that mean something is wrong (stale, clock mismatch)
+        self.last_warned_skip = ''
         self.incompatible_qos = 0
         self.errors: Counter[str] = Counter()
         self.last_error = ''
@@ -45,6 +47,7 @@ class SelectorStats:
         self.last_frame_time: float | None = None
         self._errors_reported = 0
         self._rejected_reported = 0
+        self._warned_skips_reported = 0
 
     def count(self, field: str, n: int = 1) -> None:
         with self._lock:
@@ -52,10 +55,15 @@ class SelectorStats:
             if field == 'received':
                 self.last_frame_time = time.monotonic()
 
-    def skip(self, field: str, reason: str) -> None:
+    def skip(self, field: str, reason: str, warn: bool = False) -> None:
+        """Count a frame skipped without a decision; ``warn``: one that signals a fault the
+        user must fix (a stale stamp, a clock mismatch), so /diagnostics turns WARN."""
         with self._lock:
             setattr(self, field, getattr(self, field) + 1)
             self.last_skip_reason = reason
+            if warn:
+                self.warned_skips += 1
+                self.last_warned_skip = reason
 
     def error(self, kind: str, message: str) -> None:
         with self._lock:
@@ -90,6 +98,7 @@ class SelectorStats:
                 'last_abstain_reason': self.last_abstain_reason,
                 'last_abstained': self.last_abstained,
                 'last_skip_reason': self.last_skip_reason,
+                'last_warned_skip': self.last_warned_skip,
                 'incompatible_qos': self.incompatible_qos,
                 'errors': dict(self.errors), 'last_error': self.last_error,
                 'rejected': dict(self.rejected), 'last_rejection': self.last_rejection,
@@ -107,6 +116,9 @@ class SelectorStats:
             self._errors_reported += new_errors
             new_rejected = sum(self.rejected.values()) - self._rejected_reported
             self._rejected_reported += new_rejected
+            new_warned = self.warned_skips - self._warned_skips_reported
+            self._warned_skips_reported = self.warned_skips
+            last_warned = self.last_warned_skip
         problems = []
         if state != 'active':
             problems.append(f'node is {state}')
@@ -118,6 +130,9 @@ class SelectorStats:
             problems.append(f'{snap["incompatible_qos"]} incompatible QoS event(s)')
         if new_errors:
             problems.append(f'{new_errors} new error(s), last: {snap["last_error"]}')
+        if new_warned:
+            problems.append(f'{new_warned} frame(s) skipped without a decision, last: '
+                            f'{last_warned}')
         if new_rejected:
             problems.append(f'{new_rejected} input(s) rejected, last: {snap["last_rejection"]}')
         if snap['last_abstained']:
@@ -156,12 +171,13 @@ class LogLimiter:
         self._last: dict[str, float] = {}
         self._held: Counter[str] = Counter()
 
-    def allow(self, kind: str) -> tuple[bool, int]:
-        """Whether to log ``kind`` now, and how many of it were held back since its last line."""
+    def allow(self, kind: str, period: float | None = None) -> tuple[bool, int]:
+        """Whether to log ``kind`` now, and how many of it were held back since its last line.
+        ``period`` overrides the default for this kind (routine events log more rarely)."""
         now = time.monotonic()
         with self._lock:
             last = self._last.get(kind)
-            if last is not None and now - last < self.period:
+            if last is not None and now - last < (self.period if period is None else period):
                 self._held[kind] += 1
                 return False, 0
             self._last[kind] = now

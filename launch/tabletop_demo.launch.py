@@ -4,7 +4,9 @@
 
 The simulator's camera and instruction feed the selector, and the selector's
 ``~/selected_action`` goes back to the simulator, which judges each episode and publishes
-``/tabletop_sim/episode_result`` and ``/tabletop_sim/success_rate``. The selector runs in
+``/tabletop_sim/episode_result`` and ``/tabletop_sim/success_rate``. After the last episode
+the simulator prints the success rate and exits, and the launch shuts down with it
+(``episodes:=0`` runs until Ctrl-C). The selector runs in
 ``on_instruction`` mode: one decision per episode, on the first frame after the instruction.
 Arguments: model_path, device, episodes, seed, split, rate_hz, use_sim_time (the simulator
 then publishes /clock and both nodes use it), params_file (the selector's).
@@ -17,7 +19,16 @@ import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction, SetEnvironmentVariable
+from launch.actions import (
+    DeclareLaunchArgument,
+    EmitEvent,
+    LogInfo,
+    OpaqueFunction,
+    RegisterEventHandler,
+    SetEnvironmentVariable,
+)
+from launch.event_handlers import OnProcessExit
+from launch.events import Shutdown
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode, Node
 
@@ -39,12 +50,21 @@ def _nodes(context, *args, **kwargs):
     for name in ('model_path', 'device'):
         if arg(name):
             selector[name] = arg(name)
-    sim = {'episodes': int(arg('episodes')), 'seed': int(arg('seed')), 'split': arg('split'),
+    episodes = int(arg('episodes'))
+    sim = {'episodes': episodes, 'seed': int(arg('seed')), 'split': arg('split'),
            'rate_hz': float(arg('rate_hz')), 'publish_clock': sim_time}
+    simulator = Node(package=PACKAGE, executable='tabletop_sim', name='tabletop_sim',
+                     output='screen', parameters=[sim],
+                     remappings=[('selected_action', '/action_selector/selected_action')])
+    # The simulator exits after its last episode (its final log line is the success rate);
+    # the run is over then, so the selector is stopped too. episodes:=0 runs until Ctrl-C.
+    end_with_simulator = [] if episodes == 0 else [RegisterEventHandler(OnProcessExit(
+        target_action=simulator,
+        on_exit=[LogInfo(msg='tabletop_sim finished its episodes: shutting down'),
+                 EmitEvent(event=Shutdown(reason='tabletop_sim finished'))]))]
     return [
-        Node(package=PACKAGE, executable='tabletop_sim', name='tabletop_sim', output='screen',
-             parameters=[sim],
-             remappings=[('selected_action', '/action_selector/selected_action')]),
+        simulator,
+        *end_with_simulator,
         LifecycleNode(package=PACKAGE, executable='action_selector', name='action_selector',
                       namespace='', output='screen',
                       parameters=[arg('params_file'), selector],

@@ -1,9 +1,15 @@
 """Launch files: generate_launch_description() declares the documented arguments.
 
 Needs the ROS 2 ``launch`` / ``launch_ros`` packages, which are not on PyPI: skipped without
-them (e.g. in the pip-only venv), run on a machine with a ROS 2 install.
+them (e.g. in the pip-only venv), run on a machine with a ROS 2 install. The demo launch runs
+for real with ``ros2 launch`` where the ros2 command line and this package's install exist.
 """
 import importlib.util
+import os
+import shutil
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -33,3 +39,52 @@ def test_action_selector_launch_arguments():
 def test_tabletop_demo_launch_arguments():
     assert {'model_path', 'device', 'episodes', 'use_sim_time'} <= \
         _arguments('tabletop_demo.launch.py')
+
+
+def _ros2_launch(*arguments: str) -> subprocess.Popen:
+    """``ros2 launch vla_embedding_ros tabletop_demo.launch.py ...`` with the real ROS 2 tools,
+    output merged into one pipe; skipped where they (or this package's install) are absent."""
+    _arguments('tabletop_demo.launch.py')   # skips without launch / launch_ros
+    ros2 = shutil.which('ros2')
+    if ros2 is None:
+        pytest.skip('the ros2 command line (ros2cli + ros2launch) is not installed')
+    from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+    try:
+        get_package_share_directory('vla_embedding_ros')
+    except PackageNotFoundError:
+        pytest.skip('vla_embedding_ros is not installed in the ament index (colcon build)')
+    return subprocess.Popen([ros2, 'launch', 'vla_embedding_ros', 'tabletop_demo.launch.py',
+                             *arguments], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env=dict(os.environ, PYTHONUNBUFFERED='1'))
+
+
+def test_the_demo_launch_ends_with_the_simulator_and_prints_the_result():
+    proc = _ros2_launch('episodes:=2', 'device:=cpu')
+    try:
+        output, _ = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:   # the bug this guards against: a launch that never ends
+            proc.send_signal(signal.SIGINT)
+            proc.communicate(timeout=30)
+    assert proc.returncode == 0, output[-3000:]
+    assert 'done: 2 episodes, success rate' in output
+    assert 'tabletop_sim finished its episodes: shutting down' in output
+
+
+def test_the_demo_launch_with_episodes_0_keeps_running_until_interrupted():
+    proc = _ros2_launch('episodes:=0', 'device:=cpu')
+    lines = []
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:   # a few episodes in: well past any end
+            line = proc.stdout.readline()
+            lines.append(line)
+            if 'episode 3: chose' in line or not line:
+                break
+        assert 'episode 3: chose' in ''.join(lines), ''.join(lines)[-3000:]
+        time.sleep(1.0)
+        assert proc.poll() is None, 'the launch ended although episodes:=0 means forever'
+    finally:
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=60)
+    assert 'finished its episodes' not in ''.join(lines) + output

@@ -192,7 +192,8 @@ def main(argv=None) -> int:
         deadline = time.monotonic() + args.timeout
         while len(listener.results) < args.episodes and time.monotonic() < deadline:
             executor.spin_once(timeout_sec=0.1)
-            crashed = [n for n, p in procs.items() if p.poll() is not None]
+            crashed = [n for n, p in procs.items() if p.poll() is not None
+                       and not (n == SIM_NODE and p.returncode == 0)]   # done: it exits
             if crashed:
                 break
         end = time.monotonic() + 1.5  # a last diagnostics message for the frame counts

@@ -6,6 +6,8 @@ Each episode draws a scene and an instruction from :class:`TabletopGenerator` (`
 then waits for one action name on ``selected_action``. The action is applied with
 ``apply_action`` (pick lifts the object, a push moves it one cell), judged, and the result is
 published; no answer within ``episode_timeout_s`` is a failure. Then the next episode starts.
+Run as a program (``main``), it exits with status 0 after its last episode (``episodes`` > 0),
+once its results are acknowledged, so a launch file can end the whole run on its exit.
 
 Topics::
 
@@ -25,6 +27,7 @@ import time
 
 import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.duration import Duration
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -174,6 +177,10 @@ class TabletopSimNode(Node):
     def _on_action(self, msg: String) -> None:
         if self.sample is None or self.finished:
             self.ignored_actions += 1
+            state = 'all episodes are done' if self.finished else 'no episode is running yet'
+            self.get_logger().warning(f'ignoring action {msg.data!r}: {state} '
+                                      f'({self.ignored_actions} ignored so far)',
+                                      throttle_duration_sec=5.0)
             return
         self._finish(msg.data, None)
 
@@ -209,12 +216,19 @@ class TabletopSimNode(Node):
 
 
 def main(args=None) -> None:
-    """Run the simulator until Ctrl-C."""
+    """Run the simulator until its last episode is done (forever with ``episodes: 0``) or
+    Ctrl-C."""
     rclpy.init(args=args)
     node = None
     try:
         node = TabletopSimNode()
-        rclpy.spin(node)
+        while rclpy.ok() and not node.finished:
+            rclpy.spin_once(node, timeout_sec=0.1)
+        if node.finished:
+            # Reliable results still unacknowledged would die with the process.
+            for pub in (node.result_pub, node.rate_pub):
+                pub.wait_for_all_acked(Duration(seconds=2.0))
+            node.get_logger().info('all episodes done: exiting')
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

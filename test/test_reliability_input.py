@@ -172,7 +172,7 @@ def send_bad(client: Client, msgs, kind: str, pub=None) -> None:
     """Publish each bad message until the node has counted it, then a good frame: the kind's
     count grows by exactly one per message, and the node still answers.
 
-    Images go best effort, depth 1: on a busy machine one can be lost on the way or replaced
+    Images go best effort (depth 5): on a busy machine one can be lost on the way or replaced
     by the next before the callback takes it, so each is sent on its own and re-sent (at most
     4 more times) only if no count arrived within 2 s, diagnostics being published every 0.2 s.
     """
@@ -383,7 +383,7 @@ def test_image_flood_at_1khz_keeps_memory_bounded_and_logs_quiet(rig):
     print(f'image flood: {sent} msgs at {rate:.0f} Hz, node RSS growth {growth:+.1f} MiB')
     assert rate > 500 and node.proc.poll() is None
     assert growth < 25, f'node RSS grew {growth:.1f} MiB during the flood'
-    # Best-effort, depth-1 delivery may drop every bad frame of the flood while the node is
+    # Best-effort delivery may drop every bad frame of the flood while the node is
     # busy (a newer frame replaces it before the callback runs); after the flood a bad frame
     # must still be rejected and counted.
     for _ in range(10):

@@ -174,3 +174,30 @@ def test_a_simulator_that_is_done_logs_the_actions_it_ignores(capfd):
         assert h.spin_until(lambda: sim.ignored_actions == 1, 5.0)
         h.spin_for(0.1)
         assert "ignoring action 'pick_red': all episodes are done" in capfd.readouterr().err
+
+
+def test_a_burst_of_bad_frames_does_not_displace_a_good_one_waiting_in_dds(ckpt):
+    """A good frame then four bad ones arrive before the node's executor runs: with depth 1
+    the subscription kept only the last bad one and the good frame vanished uncounted."""
+    with Harness('silence_burst') as h:
+        client = Client(h, ns='/burst/')
+        node = ActionSelectorNode(context=h.context, namespace='/burst',
+                                  parameter_overrides=_overrides(ckpt, autostart=False))
+        node.trigger_configure()
+        node.trigger_activate()      # topics open; nothing spins the node yet
+        assert node.state == 'active'
+        assert h.spin_until(lambda: client.image.get_subscription_count() > 0
+                            and client.instruction.get_subscription_count() > 0)
+        client.say(RED)
+        stamp = h.now()
+        client.image.publish(image_msg(frame(0), stamp))
+        bad = image_msg(frame(1), h.now())
+        bad.encoding = 'yuv422'
+        for _ in range(4):
+            client.image.publish(bad)
+        h.spin_for(0.2)
+        h.start(node)                # now the node takes what DDS kept for it
+        key = {'sec': stamp.sec, 'nanosec': stamp.nanosec}
+        assert h.spin_until(lambda: any(s['stamp'] == key for s in client.scores), 10.0), \
+            node.stats.snapshot()
+        assert node.stats.snapshot()['rejected'] == {'image_encoding': 4}

@@ -7,7 +7,7 @@ bench use it unless the user already chose transports.
 """
 from __future__ import annotations
 
-from .package_share import package_file
+from ..package_share import package_file
 
 PROFILE_FILE = 'fastdds_large_frames.xml'
 PROFILES_VAR = 'FASTDDS_DEFAULT_PROFILES_FILE'

@@ -12,7 +12,7 @@ from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
-from .package_share import package_file
+from ..package_share import package_file
 
 MODES = ('continuous', 'on_instruction')
 TRANSPORTS = ('raw', 'compressed')

@@ -20,7 +20,9 @@ class DataConfig:
     source: str = 'tabletop'          # 'tabletop' (generated on the fly) or 'jsonl' (a dataset dir)
     path: str = ''                    # jsonl: the dataset directory
     val_path: str = ''                # jsonl: optional held-out dataset directory
-    library: str = 'config/tabletop_actions.yaml'
+    # The action library trained against; '' = the dataset's own actions.yaml (jsonl) or the
+    # package's tabletop library (tabletop).
+    library: str = ''
     image_size: int = 96              # tabletop render size
     # tabletop: objects per training scene [min, max]; val/unseen_combo/paraphrase use 2-6 and
     # clutter 7-10, so raising the minimum spends fewer samples on two-object scenes the model
@@ -143,10 +145,83 @@ def apply_override(raw: dict, assignment: str) -> None:
     node[keys[-1]] = yaml.safe_load(text)
 
 
+# Inputs a config file names are looked up next to that file (then in the installed share/),
+# never in whatever folder the shell is in. Outputs (output_dir) go where vla-train runs, a
+# place the user can write to; --set values are the shell's, relative to its folder.
+INPUT_PATHS = ('data.path', 'data.val_path', 'data.library', 'init_from',
+               'model.vision.name_or_path', 'model.text.name_or_path')
+
+
+def _resolve_inputs(raw: dict, base: Path) -> None:
+    from ..package_share import package_file
+
+    for dotted in INPUT_PATHS:
+        *sections, key = dotted.split('.')
+        node = raw
+        for section in sections:
+            node = node.get(section) if isinstance(node, dict) else None
+        value = node.get(key) if isinstance(node, dict) else None
+        if not isinstance(value, str) or not value or Path(value).expanduser().is_absolute():
+            continue
+        beside, shared = base / value, Path(package_file(value))
+        if beside.exists():
+            node[key] = str(beside)
+        elif shared.exists():
+            node[key] = str(shared)
+        elif not dotted.endswith('name_or_path'):   # those may be hub names
+            node[key] = str(beside)   # so the error names where it was looked for
+
+
 def load_config(path: str | None, overrides: list[str] | None = None) -> TrainConfig:
+    """A training config from a YAML file plus ``key=value`` overrides (see INPUT_PATHS for
+    how relative paths resolve)."""
     raw: dict = {}
     if path:
         raw = yaml.safe_load(read_text_bounded(path)) or {}
+        if not isinstance(raw, dict):
+            raise ValueError(f'{path}: expected a mapping of settings')
+        _resolve_inputs(raw, Path(path).resolve().parent)
     for assignment in overrides or []:
         apply_override(raw, assignment)
     return TrainConfig.from_dict(raw, source=path or '<overrides>')
+
+
+# What a resumed run may change: how long it runs, how it reports and where it computes, never
+# what or how it learns (its weights, optimiser state and data stream belong to the rest).
+RESUMABLE = ('optim.steps', 'schedule.', 'threads', 'device', 'data.num_workers')
+
+
+def _flatten(node: Any, prefix: str = '') -> dict[str, Any]:
+    if not isinstance(node, dict):
+        return {prefix: node}
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        out.update(_flatten(value, f'{prefix}.{key}' if prefix else key))
+    return out
+
+
+def continued_config(saved: dict, requested: TrainConfig) -> TrainConfig:
+    """The config of a resumed run: the saved run's, with the changes ``requested`` makes to
+    :data:`RESUMABLE` settings (a longer ``optim.steps``, another ``device``, ...).
+
+    Raises:
+        ValueError: ``requested`` changes anything else (each setting named with both values).
+    """
+    old = _flatten(TrainConfig.from_dict(saved, source='the saved run').to_dict())
+    new = _flatten(requested.to_dict())
+    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    refused = [k for k in changed if not k.startswith(RESUMABLE)]
+    if refused:
+        listed = '; '.join(f'{k} is {old.get(k)!r} there, {new.get(k)!r} now'
+                           for k in refused[:6])
+        raise ValueError(
+            f'--resume continues the saved run {requested.run_name!r} with the settings its '
+            f'weights were trained with, but {listed}'
+            f'{f" (and {len(refused) - 6} more)" if len(refused) > 6 else ""}. On resume only '
+            'optim.steps, schedule.*, threads, device and data.num_workers may change; for the '
+            'rest start a new run_name from these weights (init_from: <checkpoint>/'
+            'pretrained_model)')
+    merged = copy.deepcopy(saved)
+    for key in changed:
+        apply_override(merged, f'{key}={yaml.safe_dump(new[key], default_flow_style=True)}')
+    return TrainConfig.from_dict(merged, source='the resumed run')

@@ -6,12 +6,17 @@ run would have drawn.
 """
 from __future__ import annotations
 
+import logging
+from collections import Counter
+
 import numpy as np
 
 from ..data.tabletop import TabletopConfig, TabletopGenerator
 from ..data.tabletop.generator import collate
 from ..selection.library import ActionLibrary
 from .region import scene_labels
+
+log = logging.getLogger(__name__)
 
 
 class TabletopSource:
@@ -46,18 +51,42 @@ class TabletopSource:
 
 
 class JsonlSource:
-    """Shuffled epochs over a dataset directory; bad samples are skipped and counted."""
+    """Shuffled epochs over the samples of a dataset directory whose action is in the library.
+
+    Samples naming an action the library does not have are counted and reported once at the
+    start and left out of every epoch; when none is left the source refuses to start (it used
+    to loop forever looking for one). Bad samples are skipped and counted by the dataset.
+    """
 
     def __init__(self, path: str, library: ActionLibrary, seed: int, strict: bool = False,
-                 allow_external_images: bool = False):
+                 allow_external_images: bool = False, library_path: str | None = None):
         from ..data.dataset import JSONLDataset
         self.dataset = JSONLDataset(path, library=library, skip_bad=not strict,
                                     allow_external_images=allow_external_images)
         if len(self.dataset) == 0:
             raise ValueError(f'{path}: the dataset has no samples')
+        known = set(library.names)
+        names = [r.get('action') for r in self.dataset.records]
+        self.usable = np.flatnonzero([name in known for name in names])
+        unknown = Counter(name for name in names if name not in known)
+        self.unknown_actions = sum(unknown.values())
+        if unknown:
+            listed = ', '.join(f'{n!r} ({c})' for n, c in unknown.most_common(5))
+            where = f'the library {library_path}' if library_path else 'the library'
+            if len(self.usable) == 0:
+                raise ValueError(
+                    f'{path}: none of its {len(names)} samples names an action of {where} '
+                    f'(it has e.g. {listed}); train with the library the dataset was written '
+                    'with (its actions.yaml, used when data.library is empty) or one that has '
+                    'these names')
+            log.warning('%s: %d of %d samples name actions not in %s and are left out: %s',
+                        path, self.unknown_actions, len(names), where, listed)
         self.rng = np.random.default_rng(seed)
-        self.order = self.rng.permutation(len(self.dataset))
+        self.order = self._shuffled()
         self.position = 0
+
+    def _shuffled(self) -> np.ndarray:
+        return self.usable[self.rng.permutation(len(self.usable))]
 
     @property
     def skipped(self) -> int:
@@ -65,13 +94,20 @@ class JsonlSource:
 
     def next_batch(self, n: int):
         images, instructions, indices = [], [], []
+        tried = 0
         while len(images) < n:
             if self.position >= len(self.order):
-                self.order, self.position = self.rng.permutation(len(self.dataset)), 0
+                self.order, self.position = self._shuffled(), 0
             item = self.dataset[int(self.order[self.position])]
             self.position += 1
+            tried += 1
             if item is None or item['action_index'] < 0:
-                continue  # a bad sample (counted by the dataset) or an action not in the library
+                # A bad sample was replaced by the dataset with another, of an unknown action.
+                if tried > 2 * len(self.dataset) and not images:
+                    raise ValueError(f'{self.dataset.root}: no usable sample in a whole pass '
+                                     f'({self.skipped} bad, {self.unknown_actions} with '
+                                     'unknown actions)')
+                continue
             images.append(item['images'])
             instructions.append(item['instruction'])
             indices.append(item['action_index'])

@@ -33,11 +33,12 @@ from ..data.tabletop import ACTION_NAMES
 from ..files import make_shareable
 from ..model import VLAConfig, VLAModel, resolve_device
 from ..model.losses import library_contrastive_loss, symmetric_infonce
+from ..package_share import package_file
 from ..selection.library import ActionLibrary
 from ..selection.preprocess import ImagePreprocessor
 from . import checkpoint as ckpt
 from . import metrics
-from .config import TrainConfig, load_config
+from .config import TrainConfig, continued_config, load_config
 from .evaluation import LibraryScorer, dataset_ranks, tabletop_ranks
 from .region import RegionSupervision
 from .sources import JsonlSource, TabletopSource
@@ -97,20 +98,41 @@ def autocast_for(device: torch.device, amp: str):
     return torch.autocast('cuda', dtype=dtype), scaler
 
 
+def library_for(data) -> Path:
+    """The action library to train against: ``data.library`` when set, else the dataset's own
+    ``actions.yaml`` (jsonl; a dataset written by vla-bag-to-dataset carries one) or the
+    package's tabletop library."""
+    if data.library:
+        return Path(data.library)
+    if data.source == 'jsonl':
+        own = Path(data.path) / 'actions.yaml'
+        if not own.is_file():
+            raise ValueError(f'data.library is not set and the dataset has no {own}: name the '
+                             'library its action names come from (--set data.library=...)')
+        log.info('action library: the dataset\'s own %s', own)
+        return own
+    return Path(package_file('config', 'tabletop_actions.yaml'))
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, resume: bool = False):
+        start = None
+        if resume:
+            start = ckpt.latest_checkpoint(cfg.run_dir)
+            if start is None:
+                raise ValueError(f'--resume: nothing to resume, no checkpoint under '
+                                 f'{ckpt.checkpoints_dir(cfg.run_dir)}; leave out --resume to '
+                                 'start the run')
+            cfg = continued_config(ckpt.load_training_state(start)['config'], cfg)
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
         self.run_dir = cfg.run_dir
-        self.library_path = Path(cfg.data.library)
+        self.library_path = library_for(cfg.data)
         self.library = ActionLibrary.from_yaml(self.library_path)
         seed_everything(cfg.seed)
         self.source = self._make_source()
-        start = ckpt.latest_checkpoint(self.run_dir) if resume else None
-        if resume and start is None:
-            log.warning('--resume: no checkpoint in %s, starting from scratch', self.run_dir)
         if start is not None:
             self.model = VLAModel.from_pretrained(start / ckpt.MODEL_DIR, device=self.device)
         else:
@@ -139,7 +161,8 @@ class Trainer:
             return TabletopSource('train', self.cfg.seed, d.image_size, d.objects, d.phrasings)
         if d.source == 'jsonl':
             return JsonlSource(d.path, self.library, self.cfg.seed, strict=d.strict,
-                               allow_external_images=d.allow_external_images)
+                               allow_external_images=d.allow_external_images,
+                               library_path=str(self.library_path))
         raise ValueError(f"data.source must be 'tabletop' or 'jsonl', got {d.source!r}")
 
     def _new_model(self) -> VLAModel:
@@ -424,9 +447,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--set', dest='overrides', action='append', default=[],
                         metavar='KEY=VALUE', help='override a config value, e.g. optim.lr=3e-4')
     parser.add_argument('--resume', action='store_true',
-                        help='continue runs/<run_name> from its last checkpoint')
+                        help='continue runs/<run_name> from its last checkpoint, with the saved '
+                             'run\'s settings (only optim.steps, schedule.*, threads, device and '
+                             'data.num_workers may be changed with --set); fails when there is '
+                             'nothing to resume')
     parser.add_argument('--export', metavar='DIR',
-                        help='after training, copy the final model to DIR (e.g. models/tabletop)')
+                        help='after training, copy the final model to DIR (e.g. models/mine)')
     parser.add_argument('--strict', action='store_true',
                         help='fail on the first bad dataset sample (missing or corrupt image, '
                              'bad index line), naming it, instead of skipping and counting it '

@@ -1,11 +1,12 @@
-"""Files the package installs under ``share/vla_embedding_ros/`` (models, config)."""
+"""Files the package installs under ``share/vla_embedding_ros/`` (models, config); no ROS needed
+(the ament index is asked only when it imports)."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
 PACKAGE = 'vla_embedding_ros'
-SOURCE_TREE = Path(__file__).resolve().parents[2]
+SOURCE_TREE = Path(__file__).resolve().parents[1]
 
 
 def package_file(*parts: str) -> str:

@@ -3,11 +3,11 @@
     ros2 launch vla_embedding_ros tabletop_demo.launch.py episodes:=20 device:=cpu
 
 The simulator's camera and instruction feed the selector, and the selector's
-``~/selected_action`` goes back to the simulator, which judges each episode and publishes
-``/tabletop_sim/episode_result`` and ``/tabletop_sim/success_rate``. After the last episode
-the simulator prints the success rate and exits, and the launch shuts down with it
-(``episodes:=0`` runs until Ctrl-C). The selector runs in
-``on_instruction`` mode: one decision per episode, on the first frame after the instruction.
+``~/selected_action`` goes back to the simulator (its default input), which judges each
+episode and publishes ``/tabletop_sim/episode_result`` and ``/tabletop_sim/success_rate``.
+After the last episode the simulator prints the success rate and exits, and the launch shuts
+down with it (``episodes:=0`` runs until Ctrl-C). The selector runs in ``on_instruction`` mode:
+one decision per episode, on the first frame after the instruction.
 Arguments: model_path, device, episodes, seed, split, rate_hz, use_sim_time (the simulator
 then publishes /clock and both nodes use it), params_file (the selector's).
 
@@ -54,8 +54,7 @@ def _nodes(context, *args, **kwargs):
     sim = {'episodes': episodes, 'seed': int(arg('seed')), 'split': arg('split'),
            'rate_hz': float(arg('rate_hz')), 'publish_clock': sim_time}
     simulator = Node(package=PACKAGE, executable='tabletop_sim', name='tabletop_sim',
-                     output='screen', parameters=[sim],
-                     remappings=[('selected_action', '/action_selector/selected_action')])
+                     output='screen', parameters=[sim])
     # The simulator exits after its last episode (its final log line is the success rate);
     # the run is over then, so the selector is stopped too. episodes:=0 runs until Ctrl-C.
     end_with_simulator = [] if episodes == 0 else [RegisterEventHandler(OnProcessExit(

@@ -14,7 +14,7 @@ from lifecycle_msgs.msg import Transition  # noqa: E402
 from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
 from rcl_interfaces.srv import SetParameters  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
-from rclpy.qos import QoSProfile  # noqa: E402
+from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import Float32MultiArray, MultiArrayDimension, String  # noqa: E402
 from test_ros_support import (  # noqa: E402
@@ -310,8 +310,10 @@ def test_incompatible_qos_is_warned_and_counted(ckpt, capfd):
     with Harness() as h:
         node = _selector(h, ckpt)
         assert h.spin_until(lambda: node.state == 'active', 30.0)
-        # A volatile instruction publisher cannot serve a transient-local subscription.
-        h.node.create_publisher(String, 'instruction', QoSProfile(depth=1))
+        # A best-effort instruction publisher cannot serve a reliable subscription (a volatile
+        # one can: see test_reliability_silence's instruction tests).
+        h.node.create_publisher(String, 'instruction', QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.BEST_EFFORT))
         assert h.spin_until(lambda: node.stats.snapshot()['incompatible_qos'] >= 1, 5.0)
         time.sleep(0.1)
         assert 'has QoS incompatible with this subscription' in capfd.readouterr().err

@@ -48,7 +48,7 @@ def test_episodes_are_judged_and_reported():
             Parameter('rate_hz', value=20.0), Parameter('episode_timeout_s', value=1.0)]))
         h.spin_for(0.4)
         assert sim.episode == 0 and not images  # waits for a publisher on selected_action
-        action = n.create_publisher(String, 'selected_action', 10)
+        action = n.create_publisher(String, 'action_selector/selected_action', 10)
         assert h.spin_until(lambda: instructions and images)
         assert instructions[0] == samples[0].instruction
         img = images[-1]

@@ -9,7 +9,7 @@ Topics (relative names, remap as needed)::
 
     subscribes  image (sensor_msgs/Image, sensor-data QoS, depth 5)   one per image_topics
                 image/compressed (sensor_msgs/CompressedImage)      with image_transport:=compressed
-                instruction (std_msgs/String, reliable + transient local)
+                instruction (std_msgs/String, reliable; latched or volatile publishers)
                 candidates (std_msgs/Float32MultiArray N x D; empty message = back to library)
     publishes   ~/selected_action (std_msgs/String)   ~/action_vector (Float32MultiArray)
                 ~/scores (String, JSON)   ~/debug_image (Image, only built when subscribed)
@@ -44,6 +44,7 @@ import json
 import os
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -56,7 +57,13 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallb
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import (
+    DurabilityPolicy,
+    HistoryPolicy,
+    QoSPolicyKind,
+    QoSProfile,
+    ReliabilityPolicy,
+)
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Float32MultiArray, MultiArrayDimension, String
 
@@ -93,6 +100,7 @@ LATCHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
 RELIABLE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
                           reliability=ReliabilityPolicy.RELIABLE,
                           durability=DurabilityPolicy.VOLATILE)
+INSTRUCTION_QOS = RELIABLE_QOS   # the volatile twin of the latched instruction subscription
 
 
 @dataclass
@@ -148,6 +156,7 @@ class ActionSelectorNode(LifecycleNode):
         self._instruction: str | None = None
         self._instruction_seq = 0
         self._instruction_time_ns = 0
+        self._recent_instructions: deque = deque(maxlen=32)
         self._decided_seq = 0
         self._candidates: np.ndarray | None = None
         self._last_decision = 0.0
@@ -296,9 +305,9 @@ class ActionSelectorNode(LifecycleNode):
         suffix = '/compressed' if self.settings['image_transport'] == 'compressed' else ''
         return [t.rstrip('/') + suffix for t in self.settings['image_topics']]
 
-    def _events(self, topic: str) -> SubscriptionEventCallbacks:
-        return SubscriptionEventCallbacks(
-            incompatible_qos=lambda event, t=topic: self._on_incompatible_qos(t, event))
+    def _events(self, topic: str, latched_twin: bool = False) -> SubscriptionEventCallbacks:
+        return SubscriptionEventCallbacks(incompatible_qos=lambda event, t=topic: (
+            self._on_incompatible_qos(t, event, latched_twin)))
 
     def _open_topics(self) -> None:
         msg_type = CompressedImage if self.settings['image_transport'] == 'compressed' else Image
@@ -308,8 +317,16 @@ class ActionSelectorNode(LifecycleNode):
             self._subs.append(self.create_subscription(
                 msg_type, topic, lambda msg, i=i: self._on_image(i, msg), SENSOR_QOS,
                 callback_group=self._sub_group, event_callbacks=self._events(topic)))
+        # Two subscriptions: the transient-local one gets a latched instruction published
+        # before this node started; the volatile one accepts what a transient-local one
+        # refuses, e.g. `ros2 topic pub --once` (volatile by default). A latched publisher
+        # matches both, so each message arrives twice and _on_instruction keeps the first.
         self._subs.append(self.create_subscription(
             String, 'instruction', self._on_instruction, LATCHED_QOS,
+            callback_group=self._sub_group,
+            event_callbacks=self._events('instruction', latched_twin=True)))
+        self._subs.append(self.create_subscription(
+            String, 'instruction', self._on_instruction, INSTRUCTION_QOS,
             callback_group=self._sub_group, event_callbacks=self._events('instruction')))
         self._subs.append(self.create_subscription(
             Float32MultiArray, 'candidates', self._on_candidates, RELIABLE_QOS,
@@ -401,7 +418,14 @@ class ActionSelectorNode(LifecycleNode):
             else:
                 logger.error(text)
 
-    def _on_instruction(self, msg: String) -> None:
+    def _on_instruction(self, msg: String, info: dict) -> None:
+        # The same sample through both instruction subscriptions has one source timestamp
+        # and sequence number (the writer's): decide on it once.
+        key = (info['source_timestamp'], info.get('publication_sequence_number'), msg.data)
+        with self._cond:
+            if key in self._recent_instructions:
+                return
+            self._recent_instructions.append(key)
         text = msg.data.strip()
         if not text:
             self._reject('instruction_empty', 'empty or whitespace-only instruction: '
@@ -450,12 +474,14 @@ class ActionSelectorNode(LifecycleNode):
             return None
         return data.reshape(-1, width)
 
-    def _on_incompatible_qos(self, topic: str, event) -> None:
+    def _on_incompatible_qos(self, topic: str, event, latched_twin: bool = False) -> None:
+        if latched_twin and event.last_policy_kind == QoSPolicyKind.DURABILITY:
+            return   # a volatile instruction publisher: the volatile twin subscription takes it
         self.stats.count('incompatible_qos')
         self.get_logger().warning(
             f'a publisher on {topic} has QoS incompatible with this subscription '
             f'(policy {event.last_policy_kind}); no messages will arrive from it. Expected: '
-            f'{"reliable + transient local" if topic == "instruction" else "any reliability"}')
+            f'{"reliable" if topic in ("instruction", "candidates") else "any reliability"}')
 
     # -- parameters -----------------------------------------------------------------------------
     def _validate_parameters(self, changes) -> SetParametersResult:

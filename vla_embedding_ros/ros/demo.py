@@ -59,8 +59,7 @@ def child_commands(args) -> dict[str, list[str]]:
     sim = py + ['vla_embedding_ros.ros.tabletop_sim_node', '--ros-args',
                 '-p', f'episodes:={args.episodes}', '-p', f'seed:={args.seed}',
                 '-p', f'split:={args.split}', '-p', f'rate_hz:={float(args.rate)}',
-                '-p', f'episode_timeout_s:={float(args.episode_timeout)}',
-                '-r', f'selected_action:=/{SELECTOR_NODE}/selected_action']
+                '-p', f'episode_timeout_s:={float(args.episode_timeout)}']
     selector = py + ['vla_embedding_ros.ros.action_selector_node', '--ros-args',
                      '-p', f'model_path:={args.model}', '-p', f'device:={args.device}',
                      '-p', 'mode:=on_instruction', '-p', 'max_rate_hz:=0.0',

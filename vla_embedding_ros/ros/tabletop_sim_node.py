@@ -14,7 +14,7 @@ Topics::
     publishes   camera/image_raw (sensor_msgs/Image)   instruction (std_msgs/String, latched)
                 ~/episode_result (String JSON)   ~/success_rate (std_msgs/Float32, latched)
                 /clock (rosgraph_msgs/Clock) when publish_clock is true
-    subscribes  selected_action (std_msgs/String; remap to /action_selector/selected_action)
+    subscribes  action_selector/selected_action (std_msgs/String): the selector's default output
 
 With ``publish_clock`` the simulator owns time: ``/clock`` advances with wall time times
 ``real_time_factor`` and every stamp it publishes is that sim time; run the other nodes with
@@ -45,6 +45,7 @@ from ..data.tabletop import (
 )
 from .image_conversion import numpy_to_image
 
+ACTION_TOPIC = 'action_selector/selected_action'
 CAMERA_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                         reliability=ReliabilityPolicy.BEST_EFFORT,
                         durability=DurabilityPolicy.VOLATILE)
@@ -121,7 +122,10 @@ class TabletopSimNode(Node):
         if self.p['publish_clock']:
             self.clock_pub = self.create_publisher(Clock, '/clock', 10)
             self.create_timer(1.0 / self.p['clock_rate_hz'], self._publish_clock)
-        self.create_subscription(String, 'selected_action', self._on_action, 10)
+        # The selector's default output (its ~/selected_action), so the two nodes meet without
+        # a remap; relative, so a namespace given to both still pairs them.
+        self.action_topic = self.resolve_topic_name(ACTION_TOPIC)
+        self.create_subscription(String, ACTION_TOPIC, self._on_action, 10)
         self.create_timer(1.0 / self.p['rate_hz'], self._tick)
         self.get_logger().info(
             f'tabletop_sim: split {self.p["split"]}, seed {self.p["seed"]}, episodes '
@@ -159,12 +163,19 @@ class TabletopSimNode(Node):
         if self.finished:
             return
         if self.sample is None:
-            topic = self.resolve_topic_name('selected_action')
-            if self.p['wait_for_selector'] and not self.count_publishers(topic):
+            if self.p['wait_for_selector'] and not self.count_publishers(self.action_topic):
+                self.get_logger().info(f'waiting for a publisher on {self.action_topic} (the '
+                                       'selector\'s ~/selected_action; remap '
+                                       f'{ACTION_TOPIC} if yours is elsewhere)',
+                                       throttle_duration_sec=10.0)
                 return
             self._start_episode()
             return  # the first frame goes out on the next tick, after the instruction
         if time.monotonic() - self._episode_start > self.p['episode_timeout_s']:
+            self.get_logger().warning(
+                f'episode {self.episode}: no action on {self.action_topic} within '
+                f'episode_timeout_s {self.p["episode_timeout_s"]} '
+                f'({self.count_publishers(self.action_topic)} publisher(s) there)')
             self._finish(None, False)
             return
         msg = numpy_to_image(self.frame, 'rgb8')

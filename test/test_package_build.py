@@ -63,11 +63,38 @@ def test_share_files_installed_where_ros2_launch_looks(workspace):
     assert marker.is_file()
 
 
+ROS_EXECUTABLES = ('action_selector', 'tabletop_sim', 'episode_recorder')
+GENERIC_NAMES = ('train', 'evaluate', 'demo', 'make_dataset', 'bag_to_dataset',
+                 *ROS_EXECUTABLES)
+
+
 def test_executables_installed_where_ros2_run_looks(workspace):
     lib = workspace / 'install' / PACKAGE / 'lib' / PACKAGE
-    for exe in ('action_selector', 'tabletop_sim', 'train', 'evaluate'):
+    for exe in (*ROS_EXECUTABLES, 'vla-train', 'vla-eval', 'vla-dds-profile'):
         assert (lib / exe).is_file(), f'missing {exe} in {lib}'
         assert os.access(lib / exe, os.X_OK)
+    for exe in ('train', 'evaluate', 'demo', 'make_dataset'):
+        assert not (lib / exe).exists(), exe
+
+
+def test_a_pip_install_puts_only_prefixed_names_on_path():
+    """`make test`'s venv is a pip (editable) install: its bin/ is what users get on PATH."""
+    bin_dir = Path(sys.executable).parent
+    assert (bin_dir / 'vla-train').is_file() and (bin_dir / 'vla-action-selector').is_file()
+    clashes = [name for name in GENERIC_NAMES if (bin_dir / name).exists()]
+    assert clashes == [], f'generic names on PATH: {clashes}'
+    profile = subprocess.run([str(bin_dir / 'vla-dds-profile')], capture_output=True,
+                             text=True, check=True).stdout.strip()
+    assert Path(profile).is_file() and profile.endswith('fastdds_large_frames.xml')
+
+
+def test_the_ros_executables_run_their_nodes():
+    for exe in ROS_EXECUTABLES:
+        text = (REPO / 'scripts' / exe).read_text()
+        assert text.startswith('#!/usr/bin/env python3') and os.access(REPO / 'scripts' / exe,
+                                                                      os.X_OK)
+        module = text.split('from ')[1].split(' import')[0]
+        assert (REPO / (module.replace('.', '/') + '.py')).is_file(), module
 
 
 def test_ament_index_finds_installed_share(workspace):

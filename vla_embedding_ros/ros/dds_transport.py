@@ -37,3 +37,19 @@ def describe(env: dict[str, str]) -> str:
     if env.get(PROFILES_VAR):
         return f'{PROFILES_VAR}={env[PROFILES_VAR]}'
     return f"{BUILTIN_VAR}={env.get(BUILTIN_VAR) or 'DEFAULT'}"
+
+
+def main(argv=None) -> int:
+    """``vla-dds-profile``: print the large-frame profile's path, for a shell without ROS:
+
+        export FASTDDS_DEFAULT_PROFILES_FILE=$(vla-dds-profile)
+    """
+    import argparse
+
+    argparse.ArgumentParser(description=main.__doc__.split('\n\n')[0]).parse_args(argv)
+    print(large_frames_profile())
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

@@ -32,6 +32,11 @@ lint: $(STAMP)
 train: $(STAMP)
 	$(PY) -m vla_embedding_ros.training.train --config config/train_tabletop.yaml $(TRAIN_ARGS)
 
+# The shipped model on every split, with the baselines and 50 replayed demo streams.
+eval: $(STAMP)
+	$(PY) -m vla_embedding_ros.training.evaluate --model models/tabletop --replay-streams 50 \
+		--splits val $(EVAL_ARGS)
+
 # The bench/ tables (bench/README.md holds the latest); a few minutes on 2 CPU cores.
 bench: $(STAMP)
 	$(ROS_ENV) $(PY) bench/node_latency.py $(BENCH_ARGS)

@@ -203,7 +203,9 @@ def test_cli_trains_exports_and_eval_reports_baselines(tmp_path, text_path, caps
                           '--plot', str(plot_path), '--runs', str(cfg.run_dir),
                           '--replay-streams', '2', '--episodes', '3']) == 0
     report = json.loads(report_path.read_text())
-    replay = report['closed_loop_replay']
+    assert set(report['closed_loop_replay']) == {'val', 'paraphrase'}   # one per --splits
+    replay = report['closed_loop_replay']['paraphrase']
+    assert replay['split'] == 'paraphrase'
     assert len(replay['wins_per_stream']) == 2 and all(0 <= w <= 3 for w in
                                                        replay['wins_per_stream'])
     assert replay['success_rate'] == pytest.approx(sum(replay['wins_per_stream']) / 6)
@@ -216,7 +218,8 @@ def test_cli_trains_exports_and_eval_reports_baselines(tmp_path, text_path, caps
     assert plot_path.stat().st_size > 1000
     out = capsys.readouterr().out
     assert 'instruction only' in out and 'chance' in out
-    assert "closed-loop replay (the demo's episode streams, seeds 0-1, 3 episodes each)" in out
+    assert ("closed-loop replay, paraphrase (the demo's episode streams, seeds 0-1, 3 episodes "
+            "each)") in out
     assert vla_eval.main(['--model', str(export), '--splits', 'val', '--num', '5',
                           '--replay-streams', '1', '--episodes', '0']) == 2
 

@@ -19,7 +19,7 @@ Subscription callbacks only store the newest message per camera (an overwritten 
 frame counts as dropped); a worker thread woken through a ``threading.Condition`` converts,
 selects and publishes, so a slow model never blocks the executor. Every output that has a
 header carries the stamp of the frame it was computed from (the first camera's), and the
-scores JSON carries it too; the periodic /diagnostics carries the last processed frame's.
+scores JSON carries it too; the periodic /diagnostics is stamped with the node clock's now.
 
 Bad input never stops the node (each kind is counted under ``rejected`` in /diagnostics and
 logged at most once per ``LOG_PERIOD_S`` per kind):
@@ -49,7 +49,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import rclpy
-from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Twist
 from rcl_interfaces.msg import SetParametersResult
@@ -160,7 +159,6 @@ class ActionSelectorNode(LifecycleNode):
         self._decided_seq = 0
         self._candidates: np.ndarray | None = None
         self._last_decision = 0.0
-        self._last_stamp = Time()
         self._worker: threading.Thread | None = None
         self._stopping = False
         self._subs: list = []
@@ -636,7 +634,6 @@ class ActionSelectorNode(LifecycleNode):
             self._publish_debug(header, frames[0], color, job.instruction, selection,
                                 abstained, reason)
         self.stats.decided(abstained, reason, latency_ms)
-        self._last_stamp = header.stamp
 
     def _convert(self, msgs) -> tuple[list | None, str]:
         limit = self.settings['max_image_pixels']
@@ -713,9 +710,11 @@ class ActionSelectorNode(LifecycleNode):
                  'compile_fallback': runner.fallback_reason if runner else '',
                  'cameras': ', '.join(self._camera_topics()),
                  'rss_mb': _rss_mb(), 'threads': threading.active_count()}
+        # Stamped with the node clock's now, as diagnostic_updater does (the last frame's
+        # stamp was 0 before the first frame, and stands still while frames are skipped).
         pub.publish(self.stats.diagnostics(f'{self.get_name()}: action selection',
                                            self.get_fully_qualified_name(),
-                                           self._last_stamp, self.state, extra))
+                                           self.get_clock().now().to_msg(), self.state, extra))
 
 
 def main(args=None) -> None:

@@ -33,6 +33,7 @@ SIM_NODE = 'tabletop_sim'
 
 
 def _args(argv):
+    from ..data.tabletop import SPLIT_NAMES
     from .selector_params import default_model_path
 
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
@@ -43,7 +44,8 @@ def _args(argv):
     ap.add_argument('--timeout', type=float, default=300.0,
                     help='give up after this many seconds in all (default 300)')
     ap.add_argument('--seed', type=int, default=0, help='episode stream seed')
-    ap.add_argument('--split', default='val', help='tabletop split (default val)')
+    ap.add_argument('--split', default='val', choices=SPLIT_NAMES,
+                    help='tabletop split (default val)')
     ap.add_argument('--episode-timeout', type=float, default=10.0,
                     help='seconds the simulator waits for an action per episode')
     ap.add_argument('--rate', type=float, default=10.0, help='camera frames per second')
@@ -106,8 +108,8 @@ class _Listener:
             self.e2e_ms.append((time.time() - self._last_decision_stamp) * 1e3)
         mark = 'ok  ' if result['success'] else 'FAIL'
         print(f"[demo] episode {result['episode']:3d} {mark} {result['instruction']!r}: "
-              f"chose {result['chosen']} (expected {result['expected']}), "
-              f"{result['latency'] * 1e3:.0f} ms", flush=True)
+              f"chose {result['chosen']} (expected {result['expected']}), answered "
+              f"{result['latency'] * 1e3:.0f} ms after the episode started", flush=True)
 
     def _on_diag(self, msg) -> None:
         for status in msg.status:

@@ -147,8 +147,9 @@ class EpisodeRecorder(Node):
             print(f'[episode_recorder] {message}', file=sys.stderr)
 
 
-def main(args=None) -> None:
-    """Run the recorder until shutdown; the bag is closed on the way out."""
+def main(args=None) -> int:
+    """Run the recorder until shutdown; the bag is closed on the way out. Exit status 2, with
+    one line saying why, when the bag cannot be created (the folder exists, a bad storage)."""
     rclpy.init(args=args)
     node = None
     try:
@@ -156,12 +157,16 @@ def main(args=None) -> None:
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except (FileExistsError, ValueError) as err:   # never overwrite a recording
+        print(f'episode_recorder: {err}; choose another output:=...', file=sys.stderr)
+        return 2
     finally:
         if node is not None:
             node.close()
             node.destroy_node()
         rclpy.try_shutdown()
+    return 0
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

@@ -9,7 +9,8 @@
 In one run it reports: chance, the instruction-only baseline (the same model with every image
 blanked, which shows how much the answer depends on seeing the scene), each model given,
 optionally the fusion variants trained with the same budget, and optionally a replay of the
-demo's closed-loop episode streams (the success rate ``make demo --seed N`` would measure).
+demo's closed-loop episode streams (the success rate ``make demo DEMO_ARGS="--seed N"`` would
+measure).
 Writes a JSON report and a PNG of the training curves when run logs are available.
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ import os
 import sys
 from pathlib import Path
 
+from ..data.tabletop import SPLIT_NAMES
 from ..model import VLAModel
 from ..selection.library import ActionLibrary
 from . import metrics
@@ -62,21 +64,21 @@ def evaluate_model(model_dir: Path, splits: list[str], num: int, seed: int, devi
     return report
 
 
-def replay_streams(selector, streams: int, episodes: int = 20) -> dict:
-    """Success of an ActionSelector over the demo's episode streams, seeds 0..streams-1,
-    ``episodes`` each."""
-    wins = [sum(ok for _, _, ok in replay_demo_episodes(selector, seed, episodes))
+def replay_streams(selector, streams: int, episodes: int = 20, split: str = 'val') -> dict:
+    """Success of an ActionSelector over the demo's episode streams of ``split`` (what
+    ``make demo DEMO_ARGS="--split S --seed N"`` runs), seeds 0..streams-1, ``episodes`` each."""
+    wins = [sum(ok for _, _, ok in replay_demo_episodes(selector, seed, episodes, split))
             for seed in range(streams)]
-    return {'streams': streams, 'episodes_per_stream': episodes, 'wins_per_stream': wins,
-            'success_rate': sum(wins) / (streams * episodes)}
+    return {'split': split, 'streams': streams, 'episodes_per_stream': episodes,
+            'wins_per_stream': wins, 'success_rate': sum(wins) / (streams * episodes)}
 
 
 def format_replay(replay: dict, target: float = 0.9) -> str:
     n, wins = replay['episodes_per_stream'], replay['wins_per_stream']
     need = math.ceil(round(target * n, 6))   # the fewest successes reaching it: 18 of 20
     reached = sum(w >= need for w in wins)
-    return (f"\n== closed-loop replay (the demo's episode streams, seeds 0-{len(wins) - 1}, "
-            f"{n} episodes each) ==\n"
+    return (f"\n== closed-loop replay, {replay.get('split', 'val')} (the demo's episode "
+            f"streams, seeds 0-{len(wins) - 1}, {n} episodes each) ==\n"
             f"success {replay['success_rate']:.1%} ({sum(wins)} / {n * len(wins)}); streams "
             f"reaching {need}/{n}: {reached} / {len(wins)}; worst {min(wins)}/{n}, "
             f"best {max(wins)}/{n}\nper stream: {' '.join(map(str, wins))}")
@@ -91,7 +93,9 @@ def train_variants(config: str, overrides: list[str], out_dir: Path) -> dict[str
     for fusion in FUSIONS:
         cfg = load_config(config, [*overrides, f'model.fusion.type={fusion}',
                                    f'run_name=variant-{fusion}', f'output_dir={out_dir}'])
-        trainer = Trainer(cfg, resume=True)
+        # An earlier variant run continues only with the same settings: a changed config is
+        # refused by name (delete the folder or pick another --variants-dir), never reused.
+        trainer = Trainer(cfg, resume=ckpt.latest_checkpoint(cfg.run_dir) is not None)
         trainer.run()
         dirs[fusion] = ckpt.latest_checkpoint(cfg.run_dir) / ckpt.MODEL_DIR
     return dirs
@@ -115,7 +119,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--device', default='auto')
     p.add_argument('--image-size', type=int, default=96, help='benchmark render size (px)')
     p.add_argument('--replay-streams', type=int, default=0, metavar='N',
-                   help="also replay the demo's closed-loop episode streams 0..N-1 in-process")
+                   help="also replay the demo's closed-loop episode streams 0..N-1 of each of "
+                        '--splits in-process')
     p.add_argument('--episodes', type=int, default=20, help='episodes per replayed stream')
     p.add_argument('--text-prior', action='store_true',
                    help="also measure the frozen text encoder's own prior for the training "
@@ -130,6 +135,15 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.replay_streams < 0 or args.episodes < 1:
         print('vla-eval: --replay-streams must be >= 0 and --episodes >= 1', file=sys.stderr)
+        return 2
+    unknown = [s for s in args.splits if s not in SPLIT_NAMES]
+    if unknown:
+        print(f'vla-eval: unknown split(s) {unknown}; choose from {", ".join(SPLIT_NAMES)}',
+              file=sys.stderr)
+        return 2
+    if args.plot and not (args.runs or args.train_variants):
+        print('vla-eval: --plot draws the training curves of --runs DIR [DIR ...] (or of '
+              '--train-variants); none given', file=sys.stderr)
         return 2
     models = {'model': Path(args.model)}
     for item in args.compare:
@@ -176,9 +190,11 @@ def main(argv=None) -> int:
         from ..selection.selector import ActionSelector
         selector = ActionSelector.from_pretrained(models['model'], args.library,
                                                   device=args.device)
-        report['closed_loop_replay'] = replay_streams(selector, args.replay_streams,
-                                                      args.episodes)
-        print(format_replay(report['closed_loop_replay']))
+        report['closed_loop_replay'] = {}
+        for split in args.splits:
+            replay = replay_streams(selector, args.replay_streams, args.episodes, split)
+            report['closed_loop_replay'][split] = replay
+            print(format_replay(replay))
     if args.json:
         tmp = Path(args.json).with_suffix('.json.tmp')
         tmp.write_text(json.dumps(report, indent=2))

@@ -85,8 +85,8 @@ def replay_demo_episodes(selector, seed: int, episodes: int = 20, split: str = '
     """The tabletop_sim node's episode stream for ``seed``, decided in-process by ``selector``.
 
     Same scenes, same camera frames (``camera_frame``), one decision per episode, judged like
-    the simulator judges it: ``make demo --seed N`` over DDS makes the same choices (the
-    closed-loop test compares them). Returns (chosen, expected, success) per episode.
+    the simulator judges it: ``make demo DEMO_ARGS="--seed N"`` over DDS makes the same choices
+    (the closed-loop test compares them). Returns (chosen, expected, success) per episode.
     """
     generator = TabletopGenerator(TabletopConfig(image_size=image_size), split, seed)
     results = []

@@ -125,6 +125,11 @@ class Trainer:
                                  'start the run')
             cfg = continued_config(ckpt.load_training_state(start)['config'], cfg)
         self.cfg = cfg
+        if cfg.optim.warmup_steps >= cfg.optim.steps:
+            log.warning('optim.warmup_steps %d >= optim.steps %d: the whole run is warm-up and '
+                        'the learning rate never reaches optim.lr; lower warmup_steps (e.g. '
+                        '--set optim.warmup_steps=%d)', cfg.optim.warmup_steps,
+                        cfg.optim.steps, max(1, cfg.optim.steps // 10))
         self.device = resolve_device(cfg.device)
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
@@ -452,7 +457,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                              'data.num_workers may be changed with --set); fails when there is '
                              'nothing to resume')
     parser.add_argument('--export', metavar='DIR',
-                        help='after training, copy the final model to DIR (e.g. models/mine)')
+                        help='after training, copy the final model to DIR (e.g. models/mine); '
+                             'an existing DIR is refused before training unless --overwrite')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='let --export replace a model already in DIR')
     parser.add_argument('--strict', action='store_true',
                         help='fail on the first bad dataset sample (missing or corrupt image, '
                              'bad index line), naming it, instead of skipping and counting it '
@@ -469,6 +477,11 @@ def main(argv=None) -> int:
         cfg = load_config(args.config, overrides)
     except (OSError, ValueError) as err:
         print(f'vla-train: {err}', file=sys.stderr)
+        return 2
+    if args.export and Path(args.export).exists() and not args.overwrite:
+        print(f'vla-train: --export {args.export} exists (a model may be there, the shipped one '
+              'lives in models/tabletop); pass --overwrite to replace it, or export elsewhere',
+              file=sys.stderr)
         return 2
     trainer = None
     try:

@@ -94,3 +94,14 @@ def test_the_recorder_refuses_an_existing_folder_in_one_line(tmp_path):
                          text=True, timeout=60, env=dict(os.environ))
     assert run.returncode == 2, run.stderr[-2000:]
     assert 'exists' in run.stderr and 'Traceback' not in run.stderr
+
+
+def test_the_readme_records_teleop_or_expert_labels_not_the_selectors_own():
+    """Training on /action_selector/selected_action teaches the model its own mistakes; the
+    README's recording examples (item 9) label with another topic and say why."""
+    readme = (REPO / 'README.md').read_text()
+    commands = [part.split('```')[0] for marker in ('ros2 bag record', 'vla-episode-recorder')
+                for part in readme.split(marker)[1:]]
+    assert len(commands) >= 3
+    assert not [c for c in commands if '/action_selector/selected_action' in c]
+    assert 'its mistakes back' in readme

@@ -25,7 +25,7 @@ from vla_embedding_ros.ros.tabletop_sim_node import (  # noqa: E402
 )
 
 
-def test_episodes_are_judged_and_reported():
+def test_episodes_are_judged_and_reported(capfd):
     # The same seed and split give the same episodes, so the test knows the right answers.
     expected = TabletopGenerator(TabletopConfig(image_size=64), split='val', seed=3)
     samples = list(expected.samples(3))
@@ -48,6 +48,9 @@ def test_episodes_are_judged_and_reported():
             Parameter('rate_hz', value=20.0), Parameter('episode_timeout_s', value=1.0)]))
         h.spin_for(0.4)
         assert sim.episode == 0 and not images  # waits for a publisher on selected_action
+        # ... and says so, naming the topic: the selector's default output, no remap needed.
+        assert 'waiting for a publisher on /action_selector/selected_action' in \
+            capfd.readouterr().err
         action = n.create_publisher(String, 'action_selector/selected_action', 10)
         assert h.spin_until(lambda: instructions and images)
         assert instructions[0] == samples[0].instruction

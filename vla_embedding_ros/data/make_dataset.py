@@ -2,7 +2,7 @@
 
 Example::
 
-    make_dataset --out data/tabletop_val --split val --num 2000 --seed 0 --image-size 96
+    vla-make-dataset --out data/tabletop_val --split val --num 2000 --seed 0 --image-size 96
 """
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ from .tabletop.splits import SPLIT_NAMES
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
-    parser = argparse.ArgumentParser(prog='make_dataset', description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog='vla-make-dataset', description=__doc__.splitlines()[0])
     parser.add_argument('--out', required=True, help='dataset directory to create')
     parser.add_argument('--split', default='train', choices=SPLIT_NAMES)
     parser.add_argument('--num', type=int, default=1000, help='number of samples')

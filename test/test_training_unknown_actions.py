@@ -81,3 +81,14 @@ def test_a_jsonl_dataset_without_a_library_needs_one_named(tmp_path, text_path):
     root = write_dataset(tmp_path / 'data', CLUSTERS)
     with pytest.raises(ValueError, match='data.library is not set and the dataset has no'):
         Trainer(jsonl_config(tmp_path, text_path, root))
+
+
+def test_mostly_unknown_names_refuse_to_start_past_the_bound(tmp_path, text_path):  # noqa: F811
+    names = [ACTION_NAMES[0], 'cluster_00', 'cluster_01', 'cluster_02']
+    root = write_dataset(tmp_path / 'data', names)
+    with pytest.raises(ValueError, match='3 of its 4 samples name actions not in the library.*'
+                                         'more than data.max_unknown_actions 0.5'):
+        Trainer(jsonl_config(tmp_path, text_path, root, library=LIBRARY))
+    cfg = jsonl_config(tmp_path, text_path, root, library=LIBRARY)
+    cfg.data.max_unknown_actions = 0.8
+    assert Trainer(cfg).source.unknown_actions == 3

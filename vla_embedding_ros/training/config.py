@@ -36,6 +36,9 @@ class DataConfig:
     # jsonl: accept image paths outside the dataset directory (absolute, or through '..');
     # refused by default, so a dataset from elsewhere cannot make training read any file.
     allow_external_images: bool = False
+    # jsonl: the largest fraction of samples whose action the library lacks (left out, with a
+    # warning) before the run refuses to start: past it the library is most likely the wrong one.
+    max_unknown_actions: float = 0.5
     num_workers: int = 0
 
 

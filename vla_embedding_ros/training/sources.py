@@ -54,12 +54,14 @@ class JsonlSource:
     """Shuffled epochs over the samples of a dataset directory whose action is in the library.
 
     Samples naming an action the library does not have are counted and reported once at the
-    start and left out of every epoch; when none is left the source refuses to start (it used
-    to loop forever looking for one). Bad samples are skipped and counted by the dataset.
+    start and left out of every epoch; when none is left, or more than ``max_unknown`` of them
+    are unknown, the source refuses to start (it used to loop forever looking for one). Bad
+    samples are skipped and counted by the dataset.
     """
 
     def __init__(self, path: str, library: ActionLibrary, seed: int, strict: bool = False,
-                 allow_external_images: bool = False, library_path: str | None = None):
+                 allow_external_images: bool = False, library_path: str | None = None,
+                 max_unknown: float = 1.0):
         from ..data.dataset import JSONLDataset
         self.dataset = JSONLDataset(path, library=library, skip_bad=not strict,
                                     allow_external_images=allow_external_images)
@@ -79,6 +81,11 @@ class JsonlSource:
                     f'(it has e.g. {listed}); train with the library the dataset was written '
                     'with (its actions.yaml, used when data.library is empty) or one that has '
                     'these names')
+            if self.unknown_actions > max_unknown * len(names):
+                raise ValueError(
+                    f'{path}: {self.unknown_actions} of its {len(names)} samples name actions '
+                    f'not in {where} (e.g. {listed}), more than data.max_unknown_actions '
+                    f'{max_unknown}: is it the library the dataset was written with?')
             log.warning('%s: %d of %d samples name actions not in %s and are left out: %s',
                         path, self.unknown_actions, len(names), where, listed)
         self.rng = np.random.default_rng(seed)

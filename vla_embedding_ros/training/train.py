@@ -167,7 +167,8 @@ class Trainer:
         if d.source == 'jsonl':
             return JsonlSource(d.path, self.library, self.cfg.seed, strict=d.strict,
                                allow_external_images=d.allow_external_images,
-                               library_path=str(self.library_path))
+                               library_path=str(self.library_path),
+                               max_unknown=d.max_unknown_actions)
         raise ValueError(f"data.source must be 'tabletop' or 'jsonl', got {d.source!r}")
 
     def _new_model(self) -> VLAModel:

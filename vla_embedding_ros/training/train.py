@@ -116,14 +116,16 @@ def library_for(data) -> Path:
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, resume: bool = False):
-        start = None
+        start, state = None, None
         if resume:
             start = ckpt.latest_checkpoint(cfg.run_dir)
             if start is None:
                 raise ValueError(f'--resume: nothing to resume, no checkpoint under '
                                  f'{ckpt.checkpoints_dir(cfg.run_dir)}; leave out --resume to '
                                  'start the run')
-            cfg = continued_config(ckpt.load_training_state(start)['config'], cfg)
+            # Read once: its config decides the run, the rest is restored at the end.
+            state = ckpt.load_training_state(start)
+            cfg = continued_config(state['config'], cfg)
         self.cfg = cfg
         if cfg.optim.warmup_steps >= cfg.optim.steps:
             log.warning('optim.warmup_steps %d >= optim.steps %d: the whole run is warm-up and '
@@ -157,8 +159,8 @@ class Trainer:
         self.step = 0
         self.skipped_steps = 0
         self._warned_eval = False
-        if start is not None:
-            self._restore(start)
+        if state is not None:
+            self._restore(start, state)
 
     def _make_source(self):
         d = self.cfg.data
@@ -207,8 +209,7 @@ class Trainer:
                                    fusion.d_model if tokens else None, self.model.vision.grid)
         return region.to(self.device).train()
 
-    def _restore(self, checkpoint: Path) -> None:
-        state = ckpt.load_training_state(checkpoint)
+    def _restore(self, checkpoint: Path, state: dict) -> None:
         if self.region is not None and state.get('region'):
             self.region.load_state_dict(state['region'])
         self.optimizer.load_state_dict(state['optimizer'])

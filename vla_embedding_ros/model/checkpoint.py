@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from ..files import make_shareable, read_text_bounded
-from .config import VLAConfig
+from .config import VLAConfig, dotted_leaves
 
 CONFIG_NAME = 'config.json'
 WEIGHTS_NAME = 'model.safetensors'
@@ -173,7 +173,8 @@ def _culprit(found: tuple, implied: tuple, config) -> str:
     field holds the size that disagrees ('' when none or several could)."""
     if len(found) != len(implied):
         return ''
-    fields = _int_fields(config.to_dict())
+    fields = {name: value for name, value in dotted_leaves(config.to_dict(), True).items()
+              if isinstance(value, int) and not isinstance(value, bool)}
     for have, want in zip(found, implied, strict=True):
         if have != want:
             names = [name for name, value in fields.items() if value == want]
@@ -183,21 +184,6 @@ def _culprit(found: tuple, implied: tuple, config) -> str:
                 return (f'; one of {", ".join(names)} (each {want}) in {CONFIG_NAME} disagrees '
                         f'with the weights ({have})')
     return ''
-
-
-def _int_fields(node, prefix: str = '') -> dict[str, int]:
-    """Every integer in a nested config dict, by dotted name (``fusion.d_model``)."""
-    out = {}
-    items = node.items() if isinstance(node, dict) else (
-        enumerate(node) if isinstance(node, list) else ())
-    for key, value in items:
-        name = f'{prefix}.{key}' if isinstance(key, str) and prefix else (
-            key if isinstance(key, str) else f'{prefix}[{key}]')
-        if isinstance(value, int) and not isinstance(value, bool):
-            out[name] = value
-        else:
-            out.update(_int_fields(value, name))
-    return out
 
 
 def _save_encoder(module, target: Path, tokenizer=None, extra_files=()) -> None:

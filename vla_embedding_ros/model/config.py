@@ -212,6 +212,21 @@ def _coerce(path: str, value: Any, default: Any) -> Any:
     return value
 
 
+def dotted_leaves(node: Any, into_lists: bool = False, prefix: str = '') -> dict[str, Any]:
+    """The leaves of a nested config dict by dotted name (``fusion.d_model``); with
+    ``into_lists`` list items are leaves too (``vision.conv.channels[1]``), else whole lists."""
+    if isinstance(node, dict):
+        items = ((f'{prefix}.{k}' if prefix else str(k), v) for k, v in node.items())
+    elif into_lists and isinstance(node, list):
+        items = ((f'{prefix}[{i}]', v) for i, v in enumerate(node))
+    else:
+        return {prefix: node}
+    out: dict[str, Any] = {}
+    for name, value in items:
+        out.update(dotted_leaves(value, into_lists, name))
+    return out
+
+
 def _to_plain(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _to_plain(v) for k, v in value.items()}

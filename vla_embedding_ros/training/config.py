@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from ..files import read_text_bounded
+from ..model.config import dotted_leaves
 
 
 @dataclass
@@ -139,13 +140,18 @@ def apply_override(raw: dict, assignment: str) -> None:
     if '=' not in assignment:
         raise ValueError(f'override {assignment!r} is not of the form key.path=value')
     path, text = assignment.split('=', 1)
-    keys = path.strip().split('.')
+    _set_dotted(raw, path.strip(), yaml.safe_load(text), f'override {assignment!r}')
+
+
+def _set_dotted(raw: dict, dotted: str, value: Any, where: str) -> None:
+    """``raw['a']['b']['c'] = value`` for ``a.b.c``, creating missing sections."""
+    *sections, key = dotted.split('.')
     node = raw
-    for key in keys[:-1]:
-        node = node.setdefault(key, {})
+    for section in sections:
+        node = node.setdefault(section, {})
         if not isinstance(node, dict):
-            raise ValueError(f'override {assignment!r}: {key!r} is not a section')
-    node[keys[-1]] = yaml.safe_load(text)
+            raise ValueError(f'{where}: {section!r} is not a section')
+    node[key] = value
 
 
 # Inputs a config file names are looked up next to that file (then in the installed share/),
@@ -194,15 +200,6 @@ def load_config(path: str | None, overrides: list[str] | None = None) -> TrainCo
 RESUMABLE = ('optim.steps', 'schedule.', 'threads', 'device', 'data.num_workers')
 
 
-def _flatten(node: Any, prefix: str = '') -> dict[str, Any]:
-    if not isinstance(node, dict):
-        return {prefix: node}
-    out: dict[str, Any] = {}
-    for key, value in node.items():
-        out.update(_flatten(value, f'{prefix}.{key}' if prefix else key))
-    return out
-
-
 def continued_config(saved: dict, requested: TrainConfig) -> TrainConfig:
     """The config of a resumed run: the saved run's, with the changes ``requested`` makes to
     :data:`RESUMABLE` settings (a longer ``optim.steps``, another ``device``, ...).
@@ -210,8 +207,8 @@ def continued_config(saved: dict, requested: TrainConfig) -> TrainConfig:
     Raises:
         ValueError: ``requested`` changes anything else (each setting named with both values).
     """
-    old = _flatten(TrainConfig.from_dict(saved, source='the saved run').to_dict())
-    new = _flatten(requested.to_dict())
+    old = dotted_leaves(TrainConfig.from_dict(saved, source='the saved run').to_dict())
+    new = dotted_leaves(requested.to_dict())
     changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
     refused = [k for k in changed if not k.startswith(RESUMABLE)]
     if refused:
@@ -226,5 +223,5 @@ def continued_config(saved: dict, requested: TrainConfig) -> TrainConfig:
             'pretrained_model)')
     merged = copy.deepcopy(saved)
     for key in changed:
-        apply_override(merged, f'{key}={yaml.safe_dump(new[key], default_flow_style=True)}')
+        _set_dotted(merged, key, copy.deepcopy(new[key]), 'the resumed run')
     return TrainConfig.from_dict(merged, source='the resumed run')

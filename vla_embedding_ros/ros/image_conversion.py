@@ -133,8 +133,7 @@ def compressed_to_numpy(msg, max_pixels: int = 0) -> tuple[np.ndarray, str]:
     try:
         return decode_bounded(msg.data, max_pixels), 'bgr'
     except EncodedImageError as err:
-        raise ImageError(err.kind, f'compressed image (format {msg.format!r}, '
-                                   f'{len(msg.data)} bytes): {err}') from err
+        raise _refused(msg, err) from err
 
 
 def compressed_size(msg) -> tuple[int, int]:
@@ -146,9 +145,14 @@ def compressed_size(msg) -> tuple[int, int]:
     try:
         width, height, _ = declared_size(msg.data)
     except EncodedImageError as err:
-        raise ImageError(err.kind, f'compressed image (format {msg.format!r}, '
-                                   f'{len(msg.data)} bytes): {err}') from err
+        raise _refused(msg, err) from err
     return width, height
+
+
+def _refused(msg, err: EncodedImageError) -> ImageError:
+    """The node's error for a refused ``CompressedImage``: the kind, and what was received."""
+    return ImageError(err.kind, f'compressed image (format {msg.format!r}, {len(msg.data)} '
+                                f'bytes): {err}')
 
 
 def numpy_to_image(array: np.ndarray, encoding: str = 'rgb8', header=None):

@@ -271,7 +271,7 @@ def test_cli(two_camera_bag, tmp_path, capsys):
     assert bag_to_dataset([*args, '--overwrite', '--tolerance', '0.001']) == 1
     assert bag_to_dataset([str(two_camera_bag), '--out', str(tmp_path / 'y'), '--quiet']) == 2
     err = capsys.readouterr().err
-    assert 'topic /camera/image_raw is not in the bag; it has: ' in err
+    assert 'topic /camera/image_raw: not in the bag; it has: ' in err
     assert f'{CAM_A} (sensor_msgs/msg/Image)' in err
 
 

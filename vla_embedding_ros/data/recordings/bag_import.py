@@ -48,7 +48,8 @@ from .bag_actions import (
 )
 from .bag_images import ImageDecodeError, decode_image
 from .bag_pairing import Timeline, pair_actions
-from .bag_record import COMPRESSED_IMAGE, IMAGE, STRING, typestore
+from .bag_reader import BagError, BagReader
+from .bag_record import COMPRESSED_IMAGE, IMAGE, STRING
 
 STAMP_MODES = ('header', 'receive')
 IMAGE_TYPES = (IMAGE, COMPRESSED_IMAGE)
@@ -122,33 +123,38 @@ class BagScan:
     header_fallbacks: dict[str, int]
     corrupt: dict[str, int]               # messages that did not deserialise, per topic
     clock_offsets: dict[str, float]       # median header - receive per image topic (s)
+    other_topics: dict[str, str] = field(default_factory=dict)       # not asked for: msgtype
+    unreadable_topics: dict[str, str] = field(default_factory=dict)  # skipped: why
+    notes: list[str] = field(default_factory=list)                    # how the bag was read
 
 
-def _open(path: Path):
-    from rosbags.highlevel import AnyReader
-
-    if not path.exists():
-        raise FileNotFoundError(f'{path}: no such bag (a rosbag2 directory, .mcap or .db3)')
-    return AnyReader([path], default_typestore=typestore())
+def _wanted_topics(cfg: ImportConfig) -> list[str]:
+    return [*cfg.image_topics, cfg.instruction_topic, cfg.action_topic]
 
 
-def _topic_types(reader, path: Path, cfg: ImportConfig) -> dict[str, str]:
+def _open(path: Path, cfg: ImportConfig) -> BagReader:
+    return BagReader(path, _wanted_topics(cfg))
+
+
+def _topic_types(reader: BagReader, path: Path, cfg: ImportConfig) -> dict[str, str]:
     """Check that every topic exists with a supported type; return topic -> msgtype."""
     available = {}
     for conn in reader.connections:
         available.setdefault(conn.topic, set()).add(conn.msgtype)
+    others = {**reader.other_topics}
     wanted = {t: IMAGE_TYPES for t in cfg.image_topics}
     wanted[cfg.instruction_topic] = (STRING,)
     wanted[cfg.action_topic] = ACTION_TYPES
     types = {}
     for topic, allowed in wanted.items():
         if topic not in available:
-            have = ', '.join(f'{t} ({"/".join(sorted(m))})' for t, m in sorted(available.items()))
-            raise ValueError(f'{path}: topic {topic} is not in the bag; it has: {have or "none"}')
+            have = {t: '/'.join(sorted(m)) for t, m in available.items()} | others
+            listed = ', '.join(f'{t} ({m})' for t, m in sorted(have.items()))
+            raise BagError(path, f'not in the bag; it has: {listed or "no topics"}', topic)
         msgtypes = available[topic]
         if len(msgtypes) > 1 or next(iter(msgtypes)) not in allowed:
-            raise ValueError(f'{path}: topic {topic} has type {"/".join(sorted(msgtypes))}; '
-                             f'expected one of {", ".join(allowed)}')
+            raise BagError(path, f'has type {"/".join(sorted(msgtypes))}; expected one of '
+                                 f'{", ".join(allowed)}', topic)
         types[topic] = next(iter(msgtypes))
     return types
 
@@ -162,16 +168,15 @@ def _stamp(msg, receive: int, mode: str) -> tuple[int, bool]:
     return (receive, True) if ns == 0 else (ns, False)
 
 
-def _messages(reader, types: dict[str, str]):
+def _messages(reader: BagReader, types: dict[str, str]):
     """Messages of the chosen topics, in the bag's order (the same in both passes)."""
-    conns = [c for c in reader.connections if c.topic in types]
-    return reader.messages(connections=conns)
+    return reader.messages([c for c in reader.connections if c.topic in types])
 
 
 def scan_bag(path: str | os.PathLike, cfg: ImportConfig) -> BagScan:
     """First pass: stamps of every message, instruction texts and action payloads."""
     path = Path(path)
-    with _open(path) as reader:
+    with _open(path, cfg) as reader:
         types = _topic_types(reader, path, cfg)
         stamps: dict[str, list[int]] = {t: [] for t in types}
         fallbacks, corrupt, texts, payloads = Counter(), Counter(), [], []
@@ -210,7 +215,9 @@ def scan_bag(path: str | os.PathLike, cfg: ImportConfig) -> BagScan:
         actions=Timeline(stamps[cfg.action_topic]), payloads=payloads,
         out_of_order={t: n for t, n in out_of_order.items() if n},
         header_fallbacks={t: n for t, n in fallbacks.items() if n}, corrupt=dict(corrupt),
-        clock_offsets={t: float(np.median(o)) / 1e9 for t, o in offsets.items() if o})
+        clock_offsets={t: float(np.median(o)) / 1e9 for t, o in offsets.items() if o},
+        other_topics=dict(reader.other_topics), unreadable_topics=dict(reader.unreadable_topics),
+        notes=list(reader.notes))
 
 
 def _episodes(texts: list[str], stamps: Timeline, first: int) -> tuple[list[int], list[int]]:
@@ -330,7 +337,7 @@ def _write_bag(scan: BagScan, pairing, writer: DatasetWriter, cfg: ImportConfig,
             bar.update()
 
     try:
-        with _open(scan.path) as reader:
+        with _open(scan.path, cfg) as reader:
             for conn, _, raw in _messages(reader, scan.types):
                 camera = cameras.get(conn.topic)
                 if camera is None:
@@ -484,6 +491,9 @@ def _summary(scans, cfg, kind, out, written, report, library_summary, episodes) 
         'header_stamp_fallbacks': dict(sum((Counter(s.header_fallbacks) for s in scans),
                                            Counter())),
         'corrupt_messages': dict(sum((Counter(s.corrupt) for s in scans), Counter())),
+        'other_topics': {t: m for s in scans for t, m in sorted(s.other_topics.items())},
+        'unreadable_topics': {t: r for s in scans for t, r in sorted(s.unreadable_topics.items())},
+        'notes': [n for s in scans for n in s.notes],
         'warnings': warnings,
     }
 
@@ -511,5 +521,11 @@ def format_summary(summary: dict) -> str:
         lines.append(f'note: {n} messages on {topic} had a zero header stamp; used receive time')
     for topic, n in summary['corrupt_messages'].items():
         lines.append(f'warning: {n} messages on {topic} did not deserialise')
+    others, unreadable = summary['other_topics'], summary['unreadable_topics']
+    if others:
+        lines.append(f'{len(others)} other topic(s) in the bag(s) not read'
+                     + (f', {len(unreadable)} of them unreadable here:' if unreadable else ''))
+        lines += [f'  {topic}: {why}' for topic, why in unreadable.items()]
+    lines += [f'note: {n}' for n in summary['notes']]
     lines += [f'warning: {w}' for w in summary['warnings']]
     return '\n'.join(lines)

@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg.validate()
         summary = convert_bags(args.bags, args.out, cfg, overwrite=args.overwrite,
                                progress=not args.quiet)
-    except (ValueError, FileNotFoundError, FileExistsError) as e:
+    except (ValueError, OSError) as e:  # BagError, a missing topic, an existing --out, ...
         print(f'vla-bag-to-dataset: error: {e}', file=sys.stderr)
         return 2
     print(format_summary(summary))

@@ -1,0 +1,661 @@
+"""Write a LeRobotDataset v3.0 with pyarrow and PyAV, behind the same interface as
+``data.dataset.DatasetWriter`` so the bag converter can write either format.
+
+What a sample becomes (see ``FORMAT.md``, section "LeRobotDataset v3"):
+
+- its images: frames of one AV1 MP4 per camera (``images='video'``, LeRobot's default) or PNG
+  bytes inside the data parquet (``images='parquet'``, lossless);
+- its instruction: a task (``meta/tasks.parquet``), referred to by ``task_index``;
+- its action: the ``action`` vector (float32 [D]), and the library name as ``library_index``
+  into ``meta/actions.yaml`` (-1: none);
+- its episode id: a contiguous ``episode_index`` 0, 1, ...; the id itself is kept as text in
+  the episodes parquet (``episode_name``);
+- its timestamp: stored as given (float32), and the video frame is shown at exactly
+  ``from_timestamp + timestamp`` of its file, so irregular sample times survive.
+
+Everything is written under a hidden temp directory beside ``root`` and renamed into place by
+``close()``; an exception inside ``with`` (or ``abort()``) deletes it.
+"""
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import os
+import shutil
+import tempfile
+from copy import deepcopy
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ...files import make_shareable
+from ...selection.library import load_library
+from ..tabletop.actions import library_yaml
+from . import lerobot_layout as L
+from .lerobot_video import CRF, GOP, PIX_FMT, PRESET, VideoEncoder, ticks_per_second
+
+# Data rows are written as a parquet row group once this many bytes are buffered (or at the
+# end of an episode): small enough that a reader fetching one PNG decompresses little.
+ROW_GROUP_BYTES = 8 << 20
+# Without fps and without two samples in an episode to measure, frames last 1/30 s.
+FALLBACK_FPS = 30
+# LeRobot's image statistics sample frames no larger than ~150 px (compute_stats
+# auto_downsample_height_width); histograms of a strided view are as good and cheaper.
+STATS_IMAGE_SIZE = 150
+MIN_VIDEO_SIDE = 8   # SVT-AV1 refuses smaller frames
+
+
+class LeRobotWriter:
+    """Write a LeRobotDataset v3.0 directory atomically, one sample at a time.
+
+    Args:
+        root: the dataset directory to create.
+        library: action library, stored as ``meta/actions.yaml``: a list of action dicts (as
+            ``build_action_library()`` returns), a path to a library YAML, or an object with
+            ``to_yaml(path)``. Needed to give samples an action by name.
+        overwrite: replace an existing ``root`` on close (otherwise FileExistsError).
+        fps: frame rate for ``info.json``; default: estimated from the median spacing of
+            the samples' timestamps (30 when no episode has two samples).
+        images: ``'video'`` (AV1 MP4, lossy) or ``'parquet'`` (PNG in the data files).
+        camera_keys: names of the cameras (``cam0`` or ``observation.images.cam0``);
+            default ``cam0, cam1, ...``.
+        robot_type: ``info.json`` ``robot_type``.
+        chunks_size, data_files_size_in_mb, video_files_size_in_mb: LeRobot's file rollover:
+            a new data (video) file starts at an episode boundary once the current one plus
+            the previous episode's size reaches the limit; after ``chunks_size`` files the
+            next chunk folder starts.
+        crf: AV1 quality (LeRobot: 30; lower is better and larger).
+
+    Samples must come in order: the samples of an episode are consecutive, and within an
+    episode their timestamps do not decrease.
+    """
+
+    def __init__(self, root: str | os.PathLike, library=None, overwrite: bool = False,
+                 fps: float | None = None, images: str = 'video', camera_keys=None,
+                 robot_type: str | None = None, chunks_size: int = L.DEFAULT_CHUNKS_SIZE,
+                 data_files_size_in_mb: float = L.DEFAULT_DATA_FILE_SIZE_IN_MB,
+                 video_files_size_in_mb: float = L.DEFAULT_VIDEO_FILE_SIZE_IN_MB,
+                 crf: int = CRF):
+        if images not in ('video', 'parquet'):
+            raise ValueError(f"images must be 'video' or 'parquet', got {images!r}")
+        if fps is not None and not (isinstance(fps, numbers.Real) and not isinstance(fps, bool)
+                                    and math.isfinite(fps) and fps > 0):
+            raise ValueError(f'fps must be a positive number, got {fps!r}')
+        for name, value in (('chunks_size', chunks_size),
+                            ('data_files_size_in_mb', data_files_size_in_mb),
+                            ('video_files_size_in_mb', video_files_size_in_mb)):
+            if not (isinstance(value, numbers.Real) and value > 0):
+                raise ValueError(f'{name} must be positive, got {value!r}')
+        self.root = Path(root)
+        self.overwrite = overwrite
+        if self.root.exists() and not overwrite:
+            raise FileExistsError(f'{self.root} exists; pass overwrite=True to replace it')
+        self.fps = None if fps is None else float(fps)
+        self.images, self.robot_type, self.crf = images, robot_type, crf
+        self.chunks_size = int(chunks_size)
+        self.data_files_size_in_mb = data_files_size_in_mb
+        self.video_files_size_in_mb = video_files_size_in_mb
+        self._camera_names = None
+        if camera_keys is not None:
+            self._camera_names = [L.camera_key(str(k)) for k in camera_keys]
+            if (not self._camera_names or any('/' in k for k in self._camera_names)
+                    or len(set(self._camera_names)) != len(self._camera_names)):
+                raise ValueError('camera_keys must be distinct names without "/", got '
+                                 f'{list(camera_keys)}')
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f'.{self.root.name}.', suffix='.tmp',
+                                         dir=self.root.parent))
+        self.closed = False
+        try:
+            (self.tmp / 'meta').mkdir()
+            self.library = None if library is None else self._write_library(library)
+        except BaseException:
+            self._discard()
+            raise
+        self.count = 0
+        self._ticks = ticks_per_second(self.fps)
+        self._tasks: dict[str, int] = {}
+        self._episode_keys: set = set()
+        self._episodes: list[dict] = []       # finished episodes' rows for meta/episodes
+        self._episode_splits: list[set] = []
+        self._ep: _Episode | None = None
+        self._features: dict | None = None    # fixed by the first sample
+        self._schema: pa.Schema | None = None
+        self._cameras: list[str] = []
+        self._sizes: list[tuple[int, int]] = []
+        self._dim = None if self.library is None else self.library.param_dim
+        self._has_split = None
+        self._tracks: list[_VideoTrack] = []
+        self._data = _DataFiles(self.tmp, self.chunks_size, data_files_size_in_mb)
+        self._values: dict[str, list[np.ndarray]] = {}   # every frame's numeric columns
+        self._histograms: list[np.ndarray] = []          # per camera [3, 256] pixel counts
+        self._spacings: list[int] = []                   # sample spacings, in ticks
+
+    def _write_library(self, library):
+        """Store the library as meta/actions.yaml (as DatasetWriter does) and load it back."""
+        path = self.tmp / L.LIBRARY_PATH
+        if hasattr(library, 'to_yaml'):
+            library.to_yaml(path)
+        elif isinstance(library, (str, os.PathLike)):
+            shutil.copyfile(library, path)
+        else:
+            path.write_text(library_yaml(list(library)), encoding='utf-8')
+        try:
+            return load_library(path)
+        except ValueError as e:
+            raise ValueError(f'the action library cannot be stored as {L.LIBRARY_PATH}: '
+                             f'{e}') from e
+
+    # -- one sample -------------------------------------------------------------------------
+    def add(self, images, instruction: str, action: str | None = None, action_vector=None,
+            episode: int | str = 0, timestamp: float = 0.0, split: str | None = None,
+            color: str = 'rgb') -> int:
+        """Append one sample; ``images`` is one HxWx3 uint8 image or a list (one per camera).
+
+        Everything is checked before anything is written, so a refused sample (ValueError)
+        leaves the writer as it was. Returns the sample's position (its ``index``).
+        """
+        if self.closed:
+            raise RuntimeError('LeRobotWriter is closed')
+        if action is None and action_vector is None:
+            raise ValueError('a sample needs an action name, an action_vector or both')
+        if color not in ('rgb', 'bgr'):
+            raise ValueError(f"color must be 'rgb' or 'bgr', got {color!r}")
+        frames = self._check_images(images, color)
+        vector, library_index = self._check_action(action, action_vector)
+        key = (isinstance(episode, str), episode)
+        new_episode = self._ep is None or key != self._ep.key
+        if new_episode and key in self._episode_keys:
+            raise ValueError(f'episode {episode!r} was written before and ended; the samples of '
+                             'an episode must be consecutive')
+        if split is not None and self._has_split is False:
+            raise ValueError(f'split {split!r}: the first sample had no split, so this dataset '
+                             'has no split column; give every sample a split or none')
+        stamp, ticks = self._check_time(timestamp, new_episode)
+
+        if self._features is None:
+            self._setup(frames, vector.size, split is not None)
+        if new_episode:
+            self._finish_episode()
+            self._start_episode(key, episode, ticks)
+        self._write_frame(frames, str(instruction), vector, library_index, stamp, ticks, split)
+        self._ep.last_given = float(timestamp)
+        self.count += 1
+        return self.count - 1
+
+    def _check_images(self, images, color: str) -> list[np.ndarray]:
+        cams = [images] if isinstance(images, np.ndarray) and images.ndim == 3 else list(images)
+        if not cams:
+            raise ValueError('a sample needs at least one image')
+        frames = []
+        for cam, image in enumerate(cams):
+            image = np.asarray(image)
+            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+                raise ValueError(f'camera {cam}: expected an HxWx3 uint8 image, got '
+                                 f'{image.dtype} {image.shape}')
+            frames.append(image[:, :, ::-1] if color == 'bgr' else image)
+        if self._features is None:
+            if self._camera_names is not None and len(self._camera_names) != len(frames):
+                raise ValueError(f'{len(frames)} images, but camera_keys names '
+                                 f'{len(self._camera_names)}: {self._camera_names}')
+            small = [f.shape for f in frames if min(f.shape[:2]) < MIN_VIDEO_SIDE]
+            if self.images == 'video' and small:
+                raise ValueError(f'image of {small[0][1]}x{small[0][0]} pixels: AV1 video '
+                                 f'needs at least {MIN_VIDEO_SIDE}x{MIN_VIDEO_SIDE}; use '
+                                 "images='parquet'")
+            return frames
+        if len(frames) != len(self._cameras):
+            raise ValueError(f'{len(frames)} images, the dataset has {len(self._cameras)} '
+                             f'cameras {self._cameras}')
+        for key, size, frame in zip(self._cameras, self._sizes, frames, strict=True):
+            if frame.shape[:2] != size:
+                raise ValueError(f'{key}: image of {frame.shape[1]}x{frame.shape[0]}, the '
+                                 f'earlier ones are {size[1]}x{size[0]}; a camera has one size')
+        return frames
+
+    def _check_action(self, action, action_vector) -> tuple[np.ndarray, int]:
+        vector = None
+        if action_vector is not None:
+            vector = np.asarray(action_vector, dtype=np.float64).ravel()
+            if vector.size == 0 or not np.all(np.isfinite(vector)):
+                raise ValueError(f'action_vector must be non-empty and finite, got '
+                                 f'{vector.tolist()}')
+        index = -1
+        if action is not None:
+            if self.library is None:
+                raise ValueError(f'action {action!r}: the LeRobot format keeps action names as '
+                                 'indices into the library, and this writer has no library '
+                                 '(pass library=...)')
+            try:
+                index = self.library.index(str(action))
+            except KeyError:
+                raise ValueError(f'action {action!r} is not in the library '
+                                 f'({len(self.library)} actions)') from None
+            if vector is None:
+                vector = self.library.params()[index].astype(np.float64)
+        if self._dim is not None and vector.size != self._dim:
+            origin = 'the library' if self.library is not None else 'the first sample'
+            raise ValueError(f'action_vector has {vector.size} values; the dataset\'s action '
+                             f'has {self._dim} ({origin})')
+        return vector.astype(np.float32), index
+
+    def _check_time(self, timestamp, new_episode: bool) -> tuple[np.float32, int]:
+        """The float32 timestamp to store and its tick count within the episode.
+
+        A sample at the same time as the previous one (to the tick) is moved to the next
+        float32 value that lands on a later tick: video frames need strictly increasing
+        times, and the stored value must be the frame's time.
+        """
+        given = float(timestamp)
+        stamp = np.float32(given)
+        if not math.isfinite(given) or not np.isfinite(stamp):
+            raise ValueError(f'timestamp must be finite (and fit a float32), got {timestamp!r}')
+        ticks = round(float(stamp) * self._ticks)
+        if new_episode:
+            return stamp, ticks
+        ep = self._ep
+        if given < ep.last_given:
+            raise ValueError(f'episode {ep.id!r}: timestamp {given} is before the previous '
+                             f"sample's {ep.last_given}; an episode's samples must be in "
+                             'time order')
+        if ticks <= ep.last_ticks:
+            stamp = np.float32((ep.last_ticks + 1) / self._ticks)
+            while round(float(stamp) * self._ticks) <= ep.last_ticks:
+                stamp = np.nextafter(stamp, np.float32(np.inf), dtype=np.float32)
+            ticks = round(float(stamp) * self._ticks)
+        return stamp, ticks
+
+    # -- layout, fixed by the first sample ----------------------------------------------------
+    def _setup(self, frames: list[np.ndarray], dim: int, has_split: bool) -> None:
+        self._cameras = self._camera_names or [L.camera_key(f'cam{i}')
+                                               for i in range(len(frames))]
+        self._sizes = [f.shape[:2] for f in frames]
+        self._dim, self._has_split = dim, has_split
+        params = (self.library.parameter_names if self.library is not None
+                  else [f'p{i}' for i in range(dim)])
+        features = {L.ACTION: {'dtype': 'float32', 'shape': [dim], 'names': list(params)},
+                    L.LIBRARY_INDEX: {'dtype': 'int64', 'shape': [1], 'names': None}}
+        if has_split:
+            features[L.SPLIT] = {'dtype': 'string', 'shape': [1], 'names': None}
+        kind = 'video' if self.images == 'video' else 'image'
+        for key, (h, w) in zip(self._cameras, self._sizes, strict=True):
+            features[key] = {'dtype': kind, 'shape': [h, w, 3],
+                             'names': ['height', 'width', 'channels'],
+                             'info': {'is_depth_map': False}}
+        features.update(deepcopy(L.DEFAULT_FEATURES))
+        self._features = features
+        self._schema = L.data_schema(features)
+        if self.images == 'video':
+            limit = self.video_files_size_in_mb * 2**20
+            self._tracks = [_VideoTrack(self.tmp, key, w, h, self._ticks, self.fps or FALLBACK_FPS,
+                                        limit, self.chunks_size, self.crf)
+                            for key, (h, w) in zip(self._cameras, self._sizes, strict=True)]
+        self._histograms = [np.zeros((3, 256), np.int64) for _ in self._cameras]
+
+    # -- episodes -------------------------------------------------------------------------------
+    def _start_episode(self, key, episode, ticks: int) -> None:
+        self._episode_keys.add(key)
+        self._ep = _Episode(key, episode, len(self._episodes), self.count, self._schema,
+                            len(self._cameras))
+        self._data.start_episode()
+        for track in self._tracks:
+            track.start_episode(ticks)
+
+    def _write_frame(self, frames, task, vector, library_index, stamp, ticks, split) -> None:
+        ep = self._ep
+        task_index = self._tasks.setdefault(task, len(self._tasks))
+        if task not in ep.tasks:
+            ep.tasks.append(task)
+        ep.splits.add(split)
+        if ep.length:
+            self._spacings.append(ticks - ep.last_ticks)
+            ep.spacings.append(ticks - ep.last_ticks)
+        for c, frame in enumerate(frames):
+            _count_pixels(self._histograms[c], ep.histograms[c], frame)
+            if self._tracks:
+                self._tracks[c].write(frame, ticks)
+            else:
+                ok, png = cv2.imencode('.png', np.ascontiguousarray(frame[:, :, ::-1]))
+                if not ok:
+                    raise OSError(f'{self._cameras[c]}: could not encode a PNG')
+                ep.row_bytes += png.nbytes
+                ep.rows[self._cameras[c]].append(
+                    {'bytes': png.tobytes(), 'path': f'frame-{ep.length:06d}.png'})
+        row = {L.ACTION: vector, L.LIBRARY_INDEX: library_index, 'timestamp': stamp,
+               'frame_index': ep.length, 'episode_index': ep.index, 'index': self.count,
+               'task_index': task_index}
+        for name, value in row.items():
+            ep.rows[name].append(value)
+            ep.values[name].append(value)
+        if self._has_split:
+            ep.rows[L.SPLIT].append('' if split is None else str(split))
+        ep.row_bytes += 64 + 4 * vector.size
+        ep.length += 1
+        ep.last_ticks = ticks
+        if ep.row_bytes >= ROW_GROUP_BYTES:
+            self._data.write(ep.take_rows())
+
+    def _finish_episode(self) -> None:
+        ep = self._ep
+        if ep is None:
+            return
+        self._ep = None
+        self._data.write(ep.take_rows())
+        row = {'episode_index': ep.index, 'tasks': ep.tasks, 'length': ep.length,
+               'data/chunk_index': self._data.chunk, 'data/file_index': self._data.file,
+               'dataset_from_index': ep.first, 'dataset_to_index': ep.first + ep.length}
+        duration = self._frame_ticks(ep)
+        for track in self._tracks:
+            row.update(track.finish_episode(duration))
+        stats = {name: vector_stats(np.stack(values).reshape(ep.length, -1))
+                 for name, values in ep.values.items()}
+        for key, histogram in zip(self._cameras, ep.histograms, strict=True):
+            stats[key] = image_stats(histogram, ep.length)
+        for feature, feature_stats in stats.items():
+            for stat, value in feature_stats.items():
+                row[f'stats/{feature}/{stat}'] = value.tolist()
+        row.update({'meta/episodes/chunk_index': 0, 'meta/episodes/file_index': 0,
+                    L.EPISODE_NAME: str(ep.id)})
+        self._episodes.append(row)
+        self._episode_splits.append(ep.splits)
+        for name, values in ep.values.items():
+            self._values.setdefault(name, []).append(np.stack(values).reshape(ep.length, -1))
+
+    def _frame_ticks(self, ep: _Episode) -> int:
+        """How long the episode's last frame lasts (its video runs to that frame's end)."""
+        if self.fps is not None:
+            spacing = self._ticks / self.fps
+        elif ep.spacings or self._spacings:
+            spacing = float(np.median(ep.spacings or self._spacings))
+        else:
+            spacing = self._ticks / FALLBACK_FPS
+        return max(1, round(spacing))
+
+    # -- finishing --------------------------------------------------------------------------
+    def close(self) -> Path:
+        """Write the metadata and move the dataset into place (atomic rename).
+
+        Raises:
+            ValueError: nothing was added (a LeRobot dataset needs a frame); nothing written.
+            FileExistsError: ``root`` appeared meanwhile and ``overwrite`` is False.
+        """
+        if self.closed:
+            return self.root
+        try:
+            if self.count == 0:
+                raise ValueError(f'{self.root}: no samples were added; nothing written')
+            self._finish_episode()
+            for track in self._tracks:
+                track.close()
+            self._data.close()
+            self._write_meta()
+        except BaseException:
+            self.abort()
+            raise
+        self.closed = True
+        make_shareable(self.tmp)   # mkdtemp made it 0700; datasets are shared
+        trash = None
+        if self.root.exists():
+            if not self.overwrite:
+                self._discard()
+                raise FileExistsError(f'{self.root} appeared while writing; nothing written')
+            # A directory cannot be renamed over a non-empty one: move the old one aside first.
+            trash = self.tmp.with_name(self.tmp.name + '.old')
+            os.rename(self.root, trash)
+        os.rename(self.tmp, self.root)
+        if trash is not None:
+            shutil.rmtree(trash, ignore_errors=True)
+        return self.root
+
+    def _final_fps(self) -> int | float:
+        if self.fps is not None:
+            return round(self.fps) if abs(self.fps - round(self.fps)) < 1e-9 else self.fps
+        if not self._spacings:
+            return FALLBACK_FPS
+        return max(1, round(self._ticks / float(np.median(self._spacings))))
+
+    def _write_meta(self) -> None:
+        fps = self._final_fps()
+        features = self._features
+        for key, (h, w) in zip(self._cameras, self._sizes, strict=True):
+            if features[key]['dtype'] == 'video':
+                features[key]['info'] = {
+                    'video.height': h, 'video.width': w, 'video.codec': 'av1',
+                    'video.pix_fmt': PIX_FMT, 'video.fps': fps, 'video.channels': 3,
+                    'has_audio': False, 'video.g': GOP, 'video.crf': self.crf,
+                    'video.preset': PRESET, 'video.fast_decode': 0,
+                    'video.video_backend': 'pyav', 'video.extra_options': {},
+                    'is_depth_map': False}
+        pq.write_table(L.tasks_table(list(self._tasks)), self.tmp / L.TASKS_PATH)
+        episodes = self.tmp / L.EPISODES_PATH.format(chunk_index=0, file_index=0)
+        episodes.parent.mkdir(parents=True)
+        pq.write_table(pa.Table.from_pylist(self._episodes), episodes, compression='snappy')
+        info = {'codebase_version': L.CODEBASE_VERSION, 'fps': fps, 'features': features,
+                'total_episodes': len(self._episodes), 'total_frames': self.count,
+                'total_tasks': len(self._tasks), 'chunks_size': self.chunks_size,
+                'data_files_size_in_mb': self.data_files_size_in_mb,
+                'video_files_size_in_mb': self.video_files_size_in_mb,
+                'data_path': L.DATA_PATH,
+                'video_path': L.VIDEO_PATH if self._tracks else None,
+                'robot_type': self.robot_type,
+                'splits': episode_splits(self._episode_splits)}
+        (self.tmp / L.INFO_PATH).write_text(json.dumps(info, indent=4) + '\n', encoding='utf-8')
+        stats = {name: vector_stats(np.concatenate(values))
+                 for name, values in self._values.items()}
+        for key, histogram in zip(self._cameras, self._histograms, strict=True):
+            stats[key] = image_stats(histogram, self.count)
+        stats = {f: {k: v.tolist() for k, v in s.items()} for f, s in stats.items()}
+        (self.tmp / L.STATS_PATH).write_text(json.dumps(stats, indent=4) + '\n', encoding='utf-8')
+
+    def abort(self) -> None:
+        """Drop everything written so far; ``root`` is left as it was."""
+        for track in self._tracks if hasattr(self, '_tracks') else ():
+            track.abort()
+        if hasattr(self, '_data'):
+            self._data.abort()
+        self.closed = True
+        self._discard()
+
+    def _discard(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __enter__(self) -> LeRobotWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class _Episode:
+    """The episode being written: its rows not yet in parquet, and what its stats need."""
+
+    def __init__(self, key, episode, index: int, first: int, schema: pa.Schema, cameras: int):
+        self.key, self.id, self.index, self.first = key, episode, index, first
+        self.schema = schema
+        self.length = 0
+        self.tasks: list[str] = []
+        self.splits: set = set()
+        self.spacings: list[int] = []
+        self.last_given, self.last_ticks = -math.inf, None
+        self.values = {name: [] for name in (L.ACTION, L.LIBRARY_INDEX, 'timestamp',
+                                             'frame_index', 'episode_index', 'index',
+                                             'task_index')}
+        self.histograms = [np.zeros((3, 256), np.int64) for _ in range(cameras)]
+        self.rows = {name: [] for name in schema.names}
+        self.row_bytes = 0
+
+    def take_rows(self) -> pa.Table | None:
+        """The buffered rows as a table (None when there are none); the buffer is emptied."""
+        if not self.rows[L.ACTION]:
+            return None
+        arrays = []
+        for field in self.schema:
+            values = self.rows[field.name]
+            if field.name == L.ACTION:
+                flat = pa.array(np.concatenate(values), pa.float32())
+                arrays.append(pa.FixedSizeListArray.from_arrays(flat, field.type.list_size))
+            else:
+                arrays.append(pa.array(values, field.type))
+        self.rows = {name: [] for name in self.schema.names}
+        self.row_bytes = 0
+        return pa.Table.from_arrays(arrays, schema=self.schema)
+
+
+class _DataFiles:
+    """The data parquet files: one open ``ParquetWriter``, rolled over between episodes."""
+
+    def __init__(self, root: Path, chunks_size: int, limit_mb: float):
+        self.root, self.chunks_size, self.limit = root, chunks_size, limit_mb * 2**20
+        self.chunk = self.file = 0
+        self.writer = None
+        self.bytes = 0            # Arrow bytes written to the current file
+        self.episode_bytes = 0    # ... by the last (or current) episode
+
+    def start_episode(self) -> None:
+        if self.writer is not None and self.bytes + self.episode_bytes >= self.limit:
+            self.writer.close()
+            self.writer, self.bytes = None, 0
+            self.chunk, self.file = L.next_chunk_file(self.chunk, self.file, self.chunks_size)
+        self.episode_bytes = 0
+
+    def write(self, table: pa.Table | None) -> None:
+        if table is None:
+            return
+        if self.writer is None:
+            path = self.root / L.DATA_PATH.format(chunk_index=self.chunk, file_index=self.file)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.writer = pq.ParquetWriter(path, table.schema, compression='snappy',
+                                           use_dictionary=True)
+        self.writer.write_table(table)
+        self.bytes += table.nbytes
+        self.episode_bytes += table.nbytes
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+    def abort(self) -> None:
+        try:
+            self.close()
+        except (OSError, pa.ArrowException):
+            self.writer = None
+
+
+class _VideoTrack:
+    """One camera's video files: the open encoder, where its episodes start and end."""
+
+    def __init__(self, root: Path, key: str, width: int, height: int, ticks: int, rate: float,
+                 limit_bytes: float, chunks_size: int, crf: int):
+        self.root, self.key, self.width, self.height = root, key, width, height
+        self.ticks, self.rate, self.limit, self.chunks_size = ticks, rate, limit_bytes, chunks_size
+        self.crf = crf
+        self.chunk = self.file = 0
+        self.encoder: VideoEncoder | None = None
+        self.end = 0              # ticks: where the last episode in the current file ends
+        self.offset = 0           # ticks: the current episode's from_timestamp
+        self.last_pts = 0
+        self.episode_bytes = 0
+        self._bytes_at_start = 0
+
+    def start_episode(self, first_ticks: int) -> None:
+        if self.encoder is not None and self.encoder.bytes + self.episode_bytes >= self.limit:
+            self.encoder.close()
+            self.encoder, self.end = None, 0
+            self.chunk, self.file = L.next_chunk_file(self.chunk, self.file, self.chunks_size)
+        if self.encoder is None:
+            path = self.root / L.VIDEO_PATH.format(video_key=self.key, chunk_index=self.chunk,
+                                                   file_index=self.file)
+            self.encoder = VideoEncoder(path, self.width, self.height, self.ticks, self.rate,
+                                        crf=self.crf)
+        # Frame time in the file = from_timestamp + timestamp; a negative first timestamp
+        # moves the episode later so its frames still come after the previous episode's.
+        self.offset = self.end + max(0, -first_ticks)
+        self._bytes_at_start = self.encoder.bytes
+
+    def write(self, frame: np.ndarray, ticks: int) -> None:
+        self.last_pts = self.offset + ticks
+        self.encoder.write(frame, self.last_pts)
+
+    def finish_episode(self, duration: int) -> dict:
+        self.end = self.last_pts + duration
+        self.episode_bytes = self.encoder.bytes - self._bytes_at_start
+        prefix = f'videos/{self.key}/'
+        return {prefix + 'chunk_index': self.chunk, prefix + 'file_index': self.file,
+                prefix + 'from_timestamp': self.offset / self.ticks,
+                prefix + 'to_timestamp': self.end / self.ticks}
+
+    def close(self) -> None:
+        if self.encoder is not None:
+            self.encoder.close()
+            self.encoder = None
+
+    def abort(self) -> None:
+        if self.encoder is not None:
+            self.encoder.abort()
+            self.encoder = None
+
+
+# -- statistics, in LeRobot's shapes (compute_stats.py) ------------------------------------------
+def vector_stats(values: np.ndarray) -> dict[str, np.ndarray]:
+    """min/max/mean/std/count and quantiles of ``values`` [N, D], each of shape [D]
+    (count [1]). Exact over the frames given (LeRobot estimates quantiles from histograms)."""
+    values = values.astype(np.float64)
+    stats = {'min': values.min(0), 'max': values.max(0), 'mean': values.mean(0),
+             'std': values.std(0), 'count': np.array([len(values)])}
+    for key, q in zip(L.QUANTILE_KEYS, np.quantile(values, L.QUANTILES, axis=0), strict=True):
+        stats[key] = q
+    return stats
+
+
+def image_stats(histogram: np.ndarray, frames: int) -> dict[str, np.ndarray]:
+    """Per-channel stats of RGB pixels in [0, 1], shape [3, 1, 1] (count [1] = frames), from
+    a [3, 256] histogram of 0-255 values: exact, quantiles included."""
+    levels = np.arange(256) / 255.0
+    total = histogram.sum(1)
+    mean = histogram @ levels / total
+    std = np.sqrt(np.maximum(histogram @ levels**2 / total - mean**2, 0.0))
+    present = histogram > 0
+    cum = np.cumsum(histogram, 1)
+    stats = {'min': levels[present.argmax(1)], 'max': levels[255 - present[:, ::-1].argmax(1)],
+             'mean': mean, 'std': std}
+    shaped = {k: v.reshape(3, 1, 1) for k, v in stats.items()}
+    shaped['count'] = np.array([frames])
+    for key, q in zip(L.QUANTILE_KEYS, L.QUANTILES, strict=True):
+        index = np.array([np.searchsorted(cum[c], q * total[c]) for c in range(3)])
+        shaped[key] = levels[np.minimum(index, 255)].reshape(3, 1, 1)
+    return shaped
+
+
+def _count_pixels(total: np.ndarray, episode: np.ndarray, frame: np.ndarray) -> None:
+    """Add a frame's pixels (strided down to ~150 px for large frames) to both histograms."""
+    step = max(1, max(frame.shape[:2]) // STATS_IMAGE_SIZE) if max(frame.shape[:2]) >= 300 else 1
+    view = frame[::step, ::step]
+    for c in range(3):
+        counts = np.bincount(view[..., c].ravel(), minlength=256)
+        total[c] += counts
+        episode[c] += counts
+
+
+def episode_splits(splits: list[set]) -> dict[str, str]:
+    """``info.json`` ``splits``: episode ranges per split name when every episode has one
+    split and each split's episodes are contiguous; otherwise LeRobot's ``{"train": "0:N"}``."""
+    everything = {'train': f'0:{len(splits)}'}
+    if any(len(s) != 1 or None in s for s in splits):
+        return everything
+    names = [str(next(iter(s))) for s in splits]
+    ranges, start = {}, 0
+    for i in range(1, len(names) + 1):
+        if i == len(names) or names[i] != names[start]:
+            if names[start] in ranges:
+                return everything
+            ranges[names[start]] = f'{start}:{i}'
+            start = i
+    return ranges

@@ -18,11 +18,12 @@ from ..model.config import dotted_leaves
 
 @dataclass
 class DataConfig:
-    source: str = 'tabletop'          # 'tabletop' (generated on the fly) or 'jsonl' (a dataset dir)
-    path: str = ''                    # jsonl: the dataset directory
-    val_path: str = ''                # jsonl: optional held-out dataset directory
-    # The action library trained against; '' = the dataset's own actions.yaml (jsonl) or the
-    # package's tabletop library (tabletop).
+    # 'tabletop' (generated on the fly), 'jsonl' (a dataset dir) or 'lerobot' (LeRobotDataset v3)
+    source: str = 'tabletop'
+    path: str = ''                    # jsonl/lerobot: the dataset directory
+    val_path: str = ''                # jsonl/lerobot: optional held-out dataset directory
+    # The action library trained against; '' = the dataset's own actions.yaml (jsonl),
+    # meta/actions.yaml (lerobot) or the package's tabletop library (tabletop).
     library: str = ''
     image_size: int = 96              # tabletop render size
     # tabletop: objects per training scene [min, max]; val/unseen_combo/paraphrase use 2-6 and

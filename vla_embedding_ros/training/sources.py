@@ -1,4 +1,5 @@
-"""Where training batches come from: the procedural tabletop stream or a JSONL dataset.
+"""Where training batches come from: the procedural tabletop stream, or recorded samples from
+a JSONL dataset or a LeRobotDataset v3 folder.
 
 Both give batches of (images uint8 [B, C, H, W, 3] RGB, instructions, action indices) and can
 save and restore their position, so a resumed run draws exactly the batches an uninterrupted
@@ -17,6 +18,9 @@ from ..selection.library import ActionLibrary
 from .region import scene_labels
 
 log = logging.getLogger(__name__)
+
+# data.source values whose samples come from a dataset on disk.
+RECORDED = ('jsonl', 'lerobot')
 
 
 class TabletopSource:
@@ -50,21 +54,20 @@ class TabletopSource:
         self.generator.rng.bit_generator.state = state['rng']
 
 
-class JsonlSource:
-    """Shuffled epochs over the samples of a dataset directory whose action is in the library.
+class RecordedSource:
+    """Shuffled epochs over the samples of a recorded dataset whose action is in the library.
 
+    ``dataset`` is a ``JSONLDataset`` or a ``LeRobotV3Dataset``: items as ``JSONLDataset``
+    returns them, and ``records`` (one dict per sample, its ``action`` name or None).
     Samples naming an action the library does not have are counted and reported once at the
     start and left out of every epoch; when none is left, or more than ``max_unknown`` of them
     are unknown, the source refuses to start (it used to loop forever looking for one). Bad
     samples are skipped and counted by the dataset.
     """
 
-    def __init__(self, path: str, library: ActionLibrary, seed: int, strict: bool = False,
-                 allow_external_images: bool = False, library_path: str | None = None,
-                 max_unknown: float = 1.0):
-        from ..data.dataset import JSONLDataset
-        self.dataset = JSONLDataset(path, library=library, skip_bad=not strict,
-                                    allow_external_images=allow_external_images)
+    def __init__(self, dataset, path: str, library: ActionLibrary, seed: int,
+                 library_path: str | None = None, max_unknown: float = 1.0):
+        self.dataset = dataset
         if len(self.dataset) == 0:
             raise ValueError(f'{path}: the dataset has no samples')
         known = set(library.names)
@@ -127,3 +130,34 @@ class JsonlSource:
     def load_state_dict(self, state: dict) -> None:
         self.rng.bit_generator.state = state['rng']
         self.order, self.position = np.asarray(state['order']), int(state['position'])
+
+
+class JsonlSource(RecordedSource):
+    """A JSONL dataset directory (``data.source: jsonl``)."""
+
+    def __init__(self, path: str, library: ActionLibrary, seed: int, strict: bool = False,
+                 allow_external_images: bool = False, library_path: str | None = None,
+                 max_unknown: float = 1.0):
+        from ..data.dataset import JSONLDataset
+        dataset = JSONLDataset(path, library=library, skip_bad=not strict,
+                               allow_external_images=allow_external_images)
+        super().__init__(dataset, path, library, seed, library_path, max_unknown)
+
+
+class LeRobotSource(RecordedSource):
+    """A LeRobotDataset v3 folder (``data.source: lerobot``), ours or one LeRobot wrote; its
+    action vectors are named by the library as ``data/FORMAT.md`` explains."""
+
+    def __init__(self, path: str, library: ActionLibrary, seed: int, strict: bool = False,
+                 library_path: str | None = None, max_unknown: float = 1.0):
+        from ..data.recordings.lerobot_read import LeRobotV3Dataset
+        dataset = LeRobotV3Dataset(path, library=library, skip_bad=not strict)
+        super().__init__(dataset, path, library, seed, library_path, max_unknown)
+
+
+def recorded_source(source: str, path: str, library: ActionLibrary, seed: int, **options):
+    """The training source of a recorded dataset: ``source`` is 'jsonl' or 'lerobot'."""
+    if source == 'lerobot':
+        options.pop('allow_external_images', None)  # a LeRobot folder names no files
+        return LeRobotSource(path, library, seed, **options)
+    return JsonlSource(path, library, seed, **options)

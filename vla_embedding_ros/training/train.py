@@ -41,7 +41,7 @@ from . import metrics
 from .config import TrainConfig, continued_config, load_config
 from .evaluation import LibraryScorer, dataset_ranks, tabletop_ranks
 from .region import RegionSupervision
-from .sources import JsonlSource, TabletopSource
+from .sources import RECORDED, TabletopSource, recorded_source
 from .text_cache import TextFeatureCache
 
 log = logging.getLogger('vla_train')
@@ -104,11 +104,15 @@ def library_for(data) -> Path:
     package's tabletop library."""
     if data.library:
         return Path(data.library)
-    if data.source == 'jsonl':
-        own = Path(data.path) / 'actions.yaml'
+    if data.source in RECORDED:
+        own = Path(data.path) / ('meta/actions.yaml' if data.source == 'lerobot'
+                                 else 'actions.yaml')
         if not own.is_file():
             raise ValueError(f'data.library is not set and the dataset has no {own}: name the '
-                             'library its action names come from (--set data.library=...)')
+                             'library its action names come from (--set data.library=...)' + (
+                                 '; a LeRobot dataset\'s action vectors are then named by the '
+                                 'library action with the nearest parameters'
+                                 if data.source == 'lerobot' else ''))
         log.info('action library: the dataset\'s own %s', own)
         return own
     return Path(package_file('config', 'tabletop_actions.yaml'))
@@ -166,12 +170,14 @@ class Trainer:
         d = self.cfg.data
         if d.source == 'tabletop':
             return TabletopSource('train', self.cfg.seed, d.image_size, d.objects, d.phrasings)
-        if d.source == 'jsonl':
-            return JsonlSource(d.path, self.library, self.cfg.seed, strict=d.strict,
-                               allow_external_images=d.allow_external_images,
-                               library_path=str(self.library_path),
-                               max_unknown=d.max_unknown_actions)
-        raise ValueError(f"data.source must be 'tabletop' or 'jsonl', got {d.source!r}")
+        if d.source in RECORDED:
+            return recorded_source(d.source, d.path, self.library, self.cfg.seed,
+                                   strict=d.strict,
+                                   allow_external_images=d.allow_external_images,
+                                   library_path=str(self.library_path),
+                                   max_unknown=d.max_unknown_actions)
+        raise ValueError(f"data.source must be 'tabletop', 'jsonl' or 'lerobot', got "
+                         f'{d.source!r}')
 
     def _new_model(self) -> VLAModel:
         if self.cfg.init_from:
@@ -301,8 +307,9 @@ class Trainer:
             self._warned_eval = True
         if self.cfg.data.val_path:
             # A fresh source each time: every evaluation scores the same held-out samples.
-            held_out = JsonlSource(self.cfg.data.val_path, self.library, EVAL_SEED, strict=True,
-                                   allow_external_images=self.cfg.data.allow_external_images)
+            held_out = recorded_source(
+                self.cfg.data.source, self.cfg.data.val_path, self.library, EVAL_SEED,
+                strict=True, allow_external_images=self.cfg.data.allow_external_images)
             ranks = dataset_ranks(scorer, held_out, self.cfg.schedule.eval_samples)
             results['val_dataset'] = metrics.summarise(ranks)
         return results

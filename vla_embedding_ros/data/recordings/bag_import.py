@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,11 @@ from .bag_reader import BagError, BagReader
 from .bag_record import COMPRESSED_IMAGE, IMAGE, STRING
 
 STAMP_MODES = ('header', 'receive')
+FORMATS = ('jsonl', 'lerobot')
+LEROBOT_IMAGES = ('video', 'parquet')
+# Topic name parts that say nothing about which camera it is.
+_GENERIC_TOPIC_PARTS = {'image_raw', 'image', 'compressed', 'image_rect', 'image_color',
+                        'image_rect_color', 'rgb', 'color'}
 IMAGE_TYPES = (IMAGE, COMPRESSED_IMAGE)
 SUMMARY = 'summary.json'
 MAX_EXAMPLES = 3
@@ -87,6 +93,9 @@ class ImportConfig:
     resize: tuple[int, int] | None = None  # (width, height) of every stored image
     split: str | None = None               # value of the 'split' field of every sample
     seed: int = 0                          # k-means seed
+    format: str = 'jsonl'                  # 'jsonl' (index + PNGs) or 'lerobot' (v3.0)
+    fps: float | None = None               # lerobot: info.json fps (None: from the samples)
+    lerobot_images: str = 'video'          # lerobot: 'video' (AV1 MP4) or 'parquet' (PNGs)
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad option."""
@@ -105,6 +114,13 @@ class ImportConfig:
             raise ValueError(f'cluster must be >= 0, got {self.cluster}')
         if self.resize is not None and min(self.resize) < 1:
             raise ValueError(f'resize must be positive, got {self.resize}')
+        if self.format not in FORMATS:
+            raise ValueError(f'format must be one of {FORMATS}, got {self.format!r}')
+        if self.fps is not None and not self.fps > 0:
+            raise ValueError(f'fps must be > 0, got {self.fps}')
+        if self.lerobot_images not in LEROBOT_IMAGES:
+            raise ValueError(f'lerobot images must be one of {LEROBOT_IMAGES}, got '
+                             f'{self.lerobot_images!r}')
 
 
 @dataclass
@@ -173,7 +189,7 @@ def _messages(reader: BagReader, types: dict[str, str]):
     return reader.messages([c for c in reader.connections if c.topic in types])
 
 
-def scan_bag(path: str | os.PathLike, cfg: ImportConfig) -> BagScan:
+def scan_bag(path: str | os.PathLike, cfg: ImportConfig, progress: bool = False) -> BagScan:
     """First pass: stamps of every message, instruction texts and action payloads."""
     path = Path(path)
     with _open(path, cfg) as reader:
@@ -181,7 +197,8 @@ def scan_bag(path: str | os.PathLike, cfg: ImportConfig) -> BagScan:
         stamps: dict[str, list[int]] = {t: [] for t in types}
         fallbacks, corrupt, texts, payloads = Counter(), Counter(), [], []
         offsets = {t: [] for t in cfg.image_topics}
-        for conn, receive, raw in _messages(reader, types):
+        for conn, receive, raw in tqdm(_messages(reader, types), desc=f'{path.name} (scan)',
+                                       unit='msg', disable=not progress):
             topic = conn.topic
             is_image = topic in offsets
             if is_image and cfg.stamp == 'receive':
@@ -282,6 +299,25 @@ def _action_kind(scans: list[BagScan], cfg: ImportConfig) -> str:
         raise ValueError(f'--library applies to action names; {cfg.action_topic} has vectors '
                          '(use --cluster K to build a library from them)')
     return kind
+
+
+def camera_keys(topics: list[str]) -> list[str]:
+    """LeRobot feature keys for image topics: '/front/image_raw' -> 'front',
+    '/wrist/color/image_raw/compressed' -> 'wrist'; cam0, cam1, ... when names collide."""
+    keys = []
+    for topic in topics:
+        parts = [p for p in topic.strip('/').split('/') if p and p not in _GENERIC_TOPIC_PARTS]
+        keys.append('_'.join(parts) or 'camera')
+    return keys if len(set(keys)) == len(keys) else [f'cam{i}' for i in range(len(topics))]
+
+
+def _writer(out: Path, library, overwrite: bool, cfg: ImportConfig):
+    """The dataset writer of the chosen format (both write atomically, with the same add())."""
+    if cfg.format == 'lerobot':
+        from .lerobot_write import LeRobotWriter
+        return LeRobotWriter(out, library=library, overwrite=overwrite, fps=cfg.fps,
+                             images=cfg.lerobot_images, camera_keys=camera_keys(cfg.image_topics))
+    return DatasetWriter(out, library=library, overwrite=overwrite)
 
 
 def _resize(image: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
@@ -414,7 +450,8 @@ def convert_bags(bags: list[str | os.PathLike], out: str | os.PathLike, cfg: Imp
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f'{out} exists; pass overwrite=True (--overwrite) to replace it')
-    scans = [scan_bag(b, cfg) for b in bags]
+    started = time.monotonic()
+    scans = [scan_bag(b, cfg, progress) for b in bags]
     kind = _action_kind(scans, cfg)
     tolerance = int(round(cfg.tolerance * 1e9))
     if kind in NAME_TYPES:
@@ -438,7 +475,7 @@ def convert_bags(bags: list[str | os.PathLike], out: str | os.PathLike, cfg: Imp
         for _, reason, detail in pairing.skipped:
             report.skip(scan.path, reason, detail)
     written, first_episode, episodes_written = 0, 0, set()
-    writer = DatasetWriter(out, library=library, overwrite=overwrite)
+    writer = _writer(out, library, overwrite, cfg)
     try:
         for b, (scan, pairing) in enumerate(zip(scans, pairings, strict=True)):
             episode, start = _episodes(scan.texts, scan.instructions, first_episode)
@@ -455,7 +492,7 @@ def convert_bags(bags: list[str | os.PathLike], out: str | os.PathLike, cfg: Imp
             written += n
             episodes_written |= eps
         summary = _summary(scans, cfg, kind, out, written, report, library_summary,
-                           len(episodes_written))
+                           len(episodes_written), time.monotonic() - started)
         if written == 0:
             writer.abort()
             return summary
@@ -467,7 +504,8 @@ def convert_bags(bags: list[str | os.PathLike], out: str | os.PathLike, cfg: Imp
     return summary
 
 
-def _summary(scans, cfg, kind, out, written, report, library_summary, episodes) -> dict:
+def _summary(scans, cfg, kind, out, written, report, library_summary, episodes,
+             seconds) -> dict:
     actions = sum(len(s.actions) for s in scans)
     warnings = []
     for scan in scans:
@@ -478,7 +516,7 @@ def _summary(scans, cfg, kind, out, written, report, library_summary, episodes) 
     skipped = dict(report.skipped.most_common())
     assert actions == written + sum(skipped.values()), 'every action is written or skipped'
     return {
-        'out': str(out), 'bags': [str(s.path) for s in scans],
+        'out': str(out), 'format': cfg.format, 'bags': [str(s.path) for s in scans],
         'topics': {'images': cfg.image_topics, 'instruction': cfg.instruction_topic,
                    'action': cfg.action_topic},
         'types': {t: m for s in scans for t, m in s.types.items()},
@@ -495,6 +533,7 @@ def _summary(scans, cfg, kind, out, written, report, library_summary, episodes) 
         'unreadable_topics': {t: r for s in scans for t, r in sorted(s.unreadable_topics.items())},
         'notes': [n for s in scans for n in s.notes],
         'warnings': warnings,
+        'seconds': round(seconds, 3), 'samples_per_s': round(written / max(seconds, 1e-9), 1),
     }
 
 
@@ -503,7 +542,8 @@ def format_summary(summary: dict) -> str:
     lines = [f"{summary['written']} samples written to {summary['out']} from "
              f"{summary['actions']} actions in {len(summary['bags'])} bag(s) "
              f"({summary['episodes']} episodes, stamps: {summary['stamp']}, "
-             f"tolerance {summary['tolerance']}s)"]
+             f"tolerance {summary['tolerance']}s) in {summary['seconds']:.1f} s "
+             f"({summary['samples_per_s']:.0f} samples/s)"]
     if summary['skipped_total']:
         lines.append(f"{summary['skipped_total']} actions skipped:")
         for reason, n in summary['skipped'].items():

@@ -1,5 +1,9 @@
 """vla-bag-to-dataset: turn rosbag2 recordings (MCAP or sqlite3) into a training dataset.
 
+The dataset is this package's JSONL format (default) or a LeRobotDataset v3.0 folder
+(``--format lerobot``: parquet tables and one AV1 video per camera, readable by LeRobot and
+trainable here with ``data.source: lerobot``).
+
 Each action message becomes one sample: the newest frame of every camera at or before it
 (at most --tolerance seconds older) and the instruction in force then. Actions that cannot be
 paired are counted per reason in the printed summary and in DIR/summary.json.
@@ -8,6 +12,9 @@ Examples::
 
     # a recording of the package's own topics (the defaults)
     vla-bag-to-dataset recordings/run1 --out data/run1 --library config/tabletop_actions.yaml
+
+    # the same recording as a LeRobotDataset v3 (AV1 videos; --lerobot-images parquet: PNGs)
+    vla-bag-to-dataset recordings/run1 --out data/run1_lerobot --format lerobot
 
     # two cameras, Twist actions named by 16 k-means clusters, receive times
     vla-bag-to-dataset bag1 bag2.mcap --out data/teleop \\
@@ -19,7 +26,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .bag_import import STAMP_MODES, ImportConfig, convert_bags, format_summary
+from .bag_import import (
+    FORMATS,
+    LEROBOT_IMAGES,
+    STAMP_MODES,
+    ImportConfig,
+    convert_bags,
+    format_summary,
+)
 
 DEFAULT_IMAGE_TOPIC = '/camera/image_raw'
 
@@ -69,6 +83,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help='resize every image (needed when cameras differ in size)')
     parser.add_argument('--split', help="value of every sample's 'split' field")
     parser.add_argument('--seed', type=int, default=0, help='k-means seed')
+    parser.add_argument('--format', choices=FORMATS, default='jsonl',
+                        help='jsonl: index.jsonl + PNGs; lerobot: LeRobotDataset v3.0 '
+                             '(default: %(default)s)')
+    parser.add_argument('--fps', type=float,
+                        help='lerobot: the fps info.json declares (default: from the median '
+                             'spacing of the samples; frame times are stored exactly either way)')
+    parser.add_argument('--lerobot-images', choices=LEROBOT_IMAGES, default='video',
+                        help='lerobot: AV1 MP4 per camera (lossy, small) or PNGs inside the '
+                             'parquet (lossless) (default: %(default)s)')
     parser.add_argument('--overwrite', action='store_true', help='replace an existing --out')
     parser.add_argument('--quiet', action='store_true', help='no progress bar')
     return parser
@@ -89,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         cluster=args.cluster,
         parameter_names=[p.strip() for p in args.param_names.split(',')]
         if args.param_names else None,
-        resize=args.resize, split=args.split, seed=args.seed)
+        resize=args.resize, split=args.split, seed=args.seed, format=args.format,
+        fps=args.fps, lerobot_images=args.lerobot_images)
     try:
         cfg.validate()
         summary = convert_bags(args.bags, args.out, cfg, overwrite=args.overwrite,

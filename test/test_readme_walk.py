@@ -2,7 +2,8 @@
 holding what a clone holds (config/, models/tabletop/), with tiny budgets appended. Each
 command is first checked to be in the README as written, so the two cannot drift apart.
 
-train -> resume -> export -> record -> convert -> fine-tune on the JSONL dataset -> evaluate,
+train -> resume -> export -> record -> convert (JSONL and LeRobot) -> train from the LeRobot
+folder -> fine-tune on the JSONL dataset -> evaluate,
 then the hand-started nodes over DDS (simulator + selector + recorder) with the documented
 commands and no remaps between them.
 """
@@ -68,6 +69,14 @@ def test_train_resume_export_record_convert_finetune_evaluate(clone):
                          '--library config/tabletop_actions.yaml')
     run(convert, clone)
     assert (clone / 'data' / 'sim_train' / 'actions.yaml').is_file()
+    to_lerobot = documented('vla-bag-to-dataset recordings/sim_train --out data/sim_lerobot '
+                            '--format lerobot --library config/tabletop_actions.yaml')
+    out = run(to_lerobot, clone)
+    assert '6 samples written' in out and (clone / 'data/sim_lerobot/meta/info.json').is_file()
+    from_lerobot = documented('vla-train --config config/train_tabletop.yaml --set '
+                              'data.source=lerobot --set data.path=data/sim_lerobot')
+    out = run([*from_lerobot, '--set', 'run_name=from_lerobot', *TINY], clone)
+    assert 'from_lerobot: step 2' in out and 'meta/actions.yaml' in out
     finetune = documented('vla-train --config config/train_tabletop.yaml --set '
                           'init_from=models/tabletop')
     run([*finetune, '--set', 'data.source=jsonl', '--set', 'data.path=data/sim_train',

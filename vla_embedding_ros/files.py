@@ -72,3 +72,28 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def publish_directory(tmp: str | os.PathLike, root: str | os.PathLike, overwrite: bool) -> Path:
+    """Move a finished ``tmp`` directory (made by mkdtemp beside ``root``) into place.
+
+    The rename is atomic: readers see the old ``root`` or the new one, never a mixture. When
+    ``root`` appeared meanwhile and ``overwrite`` is False, ``tmp`` is removed and
+    FileExistsError raised; with ``overwrite`` the old one is moved aside (a directory cannot be
+    renamed over a non-empty one) and removed after the rename.
+    """
+    import shutil
+
+    tmp, root = Path(tmp), Path(root)
+    make_shareable(tmp)   # mkdtemp made it 0700; datasets are shared
+    trash = None
+    if root.exists():
+        if not overwrite:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise FileExistsError(f'{root} appeared while writing; nothing written')
+        trash = tmp.with_name(tmp.name + '.old')
+        os.rename(root, trash)
+    os.rename(tmp, root)
+    if trash is not None:
+        shutil.rmtree(trash, ignore_errors=True)
+    return root

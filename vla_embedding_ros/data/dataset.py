@@ -36,7 +36,7 @@ import torch.utils.data
 import yaml
 
 from ..encoded_image import DEFAULT_MAX_PIXELS, EncodedImageError, decode_bounded
-from ..files import make_shareable, read_text_bounded
+from ..files import publish_directory, read_text_bounded
 from .tabletop.actions import library_yaml
 
 INDEX = 'index.jsonl'
@@ -50,6 +50,18 @@ MAX_IMAGE_FILE_BYTES = 256 << 20
 
 class BadSampleError(ValueError):
     """A sample whose index line or image file cannot be used; the message names it."""
+
+
+def save_library(library, path: Path) -> None:
+    """Store an action library a dataset writer was given: a list of action dicts (as
+    ``build_action_library()`` returns), a path to a library YAML, or an object with
+    ``to_yaml(path)`` (``selection.library.ActionLibrary``, ``bag_actions.LibraryFile``)."""
+    if hasattr(library, 'to_yaml'):
+        library.to_yaml(path)
+    elif isinstance(library, (str, os.PathLike)):
+        shutil.copyfile(library, path)
+    else:
+        path.write_text(library_yaml(list(library)), encoding='utf-8')
 
 
 class DatasetWriter:
@@ -81,13 +93,7 @@ class DatasetWriter:
             self._write_library(library)
 
     def _write_library(self, library) -> None:
-        path = self.tmp / LIBRARY
-        if hasattr(library, 'to_yaml'):
-            library.to_yaml(path)
-        elif isinstance(library, (str, os.PathLike)):
-            shutil.copyfile(library, path)
-        else:
-            path.write_text(library_yaml(list(library)), encoding='utf-8')
+        save_library(library, self.tmp / LIBRARY)
 
     def add(self, images, instruction: str, action: str | None = None, action_vector=None,
             episode: int | str = 0, timestamp: float = 0.0, split: str | None = None,
@@ -134,19 +140,7 @@ class DatasetWriter:
         os.fsync(self._index.fileno())
         self._index.close()
         self.closed = True
-        make_shareable(self.tmp)   # mkdtemp made it 0700; datasets are shared
-        trash = None
-        if self.root.exists():
-            if not self.overwrite:
-                self._discard()
-                raise FileExistsError(f'{self.root} appeared while writing; nothing written')
-            # A directory cannot be renamed over a non-empty one: move the old one aside first.
-            trash = self.tmp.with_name(self.tmp.name + '.old')
-            os.rename(self.root, trash)
-        os.rename(self.tmp, self.root)
-        if trash is not None:
-            shutil.rmtree(trash, ignore_errors=True)
-        return self.root
+        return publish_directory(self.tmp, self.root, self.overwrite)
 
     def abort(self) -> None:
         """Drop everything written so far; ``root`` is left as it was."""

@@ -32,9 +32,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ...files import make_shareable
+from ...files import publish_directory
 from ...selection.library import load_library
-from ..tabletop.actions import library_yaml
+from ..dataset import save_library
 from . import lerobot_layout as L
 from .lerobot_video import CRF, GOP, PIX_FMT, PRESET, VideoEncoder, ticks_per_second
 
@@ -138,12 +138,7 @@ class LeRobotWriter:
     def _write_library(self, library):
         """Store the library as meta/actions.yaml (as DatasetWriter does) and load it back."""
         path = self.tmp / L.LIBRARY_PATH
-        if hasattr(library, 'to_yaml'):
-            library.to_yaml(path)
-        elif isinstance(library, (str, os.PathLike)):
-            shutil.copyfile(library, path)
-        else:
-            path.write_text(library_yaml(list(library)), encoding='utf-8')
+        save_library(library, path)
         try:
             return load_library(path)
         except ValueError as e:
@@ -397,19 +392,7 @@ class LeRobotWriter:
             self.abort()
             raise
         self.closed = True
-        make_shareable(self.tmp)   # mkdtemp made it 0700; datasets are shared
-        trash = None
-        if self.root.exists():
-            if not self.overwrite:
-                self._discard()
-                raise FileExistsError(f'{self.root} appeared while writing; nothing written')
-            # A directory cannot be renamed over a non-empty one: move the old one aside first.
-            trash = self.tmp.with_name(self.tmp.name + '.old')
-            os.rename(self.root, trash)
-        os.rename(self.tmp, self.root)
-        if trash is not None:
-            shutil.rmtree(trash, ignore_errors=True)
-        return self.root
+        return publish_directory(self.tmp, self.root, self.overwrite)
 
     def _final_fps(self) -> int | float:
         if self.fps is not None:

@@ -33,6 +33,7 @@ from ..data.tabletop import ACTION_NAMES
 from ..files import make_shareable
 from ..model import VLAConfig, VLAModel, resolve_device
 from ..model.losses import library_contrastive_loss, symmetric_infonce
+from ..model.pretrained_space import load_joint_model, new_pretrained_space, uses_pretrained_space
 from ..package_share import package_file
 from ..selection.library import ActionLibrary
 from ..selection.preprocess import ImagePreprocessor
@@ -145,7 +146,7 @@ class Trainer:
         seed_everything(cfg.seed)
         self.source = self._make_source()
         if start is not None:
-            self.model = VLAModel.from_pretrained(start / ckpt.MODEL_DIR, device=self.device)
+            self.model = load_joint_model(start / ckpt.MODEL_DIR, device=self.device)
         else:
             self.model = self._new_model()
         self.model.train()
@@ -190,6 +191,10 @@ class Trainer:
                                  f'{self.library_path} has {width}')
             log.info('initialised from %s', self.cfg.init_from)
             return model
+        if uses_pretrained_space(self.cfg.model):
+            # model.init: clip|siglip: the checkpoint's own joint space, fine-tuned end to
+            # end (model/pretrained_space.py)
+            return new_pretrained_space(self.cfg.model, self.cfg.optim, self.device)
         model_cfg = dict(self.cfg.model)
         action = dict(model_cfg.get('action', {}))
         action['param_dim'] = self.library.params().shape[1]

@@ -307,17 +307,23 @@ class TextEncoder(nn.Module):
                                return_attention_mask=True)
         return {k: v.to(self.device) for k, v in batch.items()}
 
+    def model_inputs(self, batch: dict) -> dict:
+        """The tokenizer outputs the model takes: only what its tokenizer declares (SigLIP was
+        trained without an attention mask; the mask is still used for pooling and fusion)."""
+        names = set(getattr(self.tokenizer, 'model_input_names', None) or batch) | {'input_ids'}
+        return {k: v for k, v in batch.items() if k in names}
+
     def forward(self, texts: list[str]) -> TextFeatures:
         """Encode a list of strings to :class:`TextFeatures`."""
         batch = self.tokenize(texts)
-        # Feed the model only what its tokenizer declares (SigLIP was trained without an
-        # attention mask); the mask is still used for pooling and by the fusion.
-        names = set(getattr(self.tokenizer, 'model_input_names', None) or batch) | {'input_ids'}
-        inputs = {k: v for k, v in batch.items() if k in names}
+        return self.encode_tokens(self.model_inputs(batch), batch['attention_mask'])
+
+    def encode_tokens(self, inputs: dict, attention_mask: torch.Tensor) -> TextFeatures:
+        """:class:`TextFeatures` of tokenised text (``inputs`` from :meth:`model_inputs`)."""
         with torch.set_grad_enabled(self.trainable and torch.is_grad_enabled()):
             out = self.model(**inputs)
         tokens = out.last_hidden_state
-        mask = batch['attention_mask'].bool()
+        mask = attention_mask.bool()
         if self.pooling == 'mean':
             weights = mask.unsqueeze(-1).to(tokens.dtype)
             pooled = (tokens * weights).sum(1) / weights.sum(1).clamp(min=1.0)

@@ -80,6 +80,12 @@ def load_config(directory) -> VLAConfig:
         raise ValueError(f'{file}: cannot read JSON ({err})') from err
     if not isinstance(data, dict):
         raise ValueError(f'{file}: expected a JSON object')
+    if data.get('model_type') in ('clip', 'siglip'):
+        kind = data['model_type']
+        raise ValueError(f'{directory} is a {kind} checkpoint (Hugging Face), not a VLAModel '
+                         'folder: the selector, the node and vla-eval load it as it is, and '
+                         f'vla-train fine-tunes it with model.init: {kind} and '
+                         f'model.name_or_path: {directory}')
     version = data.pop('format_version', FORMAT_VERSION)
     data.pop('format', None)
     if version != FORMAT_VERSION:

@@ -159,7 +159,7 @@ def _set_dotted(raw: dict, dotted: str, value: Any, where: str) -> None:
 # never in whatever folder the shell is in. Outputs (output_dir) go where vla-train runs, a
 # place the user can write to; --set values are the shell's, relative to its folder.
 INPUT_PATHS = ('data.path', 'data.val_path', 'data.library', 'init_from',
-               'model.vision.name_or_path', 'model.text.name_or_path')
+               'model.vision.name_or_path', 'model.text.name_or_path', 'model.name_or_path')
 
 
 def _resolve_inputs(raw: dict, base: Path) -> None:

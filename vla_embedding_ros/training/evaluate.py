@@ -5,12 +5,16 @@
     vla-eval --model models/tabletop --train-variants config/train_tabletop.yaml \
         --set optim.steps=2000
     vla-eval --model models/tabletop --replay-streams 50 --splits val
+    vla-eval --model path/to/clip-vit-base-patch32          # a raw CLIP/SigLIP folder, zero-shot
 
 In one run it reports: chance, the instruction-only baseline (the same model with every image
 blanked, which shows how much the answer depends on seeing the scene), each model given,
 optionally the fusion variants trained with the same budget, and optionally a replay of the
 demo's closed-loop episode streams (the success rate ``make demo DEMO_ARGS="--seed N"`` would
 measure).
+A raw CLIP or SigLIP checkpoint folder is evaluated zero-shot (actions scored by their
+descriptions through the checkpoint's own text tower, nothing trained; the tables say so), and
+one fine-tuned by ``vla-train`` with ``model.init: clip`` is evaluated the same way.
 Writes a JSON report and a PNG of the training curves when run logs are available.
 """
 from __future__ import annotations
@@ -24,6 +28,8 @@ from pathlib import Path
 
 from ..data.tabletop import SPLIT_NAMES
 from ..model import VLAModel
+from ..model.pretrained_space import checkpoint_type, is_fine_tuned
+from ..package_share import package_file
 from ..selection.library import ActionLibrary
 from . import metrics
 from .evaluation import LibraryScorer, replay_demo_episodes, tabletop_ranks
@@ -42,16 +48,46 @@ def novelty(template: str) -> str:
     return plus + slots
 
 
+def library_path_for(model_dir: Path, fallback: str | None) -> Path:
+    """``--library``, else the model's own ``actions.yaml``; a raw CLIP/SigLIP folder has
+    none, and is scored against the package's tabletop library (the benchmark's)."""
+    if fallback:
+        return Path(fallback)
+    own = Path(model_dir) / 'actions.yaml'
+    if not own.is_file() and checkpoint_type(model_dir) is not None:
+        return Path(package_file('config', 'tabletop_actions.yaml'))
+    return own
+
+
 def _library_for(model_dir: Path, fallback: str | None) -> ActionLibrary:
-    path = Path(fallback) if fallback else model_dir / 'actions.yaml'
-    return ActionLibrary.from_yaml(path)
+    return ActionLibrary.from_yaml(library_path_for(model_dir, fallback))
+
+
+def model_kind(model_dir: Path) -> str:
+    """What a model folder is, as the report says it: 'zero-shot clip' (a raw CLIP/SigLIP
+    checkpoint: nothing trained), 'fine-tuned siglip' (one trained by vla-train with
+    model.init) or 'trained' (a VLAModel)."""
+    kind = checkpoint_type(model_dir)
+    if kind is None:
+        return 'trained'
+    return f'{"fine-tuned" if is_fine_tuned(model_dir) else "zero-shot"} {kind}'
+
+
+def load_eval_model(model_dir: Path, device: str, action_prompt: str | None = None):
+    """A VLAModel folder, or a CLIP/SigLIP folder (raw or fine-tuned) as the zero-shot
+    scorer; ``action_prompt`` overrides a CLIP/SigLIP folder's action prompt."""
+    if checkpoint_type(model_dir) is not None:
+        from ..selection.zero_shot import ZeroShotCLIP
+        return ZeroShotCLIP.from_pretrained(model_dir, device=device,
+                                            action_prompt=action_prompt)
+    return VLAModel.from_pretrained(model_dir, device=device)
 
 
 def evaluate_model(model_dir: Path, splits: list[str], num: int, seed: int, device: str,
                    library_path: str | None = None, blank: bool = False,
-                   image_size: int = 96) -> dict:
+                   image_size: int = 96, action_prompt: str | None = None) -> dict:
     """Metrics per split (and per primitive) on `num` fresh samples rendered at image_size."""
-    model = VLAModel.from_pretrained(model_dir, device=device)
+    model = load_eval_model(Path(model_dir), device, action_prompt)
     scorer = LibraryScorer(model, _library_for(Path(model_dir), library_path))
     report = {}
     for split in splits:
@@ -104,8 +140,15 @@ def train_variants(config: str, overrides: list[str], out_dir: Path) -> dict[str
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog='vla-eval', description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--model', required=True, help='model directory (config.json + safetensors)')
-    p.add_argument('--library', help='action library YAML (default: <model>/actions.yaml)')
+    p.add_argument('--model', required=True,
+                   help='model directory (config.json + safetensors), or a CLIP/SigLIP '
+                        'checkpoint folder, evaluated zero-shot')
+    p.add_argument('--action-prompt', metavar='TEMPLATE',
+                   help="CLIP/SigLIP models: put each action's description into TEMPLATE "
+                        "before the text tower, e.g. 'a robot arm that {description}' "
+                        "(default: the folder's own from fine-tuning, else the description)")
+    p.add_argument('--library', help='action library YAML (default: <model>/actions.yaml; '
+                                     'for a raw CLIP/SigLIP folder the tabletop library)')
     p.add_argument('--compare', action='append', default=[], metavar='NAME=DIR',
                    help='another model to evaluate in the same run')
     p.add_argument('--train-variants', metavar='CONFIG',
@@ -159,37 +202,71 @@ def main(argv=None) -> int:
             models[f'{fusion} (same budget)'] = path
             runs.append(str(Path(path).parents[2]))
 
-    library = _library_for(models['model'], args.library)
+    kinds = {name: model_kind(path) for name, path in models.items()}
+    if args.action_prompt is not None:
+        if all(kind == 'trained' for kind in kinds.values()):
+            print('vla-eval: --action-prompt applies to CLIP/SigLIP folders; none is given',
+                  file=sys.stderr)
+            return 2
+        if '{description}' not in args.action_prompt:
+            print(f'vla-eval: --action-prompt must contain {{description}}, got '
+                  f'{args.action_prompt!r}', file=sys.stderr)
+            return 2
+    library_path = library_path_for(models['model'], args.library)
+    library = ActionLibrary.from_yaml(library_path)
     report: dict = {'chance': metrics.chance(len(library)), 'seed': args.seed, 'num': args.num,
-                    'models': {}}
+                    'models': {}, 'model_kinds': kinds}
+    for name, kind in kinds.items():
+        if kind.startswith('zero-shot'):
+            print(f'{name}: {models[name]} is a raw {kind.split()[1]} checkpoint, evaluated '
+                  "ZERO-SHOT (no training): each action is scored by its description through "
+                  "the checkpoint's own text tower, against the library "
+                  f'{library_path_for(models[name], args.library)}')
     kw = dict(splits=args.splits, num=args.num, seed=args.seed, device=args.device,
-              library_path=args.library, image_size=args.image_size)
+              library_path=args.library, image_size=args.image_size,
+              action_prompt=args.action_prompt)
     for name, path in models.items():
         report['models'][name] = evaluate_model(path, **kw)
     report['models']['instruction only (image blanked)'] = evaluate_model(
         models['model'], blank=True, **kw)
 
+    def label(name: str) -> str:
+        kind = kinds.get(name, 'trained')
+        return name if kind == 'trained' else f'{name} [{kind}]'
+
     for split in args.splits:
         rows = [('chance', report['chance'])]
-        rows += [(name, r[split]) for name, r in report['models'].items()]
+        rows += [(label(name), r[split]) for name, r in report['models'].items()]
         print(metrics.format_table(rows, title=f'\n== {split} ({args.num} samples, '
                                               f'seed {args.seed}) =='))
     main_report = report['models']['model']
     for split in args.splits:
         print(metrics.format_table(list(main_report[split]['per_primitive'].items()),
-                                   title=f'\n-- model, {split}, per primitive --'))
+                                   title=f'\n-- {label("model")}, {split}, per primitive --'))
         if 'per_novelty' in main_report[split]:
             print(metrics.format_table(list(main_report[split]['per_novelty'].items()),
-                                       title=f'\n-- model, {split}, by what is new --'))
+                                       title=f'\n-- {label("model")}, {split}, by what is '
+                                             'new --'))
     if args.text_prior:
         from .text_prior import format_prior, text_prior
-        model = VLAModel.from_pretrained(models['model'], device=args.device)
-        report['text_prior'] = text_prior(model.encode_text)
+        model = load_eval_model(models['model'], args.device, args.action_prompt)
+        encode = model.encode_text
+        if kinds['model'] != 'trained':   # unit embeddings; text_prior reads .pooled
+            from types import SimpleNamespace
+
+            def encode(texts, _encode=model.encode_text):
+                return SimpleNamespace(pooled=_encode(texts))
+        report['text_prior'] = text_prior(encode)
         print(format_prior(report['text_prior']))
     if args.replay_streams > 0:
         from ..selection.selector import ActionSelector
-        selector = ActionSelector.from_pretrained(models['model'], args.library,
-                                                  device=args.device)
+        if args.action_prompt is not None and kinds['model'] != 'trained':
+            selector = ActionSelector(
+                load_eval_model(models['model'], args.device, args.action_prompt),
+                ActionLibrary.from_yaml(library_path))
+        else:
+            selector = ActionSelector.from_pretrained(models['model'], str(library_path),
+                                                      device=args.device)
         report['closed_loop_replay'] = {}
         for split in args.splits:
             replay = replay_streams(selector, args.replay_streams, args.episodes, split)

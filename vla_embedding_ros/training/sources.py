@@ -94,34 +94,59 @@ class RecordedSource:
         self.rng = np.random.default_rng(seed)
         self.order = self._shuffled()
         self.position = 0
+        self.rank, self.world_size = 0, 1
+
+    def shard(self, rank: int, world_size: int) -> None:
+        """Read only this rank's part of each global batch (see ``next_batch``)."""
+        if not 0 <= rank < world_size:
+            raise ValueError(f'rank {rank} is not in a world of {world_size}')
+        self.rank, self.world_size = rank, world_size
 
     def _shuffled(self) -> np.ndarray:
         return self.usable[self.rng.permutation(len(self.usable))]
+
+    def _take(self, count: int) -> np.ndarray:
+        """The next ``count`` entries of the endless shuffled stream (a new epoch's order
+        when one runs out). Every rank holds the same order, position and RNG, so every rank
+        takes the same entries."""
+        taken = []
+        while count:
+            if self.position >= len(self.order):
+                self.order, self.position = self._shuffled(), 0
+            part = self.order[self.position:self.position + count]
+            taken.append(part)
+            self.position += len(part)
+            count -= len(part)
+        return np.concatenate(taken)
 
     @property
     def skipped(self) -> int:
         return int(getattr(self.dataset, 'skipped', 0))
 
     def next_batch(self, n: int):
+        """This rank's ``n`` samples of the next global batch of ``n * world_size``: rank r
+        reads entries ``[r * n, (r + 1) * n)`` of it, so the ranks' shards are disjoint and
+        together they are the batch one process would draw with ``n * world_size``."""
+        mine = self._take(n * self.world_size)[self.rank * n:(self.rank + 1) * n]
         images, instructions, indices = [], [], []
-        tried = 0
-        while len(images) < n:
-            if self.position >= len(self.order):
-                self.order, self.position = self._shuffled(), 0
-            item = self.dataset[int(self.order[self.position])]
-            self.position += 1
-            tried += 1
-            if item is None or item['action_index'] < 0:
-                # A bad sample was replaced by the dataset with another, of an unknown action.
-                if tried > 2 * len(self.dataset) and not images:
-                    raise ValueError(f'{self.dataset.root}: no usable sample in a whole pass '
-                                     f'({self.skipped} bad, {self.unknown_actions} with '
-                                     'unknown actions)')
-                continue
+        for slot in mine:
+            item = self._usable_item(int(slot))
             images.append(item['images'])
             instructions.append(item['instruction'])
             indices.append(item['action_index'])
         return np.stack(images), instructions, np.asarray(indices, np.int64)
+
+    def _usable_item(self, index: int) -> dict:
+        """Sample ``index``, or when it turns out unusable (a bad sample the dataset replaced
+        with one of an unknown action) the next usable one in the dataset's order."""
+        for k in range(len(self.usable)):
+            candidate = int(self.usable[(np.searchsorted(self.usable, index) + k)
+                                        % len(self.usable)])
+            item = self.dataset[candidate]
+            if item is not None and item['action_index'] >= 0:
+                return item
+        raise ValueError(f'{self.dataset.root}: no usable sample in a whole pass '
+                         f'({self.skipped} bad, {self.unknown_actions} with unknown actions)')
 
     def state_dict(self) -> dict:
         return {'rng': self.rng.bit_generator.state, 'order': self.order.copy(),

@@ -38,11 +38,12 @@ from ..package_share import package_file
 from ..selection.library import ActionLibrary
 from ..selection.preprocess import ImagePreprocessor
 from . import checkpoint as ckpt
-from . import metrics
+from . import distributed, metrics
 from .config import TrainConfig, continued_config, load_config
 from .evaluation import LibraryScorer, dataset_ranks, tabletop_ranks
 from .region import RegionSupervision
 from .sources import RECORDED, TabletopSource, recorded_source
+from .step_forward import StepForward
 from .text_cache import TextFeatureCache
 
 log = logging.getLogger('vla_train')
@@ -137,7 +138,11 @@ class Trainer:
                         'the learning rate never reaches optim.lr; lower warmup_steps (e.g. '
                         '--set optim.warmup_steps=%d)', cfg.optim.warmup_steps,
                         cfg.optim.steps, max(1, cfg.optim.steps // 10))
-        self.device = resolve_device(cfg.device)
+        self.ctx, self.device = distributed.setup(resolve_device(cfg.device))
+        if self.ctx.is_main and self.ctx.distributed:
+            log.info('world size %d, effective batch %d (%d per rank), backend %s',
+                     self.ctx.world_size, self.effective_batch, cfg.optim.batch_size,
+                     self.ctx.backend)
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
         self.run_dir = cfg.run_dir
@@ -166,17 +171,38 @@ class Trainer:
         self._warned_eval = False
         if state is not None:
             self._restore(start, state)
+        elif self.ctx.rank > 0:
+            # Ranks share the model's initial weights (DDP broadcasts rank 0's) but not their
+            # dropout masks.
+            torch.manual_seed(distributed.rank_seed(cfg.seed, self.ctx))
+        o = cfg.optim
+        idle_heads = o.align_weight <= 0 or (self.region is not None and min(
+            o.region_weight, o.target_cell_weight) <= 0)
+        self.forward = distributed.wrap(
+            StepForward(self.model, self.text_features, self.region), self.ctx, self.device,
+            find_unused=idle_heads)
+
+    @property
+    def effective_batch(self) -> int:
+        """Samples per optimisation step over all ranks."""
+        return self.cfg.optim.batch_size * self.ctx.world_size
 
     def _make_source(self):
         d = self.cfg.data
         if d.source == 'tabletop':
-            return TabletopSource('train', self.cfg.seed, d.image_size, d.objects, d.phrasings)
+            # Every rank draws its own scenes: a seed of its own.
+            return TabletopSource('train', distributed.rank_seed(self.cfg.seed, self.ctx),
+                                  d.image_size, d.objects, d.phrasings)
         if d.source in RECORDED:
-            return recorded_source(d.source, d.path, self.library, self.cfg.seed,
-                                   strict=d.strict,
-                                   allow_external_images=d.allow_external_images,
-                                   library_path=str(self.library_path),
-                                   max_unknown=d.max_unknown_actions)
+            # Every rank walks the same shuffled order and takes its own slice of each
+            # global batch (disjoint shards, and results independent of the world size).
+            source = recorded_source(d.source, d.path, self.library, self.cfg.seed,
+                                     strict=d.strict,
+                                     allow_external_images=d.allow_external_images,
+                                     library_path=str(self.library_path),
+                                     max_unknown=d.max_unknown_actions)
+            source.shard(self.ctx.rank, self.ctx.world_size)
+            return source
         raise ValueError(f"data.source must be 'tabletop', 'jsonl' or 'lerobot', got "
                          f'{d.source!r}')
 
@@ -227,8 +253,15 @@ class Trainer:
         self.scheduler.load_state_dict(state['scheduler'])
         if self.scaler is not None and state.get('scaler'):
             self.scaler.load_state_dict(state['scaler'])
-        self.source.load_state_dict(state['source'])
-        ckpt.set_rng_state(state['rng'])
+        saved_world = int(state.get('world_size', 1))
+        if saved_world != self.ctx.world_size:
+            raise ValueError(f'--resume: {checkpoint} was written by a run of world size '
+                             f'{saved_world}; resume it with the same number of processes '
+                             f'(this one has {self.ctx.world_size})')
+        per_rank = state.get('per_rank')
+        own = per_rank[self.ctx.rank] if per_rank else state
+        self.source.load_state_dict(own['source'])
+        ckpt.set_rng_state(own['rng'])
         self.step = int(state['step'])
         self.skipped_steps = int(state.get('skipped_steps', 0))
         log.info('resumed from %s at step %d', checkpoint, self.step)
@@ -246,29 +279,34 @@ class Trainer:
         b, c = images.shape[:2]
         pixels = self.preprocess(list(images.reshape(b * c, *images.shape[2:])))
         targets = torch.as_tensor(targets, device=self.device)
-        text = self.text_features(instructions)
+        ctx = self.ctx
         with self.autocast:
-            vision = self.model.encode_images(pixels)
-            if labels is not None and o.target_cell_weight > 0:
-                query, fused = self.model.fusion(vision, text, c, return_tokens=True)
-            else:
-                query = self.model.fuse(vision, text, c)
-            actions = self.model.encode_actions(self.library_params, self.descriptions)
-            loss = library_contrastive_loss(query.float(), actions.float(), targets,
-                                            self.model.logit_scale,
-                                            multi_positive=o.multi_positive)
-            if o.align_weight > 0:
-                loss = loss + o.align_weight * self._alignment_loss(pixels, text, c)
-            if labels is not None and o.region_weight > 0:
-                loss = loss + o.region_weight * self.region.attribute_loss(vision.patches,
-                                                                           labels)
-            if labels is not None and o.target_cell_weight > 0:
-                loss = loss + o.target_cell_weight * self.region.target_loss(fused, labels)
+            out = self.forward(pixels, list(instructions), c, self.library_params,
+                               self.descriptions, labels, o.region_weight,
+                               o.target_cell_weight, o.align_weight > 0)
+            # The in-batch terms see the global batch: every rank computes the same loss.
+            loss = library_contrastive_loss(
+                distributed.gather_batch(out['query'].float(), ctx), out['actions'].float(),
+                distributed.gather_batch(targets, ctx), out['logit_scale'],
+                multi_positive=o.multi_positive)
+            if 'align' in out:
+                image_emb, text_emb = (distributed.gather_batch(e.float(), ctx)
+                                       for e in out['align'])
+                loss = loss + o.align_weight * symmetric_infonce(image_emb, text_emb, None,
+                                                                 out['logit_scale'])
+            if 'attribute_loss' in out:
+                loss = loss + o.region_weight * out['attribute_loss']
+            if 'target_loss' in out:
+                loss = loss + o.target_cell_weight * out['target_loss']
         self.optimizer.zero_grad(set_to_none=True)
-        if not torch.isfinite(loss):
-            # A bad batch must not poison the weights: skip the update, keep the count.
+        if not self._all_finite(loss):
+            # A bad batch must not poison the weights: skip the update, keep the count. Every
+            # rank skips together (one rank's NaN in a per-rank term is everyone's skip).
             self.skipped_steps += 1
             log.warning('step %d: non-finite loss (%s), update skipped', self.step, loss.item())
+            if self.ctx.distributed:  # DDP expects the backward of every forward
+                (loss * 0).backward()
+                self.optimizer.zero_grad(set_to_none=True)
             return {'loss': float('nan'), 'skipped': True}
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -277,7 +315,7 @@ class Trainer:
             loss.backward()
         params = [p for group in self.optimizer.param_groups for p in group['params']]
         grad_norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.optim.grad_clip)
-        if not torch.isfinite(grad_norm):
+        if not torch.isfinite(grad_norm):  # gradients are averaged: the same on every rank
             self.skipped_steps += 1
             self.optimizer.zero_grad(set_to_none=True)
             log.warning('step %d: non-finite gradient, update skipped', self.step)
@@ -290,10 +328,11 @@ class Trainer:
         self.scheduler.step()
         return {'loss': loss.item(), 'grad_norm': grad_norm.item(), 'skipped': False}
 
-    def _alignment_loss(self, pixels, text, num_cameras):
-        image_emb, text_emb = self.model.encode_alignment(pixels, text, num_cameras)
-        return symmetric_infonce(image_emb.float(), text_emb.float(), None,
-                                 self.model.logit_scale)
+    def _all_finite(self, loss: torch.Tensor) -> bool:
+        finite = torch.isfinite(loss.detach()).to(torch.float32).reshape(1)
+        if self.ctx.distributed:
+            torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+        return bool(finite.item())
 
     # -- evaluation, checkpoints, logs ---------------------------------------------------
     def evaluate(self) -> dict[str, dict]:
@@ -319,25 +358,37 @@ class Trainer:
             results['val_dataset'] = metrics.summarise(ranks)
         return results
 
-    def save(self) -> Path:
-        state = {'optimizer': self.optimizer.state_dict(),
-                 'scheduler': self.scheduler.state_dict(),
-                 'scaler': self.scaler.state_dict() if self.scaler is not None else None,
-                 'source': self.source.state_dict(), 'rng': ckpt.rng_state(),
-                 'skipped_steps': self.skipped_steps, 'config': self.cfg.to_dict(),
-                 'region': self.region.state_dict() if self.region is not None else None}
-        return ckpt.save_checkpoint(self.run_dir, self.step, self.model, state,
-                                    extra_files={'actions.yaml': self.library_path},
-                                    keep_last=self.cfg.schedule.keep_last)
+    def save(self) -> Path | None:
+        """Rank 0 writes the checkpoint, with every rank's data position and RNG state so a
+        resumed distributed run draws what an uninterrupted one would; returns its directory
+        (None on the other ranks, which wait until it is written)."""
+        per_rank = distributed.gather_objects(
+            {'source': self.source.state_dict(), 'rng': ckpt.rng_state()}, self.ctx)
+        path = None
+        if self.ctx.is_main:
+            state = {'optimizer': self.optimizer.state_dict(),
+                     'scheduler': self.scheduler.state_dict(),
+                     'scaler': self.scaler.state_dict() if self.scaler is not None else None,
+                     **per_rank[0], 'world_size': self.ctx.world_size,
+                     'per_rank': per_rank if self.ctx.distributed else None,
+                     'skipped_steps': self.skipped_steps, 'config': self.cfg.to_dict(),
+                     'region': self.region.state_dict() if self.region is not None else None}
+            path = ckpt.save_checkpoint(self.run_dir, self.step, self.model, state,
+                                        extra_files={'actions.yaml': self.library_path},
+                                        keep_last=self.cfg.schedule.keep_last)
+        distributed.barrier(self.ctx)
+        return path
 
     def run(self, progress: bool = True, stop_at: int | None = None) -> dict:
         """Train to optim.steps (or stop early at `stop_at`, e.g. to test resuming)."""
-        cfg = self.cfg
+        cfg, main = self.cfg, self.ctx.is_main
         end = min(cfg.optim.steps, stop_at or cfg.optim.steps)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        _write_yaml_atomic(self.run_dir / 'config.yaml', cfg.to_dict())
-        logs = RunLogs(self.run_dir, self.step)
-        bar = tqdm(total=cfg.optim.steps, initial=self.step, disable=not progress,
+        logs = None
+        if main:  # one process writes the run's files; the others only train
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            _write_yaml_atomic(self.run_dir / 'config.yaml', cfg.to_dict())
+            logs = RunLogs(self.run_dir, self.step)
+        bar = tqdm(total=cfg.optim.steps, initial=self.step, disable=not (progress and main),
                    dynamic_ncols=True, desc=cfg.run_name)
         window_start, window_samples = time.perf_counter(), 0
         last_eval: dict = {}
@@ -345,9 +396,10 @@ class Trainer:
             while self.step < end:
                 out = self.train_step()
                 self.step += 1
-                window_samples += cfg.optim.batch_size
+                window_samples += self.effective_batch
                 bar.update(1)
-                if self.step % cfg.schedule.log_every == 0 or self.step == cfg.optim.steps:
+                if main and (self.step % cfg.schedule.log_every == 0
+                             or self.step == cfg.optim.steps):
                     rate = window_samples / max(1e-9, time.perf_counter() - window_start)
                     window_start, window_samples = time.perf_counter(), 0
                     row = {'step': self.step, 'loss': out['loss'],
@@ -357,15 +409,18 @@ class Trainer:
                     logs.train(row)
                     bar.set_postfix(loss=f'{out["loss"]:.3f}', rate=f'{rate:.0f}/s')
                 if self.step % cfg.schedule.eval_every == 0 or self.step == cfg.optim.steps:
-                    last_eval = self.evaluate()
-                    logs.evaluation(self.step, last_eval)
-                    bar.write(f'step {self.step}: ' + ', '.join(
-                        f'{s} top1 {100 * m["top1"]:.1f}%' for s, m in last_eval.items()))
+                    if main:
+                        last_eval = self.evaluate()
+                        logs.evaluation(self.step, last_eval)
+                        bar.write(f'step {self.step}: ' + ', '.join(
+                            f'{s} top1 {100 * m["top1"]:.1f}%' for s, m in last_eval.items()))
+                    distributed.barrier(self.ctx)
                 if self.step % cfg.schedule.save_every == 0 or self.step == cfg.optim.steps:
                     self.save()
         finally:
             bar.close()
-            logs.close()
+            if logs is not None:
+                logs.close()
             self._report_skipped_samples()
         return last_eval
 
@@ -484,8 +539,19 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
+    try:
+        return _main(argv)
+    finally:
+        distributed.shutdown()
+
+
+def _main(argv=None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
+    rank = int(os.environ.get('RANK', '0'))
+    # Under torchrun only rank 0 says what the run does; the others speak up for problems.
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
+                        format=('' if rank == 0 else f'[rank {rank}] ')
+                        + '%(levelname)s %(name)s: %(message)s')
     overrides = args.overrides + (['data.strict=true'] if args.strict else [])
     try:
         cfg = load_config(args.config, overrides)
@@ -510,6 +576,8 @@ def main(argv=None) -> int:
             raise   # an error while training is a bug to see whole, not a setting
         print(f'vla-train: {err}', file=sys.stderr)   # a setting the trainer cannot honour
         return 2
+    if not trainer.ctx.is_main:
+        return 0
     minutes = (time.perf_counter() - started) / 60
     print(metrics.format_table(list(results.items()),
                                title=f'{cfg.run_name}: step {trainer.step}, {minutes:.1f} min'))

@@ -3,16 +3,26 @@
     python bench/train_throughput.py                       # config/train_tabletop.yaml, CPU
     python bench/train_throughput.py --device cuda --set optim.amp=bf16
     python bench/train_throughput.py --quick               # 5 steps of batch 16
+    python bench/train_throughput.py --threads 1 --world-sizes 1,2   # torchrun scaling
 
 Runs the package's own ``Trainer`` (the code ``vla-train`` runs, writing into a temporary
 directory) for ``--steps`` steps after a warm-up, and reports samples/s and ms per step, split
 into drawing the batch (rendering the procedural tabletop scenes on the CPU) and the rest of
 the step (preprocessing, forward, backward, optimiser). A row per ``--threads`` value shows
 how the step scales with CPU threads in the same run.
+
+``--world-sizes 1,2`` adds a second table: the same step under ``torchrun`` with N processes
+(gloo on the CPU, NCCL on GPUs; each process has ``--threads`` threads and its own batch of
+``optim.batch_size``), samples/s of the effective batch and the scaling efficiency
+``samples/s(N) / (N * samples/s(1))``.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -38,6 +48,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--device', default='cpu', help='cpu | cuda | auto')
     p.add_argument('--threads', default='0',
                    help='comma-separated torch CPU thread counts, one row each (0 = default)')
+    p.add_argument('--world-sizes', default='',
+                   help='comma-separated torchrun process counts, one row each (e.g. 1,2)')
+    p.add_argument('--worker', action='store_true', help=argparse.SUPPRESS)  # under torchrun
     p.add_argument('--quick', action='store_true', help='5 steps of batch 16')
     p.add_argument('--json', help='also write the rows here (JSON)')
     return p.parse_args(argv)
@@ -88,6 +101,52 @@ def time_steps(trainer, steps: int, warmup: int) -> dict:
             'samples_per_s': batch_size / (step_ms / 1e3)}
 
 
+def run_worker(args) -> int:
+    """One torchrun process: time the distributed step; rank 0 writes the row."""
+    from vla_embedding_ros.training import distributed
+
+    threads = int(args.threads.split(',')[0])
+    if threads > 0:
+        torch.set_num_threads(threads)
+    try:
+        with tempfile.TemporaryDirectory(prefix='vla-bench-ddp-') as workdir:
+            trainer = make_trainer(args, workdir, threads)
+            row = time_steps(trainer, args.steps, args.warmup)
+        ctx = trainer.ctx
+        if ctx.is_main:
+            row.update(world_size=ctx.world_size, backend=ctx.backend or 'none',
+                       threads=torch.get_num_threads(),
+                       effective_batch=row['batch'] * ctx.world_size,
+                       samples_per_s=row['batch'] * ctx.world_size / (row['ms_per_step'] / 1e3))
+            write_json(args.json, row)
+    finally:
+        distributed.shutdown()
+    return 0
+
+
+def world_size_rows(args, sizes: list[int]) -> list[dict]:
+    rows = []
+    for n in sizes:
+        with tempfile.TemporaryDirectory(prefix='vla-bench-ddp-') as tmp:
+            out = Path(tmp) / 'row.json'
+            command = [sys.executable, '-m', 'torch.distributed.run', '--standalone',
+                       f'--nproc_per_node={n}', __file__, '--worker', '--json', str(out),
+                       '--config', args.config, '--steps', str(args.steps),
+                       '--warmup', str(args.warmup), '--device', args.device,
+                       '--threads', args.threads.split(',')[0],
+                       '--batch-size', str(args.batch_size)]
+            for override in args.overrides:
+                command += ['--set', override]
+            subprocess.run(command, check=True, env=dict(os.environ, OMP_NUM_THREADS='1'),
+                           stdout=subprocess.DEVNULL)
+            rows.append(json.loads(out.read_text()))
+    single = next((r['samples_per_s'] for r in rows if r['world_size'] == 1), None)
+    for r in rows:
+        r['efficiency'] = (r['samples_per_s'] / (r['world_size'] * single)
+                           if single else float('nan'))
+    return rows
+
+
 def precision_of(trainer) -> str:
     """What the step ran in: the Trainer's autocast dtype on CUDA (optim.amp), else fp32."""
     dtype = getattr(trainer.autocast, 'fast_dtype', None)
@@ -98,6 +157,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.quick:
         args.steps, args.warmup, args.batch_size = 5, 1, args.batch_size or 16
+    if args.worker:
+        return run_worker(args)
     default_threads = torch.get_num_threads()
     rows = []
     for threads in (int(t) for t in args.threads.split(',')):
@@ -121,8 +182,22 @@ def main(argv=None) -> int:
                 ['samples/s = batch / median step. data = rendering the batch of procedural '
                  'scenes (CPU, single-threaded); the rest is preprocessing, forward, backward '
                  'and the optimiser step.'])
+    scaling = []
+    if args.world_sizes:
+        scaling = world_size_rows(args, [int(n) for n in args.world_sizes.split(',')])
+        print_table(f'Distributed training throughput (torchrun) on {device}',
+                    ['processes', 'backend', 'threads / process', 'batch / process',
+                     'effective batch', 'samples/s', 'median ms / step', 'efficiency'],
+                    [[r['world_size'], r['backend'], r['threads'], r['batch'],
+                      r['effective_batch'], r['samples_per_s'], r['ms_per_step'],
+                      r['efficiency']] for r in scaling],
+                    ['samples/s = effective batch / median step of rank 0; efficiency = '
+                     'samples/s / (processes x samples/s of 1 process). Every process has '
+                     'its own threads: on a machine with fewer cores than processes x threads '
+                     'they compete.'])
     if args.json:
-        write_json(args.json, {'machine': machine_line(device), 'rows': rows})
+        write_json(args.json, {'machine': machine_line(device), 'rows': rows,
+                               'world_sizes': scaling})
     return 0
 
 

@@ -75,6 +75,16 @@ def test_train_throughput_quick(tmp_path):
     assert not list(REPO.glob('runs/bench')), 'the bench must not write into runs/'
 
 
+def test_train_throughput_under_torchrun_quick(tmp_path):
+    out = _run('train_throughput.py', *QUICK, '--world-sizes', '2', '--json',
+               str(tmp_path / 'train.json'), timeout=300)
+    scaling = json.loads((tmp_path / 'train.json').read_text())['world_sizes']
+    assert [(r['world_size'], r['backend'], r['batch'], r['effective_batch'])
+            for r in scaling] == [(2, 'gloo', 16, 32)]
+    assert scaling[0]['samples_per_s'] > 0
+    assert '| processes | backend | threads / process |' in out
+
+
 def test_node_latency_quick(tmp_path):
     # Same ROS_DOMAIN_ID as the rest of this run (conftest / make test): unique per run.
     env = dict(os.environ, AMENT_PREFIX_PATH=sys.prefix, OMP_NUM_THREADS='1')

@@ -139,10 +139,11 @@ class Trainer:
                         '--set optim.warmup_steps=%d)', cfg.optim.warmup_steps,
                         cfg.optim.steps, max(1, cfg.optim.steps // 10))
         self.ctx, self.device = distributed.setup(resolve_device(cfg.device))
-        if self.ctx.is_main and self.ctx.distributed:
-            log.info('world size %d, effective batch %d (%d per rank), backend %s',
+        if self.ctx.is_main:
+            log.info('world size %d, effective batch %d (%d per rank), %s',
                      self.ctx.world_size, self.effective_batch, cfg.optim.batch_size,
-                     self.ctx.backend)
+                     f'backend {self.ctx.backend}' if self.ctx.distributed
+                     else 'one process (torchrun --nproc_per_node N for more)')
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
         self.run_dir = cfg.run_dir

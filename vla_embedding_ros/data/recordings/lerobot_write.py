@@ -209,7 +209,9 @@ class LeRobotWriter:
         for key, size, frame in zip(self._cameras, self._sizes, frames, strict=True):
             if frame.shape[:2] != size:
                 raise ValueError(f'{key}: image of {frame.shape[1]}x{frame.shape[0]}, the '
-                                 f'earlier ones are {size[1]}x{size[0]}; a camera has one size')
+                                 f'earlier ones are {size[1]}x{size[0]}; a camera has one '
+                                 'size in a LeRobot dataset (vla-bag-to-dataset --resize WxH '
+                                 'makes it so)')
         return frames
 
     def _check_action(self, action, action_vector) -> tuple[np.ndarray, int]:

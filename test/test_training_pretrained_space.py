@@ -170,7 +170,7 @@ def test_fine_tuning_trains_both_towers_at_encoder_lr_and_lowers_the_loss(
     assert any(k.startswith('clip.text_model.') for k in changed)
     assert all(torch.isfinite(v).all() for v in after.values())
     if kind == 'siglip':   # a softmax loss is blind to a shift: the bias is the checkpoint's
-        assert 'clip.logit_bias' not in changed
+        assert 'clip.logit_bias' not in changed and not model.clip.logit_bias.requires_grad
 
 
 def test_resume_reaches_the_parameters_of_an_uninterrupted_run(tmp_path, checkpoints):
@@ -296,6 +296,41 @@ def test_bad_settings_are_refused_by_name(tmp_path, checkpoints, capsys):
             raw[section] = values if section == 'model' else {**raw[section], **values}
         with pytest.raises(ValueError, match=message):
             Trainer(TrainConfig.from_dict(raw))
+    with pytest.raises(FileNotFoundError, match='no_such_clip_folder: not a local folder'):
+        Trainer(space_config(tmp_path, 'no_such_clip_folder'))
     assert vla_eval.main(['--model', checkpoints['clip'], '--splits', 'val', '--num', '4',
                           '--action-prompt', 'no slot']) == 2
     assert '{description}' in capsys.readouterr().err
+
+
+def test_vla_eval_scores_a_raw_folder_zero_shot_on_your_own_dataset(tmp_path, checkpoints,
+                                                                     capsys):
+    from vla_embedding_ros.data.make_dataset import main as make_dataset
+    from vla_embedding_ros.data.tabletop import ACTION_NAMES
+
+    data = tmp_path / 'mine'
+    assert make_dataset(['--out', str(data), '--num', '10', '--image-size', '48',
+                         '--quiet']) == 0
+    report_path = tmp_path / 'report.json'
+    capsys.readouterr()
+    assert vla_eval.main(['--model', checkpoints['siglip'], '--dataset', str(data),
+                          '--num', '6', '--device', 'cpu', '--json', str(report_path)]) == 0
+    out = capsys.readouterr().out
+    assert 'ZERO-SHOT' in out and f'== dataset {data}' in out
+    assert '== val' not in out   # with --dataset, tabletop splits only when asked for
+    report = json.loads(report_path.read_text())
+    assert report['dataset']['library'] == str(data / 'actions.yaml')
+    got = report['models']['model']['dataset']
+    assert got['n'] == 6 and 0 <= got['top1'] <= got['top5'] <= 1
+    assert report['models']['instruction only (image blanked)']['dataset']['n'] == 6
+
+    # The same ranks as scoring the dataset's samples with the zero-shot scorer directly.
+    from vla_embedding_ros.training import metrics
+    from vla_embedding_ros.training.evaluation import dataset_ranks
+    from vla_embedding_ros.training.sources import recorded_source
+    library = ActionLibrary.from_yaml(data / 'actions.yaml')
+    assert library.names == list(ACTION_NAMES)
+    scorer = LibraryScorer(ZeroShotCLIP.from_pretrained(checkpoints['siglip'], device='cpu'),
+                           library)
+    source = recorded_source('jsonl', str(data), library, vla_eval.EVAL_SEED, strict=True)
+    assert got['mrr'] == pytest.approx(metrics.summarise(dataset_ranks(scorer, source, 6))['mrr'])

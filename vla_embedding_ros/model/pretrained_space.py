@@ -192,6 +192,11 @@ class PretrainedSpace(nn.Module):
         self.action_prompt = _check_prompt(action_prompt)
         self.preprocessor_config = dict(preprocessor_config or {})
         self._check_towers_cover_the_model()
+        bias = getattr(model, 'logit_bias', None)
+        if isinstance(bias, nn.Parameter):
+            # SigLIP's bias shifts every logit of a row alike: the trainer's softmax losses
+            # cannot see it (no gradient), so it stays the checkpoint's, for scoring.
+            bias.requires_grad_(False)
 
     def _check_towers_cover_the_model(self) -> None:
         # Every weight must belong to a tower or be the temperature: a weight outside them
@@ -445,8 +450,12 @@ def new_pretrained_space(model_cfg: dict, optim: Any, device: torch.device) -> P
                              f'checkpoint: set model.init: {kind}')
     elif os.path.isabs(cfg.name_or_path) or cfg.name_or_path.startswith(('.', '~')):
         raise FileNotFoundError(f'model.name_or_path {cfg.name_or_path} does not exist')
-    space = PretrainedSpace.from_pretrained(cfg.name_or_path, device,
-                                            action_prompt=cfg.action_prompt or None)
+    try:
+        space = PretrainedSpace.from_pretrained(cfg.name_or_path, device,
+                                                action_prompt=cfg.action_prompt or None)
+    except OSError as err:   # transformers' word for "no such folder and no hub to ask"
+        raise FileNotFoundError(f'model.name_or_path {cfg.name_or_path}: not a local folder, '
+                                f'and not loadable as a hub name ({err})') from err
     if space.model_type != cfg.init:
         raise ValueError(f'model.init is {cfg.init!r} but {cfg.name_or_path} is a '
                          f'{space.model_type} checkpoint: set model.init: {space.model_type}')

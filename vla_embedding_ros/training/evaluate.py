@@ -6,6 +6,7 @@
         --set optim.steps=2000
     vla-eval --model models/tabletop --replay-streams 50 --splits val
     vla-eval --model path/to/clip-vit-base-patch32          # a raw CLIP/SigLIP folder, zero-shot
+    vla-eval --model path/to/clip-vit-base-patch32 --dataset my_dataset   # on your own data
 
 In one run it reports: chance, the instruction-only baseline (the same model with every image
 blanked, which shows how much the answer depends on seeing the scene), each model given,
@@ -25,6 +26,9 @@ import math
 import os
 import sys
 from pathlib import Path
+
+import numpy as np
+import torch
 
 from ..data.tabletop import SPLIT_NAMES
 from ..model import VLAModel
@@ -100,6 +104,37 @@ def evaluate_model(model_dir: Path, splits: list[str], num: int, seed: int, devi
     return report
 
 
+def dataset_path_parts(dataset: Path) -> tuple[str, Path]:
+    """('lerobot' or 'jsonl', the dataset's own action library path) of a dataset folder."""
+    if (dataset / 'meta' / 'info.json').is_file():
+        return 'lerobot', dataset / 'meta' / 'actions.yaml'
+    return 'jsonl', dataset / 'actions.yaml'
+
+
+def evaluate_dataset(model_dir: Path, dataset: Path, library_path: Path, num: int, seed: int,
+                     device: str, blank: bool = False, action_prompt: str | None = None,
+                     batch_size: int = 100) -> dict:
+    """Top-1/5 and MRR on up to ``num`` samples of a recorded dataset (JSONL or LeRobot v3),
+    each scored against the whole library; ``blank`` greys every image."""
+    from .sources import recorded_source
+
+    model = load_eval_model(Path(model_dir), device, action_prompt)
+    library = ActionLibrary.from_yaml(library_path)
+    scorer = LibraryScorer(model, library, batch_size)
+    kind, _ = dataset_path_parts(dataset)
+    source = recorded_source(kind, str(dataset), library, seed, strict=True)
+    n = min(num, len(source.dataset))
+    images, instructions, targets = source.next_batch(n)
+    if blank:
+        images = np.full_like(images, 128)
+    ranks = [metrics.target_ranks(scorer.logits(images[i:i + batch_size],
+                                                instructions[i:i + batch_size]),
+                                  torch.as_tensor(targets[i:i + batch_size],
+                                                  device=model.device))
+             for i in range(0, n, batch_size)]
+    return metrics.summarise(np.concatenate(ranks))
+
+
 def replay_streams(selector, streams: int, episodes: int = 20, split: str = 'val') -> dict:
     """Success of an ActionSelector over the demo's episode streams of ``split`` (what
     ``make demo DEMO_ARGS="--split S --seed N"`` runs), seeds 0..streams-1, ``episodes`` each."""
@@ -156,7 +191,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--set', dest='overrides', action='append', default=[], metavar='KEY=VALUE',
                    help='override for --train-variants, e.g. optim.steps=2000')
     p.add_argument('--variants-dir', default='runs/variants')
-    p.add_argument('--splits', nargs='+', default=SPLITS)
+    p.add_argument('--splits', nargs='+',
+                   help=f'tabletop splits (default: {" ".join(SPLITS)}; none with --dataset)')
+    p.add_argument('--dataset', metavar='DIR',
+                   help='also score your own recorded dataset (JSONL, or a LeRobot v3 folder), '
+                        "up to --num samples, against its own actions.yaml unless --library")
     p.add_argument('--num', type=int, default=500, help='samples per split')
     p.add_argument('--seed', type=int, default=EVAL_SEED)
     p.add_argument('--device', default='auto')
@@ -176,6 +215,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.splits is None:
+        args.splits = [] if args.dataset else list(SPLITS)
     if args.replay_streams < 0 or args.episodes < 1:
         print('vla-eval: --replay-streams must be >= 0 and --episodes >= 1', file=sys.stderr)
         return 2
@@ -229,6 +270,19 @@ def main(argv=None) -> int:
         report['models'][name] = evaluate_model(path, **kw)
     report['models']['instruction only (image blanked)'] = evaluate_model(
         models['model'], blank=True, **kw)
+    if args.dataset:
+        dataset = Path(args.dataset)
+        _, own = dataset_path_parts(dataset)
+        data_library = Path(args.library) if args.library else own if own.is_file() \
+            else library_path
+        report['dataset'] = {'path': str(dataset), 'library': str(data_library),
+                             'chance': metrics.chance(len(ActionLibrary.from_yaml(
+                                 data_library)))}
+        for name, path in [*models.items(), ('instruction only (image blanked)',
+                                             models['model'])]:
+            report['models'][name]['dataset'] = evaluate_dataset(
+                path, dataset, data_library, args.num, args.seed, args.device,
+                blank=name.startswith('instruction only'), action_prompt=args.action_prompt)
 
     def label(name: str) -> str:
         kind = kinds.get(name, 'trained')
@@ -239,6 +293,12 @@ def main(argv=None) -> int:
         rows += [(label(name), r[split]) for name, r in report['models'].items()]
         print(metrics.format_table(rows, title=f'\n== {split} ({args.num} samples, '
                                               f'seed {args.seed}) =='))
+    if args.dataset:
+        rows = [('chance', report['dataset']['chance'])]
+        rows += [(label(name), r['dataset']) for name, r in report['models'].items()]
+        print(metrics.format_table(rows, title=f'\n== dataset {args.dataset} (up to '
+                                              f'{args.num} samples, library '
+                                              f'{report["dataset"]["library"]}) =='))
     main_report = report['models']['model']
     for split in args.splits:
         print(metrics.format_table(list(main_report[split]['per_primitive'].items()),

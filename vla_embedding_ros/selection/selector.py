@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .accelerate import ImageEncoderRunner
+from .backends import OnnxRuntimeBackend, TorchBackend, check_backend
 from .cache import LRUCache
 from .library import ActionLibrary, load_library
 from .preprocess import ImagePreprocessor
@@ -74,14 +75,38 @@ class ActionSelector:
         compile_mode: ``none``, ``torch_compile`` or ``cuda_graph`` for the image encoder
             (see :mod:`.accelerate`; falls back to eager where unsupported).
         precision: ``fp32``, ``bf16`` or ``fp16`` autocast on CUDA (fp32 on the CPU).
+        backend: ``torch`` or ``onnxruntime`` (the query path from a ``vla-export-onnx``
+            export; see :mod:`.backends`).
+        onnx_path: the export folder; default ``<checkpoint_dir>/onnx``.
+        checkpoint_dir: the checkpoint the model was loaded from (``from_pretrained`` sets
+            it): where the export is looked for and what it must have been made from.
+        onnx_providers: ``auto`` or a list (cpu, cuda, tensorrt); missing ones fall back to
+            the CPU provider with the reason in :attr:`backend_fallback_reason`.
+        onnx_threads: ONNX Runtime intra-op threads (0 = its default).
+        onnx_text: ``fp32`` or ``int8`` (the dynamically quantised text encoder).
     """
 
     def __init__(self, model: Any, library: ActionLibrary | None = None, top_k: int = 5,
                  min_confidence: float = 0.0, cache_size: int = 128,
-                 compile_mode: str = 'none', precision: str = 'fp32'):
+                 compile_mode: str = 'none', precision: str = 'fp32',
+                 backend: str = 'torch', onnx_path: str | os.PathLike | None = None,
+                 checkpoint_dir: str | os.PathLike | None = None,
+                 onnx_providers: str | list[str] = 'auto', onnx_threads: int = 0,
+                 onnx_text: str = 'fp32'):
+        check_backend(backend, onnx_text)
         self.model = model.eval()
         self.image_encoder = ImageEncoderRunner(model.encode_images, model.device,
                                                 compile_mode, precision)
+        if backend == 'onnxruntime':
+            if onnx_path is None and checkpoint_dir is None:
+                raise ValueError("backend 'onnxruntime' needs onnx_path (the vla-export-onnx "
+                                 'folder) or checkpoint_dir')
+            if onnx_path is None:
+                onnx_path = os.path.join(os.fspath(checkpoint_dir), 'onnx')
+            self.backend = OnnxRuntimeBackend(model, onnx_path, checkpoint_dir,
+                                              onnx_providers, onnx_threads, onnx_text)
+        else:
+            self.backend = TorchBackend(model, self.image_encoder)
         self.top_k = top_k
         self.min_confidence = min_confidence
         self.text_cache = LRUCache(cache_size)
@@ -108,7 +133,7 @@ class ActionSelector:
             library_path: action library YAML; defaults to ``<model_path>/actions.yaml``.
             device: 'auto', 'cpu', 'cuda' or 'cuda:N'.
             **kwargs: passed to the constructor (top_k, min_confidence, cache_size,
-                compile_mode, precision).
+                compile_mode, precision, backend, onnx_path, onnx_providers, ...).
 
         Raises:
             FileNotFoundError: when no library is given and the checkpoint has none.
@@ -128,6 +153,7 @@ class ActionSelector:
         else:
             from ..model.vla_model import VLAModel
             model = VLAModel.from_pretrained(model_path, device=device)
+            kwargs.setdefault('checkpoint_dir', model_path)
         return cls(model, library, **kwargs)
 
     # -- library ------------------------------------------------------------------------------
@@ -158,9 +184,20 @@ class ActionSelector:
 
     # -- instruction cache ----------------------------------------------------------------------
     def text_features(self, instruction: str) -> Any:
-        """Return the model's text features for ``instruction`` (LRU-cached)."""
+        """The backend's prepared text for ``instruction`` (LRU-cached): everything of a
+        decision that depends on the instruction alone."""
         return self.text_cache.get_or_compute(
-            instruction, lambda: self.model.encode_text([instruction]))
+            instruction, lambda: self.backend.prepare(instruction))
+
+    @property
+    def backend_name(self) -> str:
+        """``torch`` or ``onnxruntime``."""
+        return self.backend.name
+
+    @property
+    def backend_fallback_reason(self) -> str:
+        """Why a requested ONNX Runtime provider is not in use ('' when all are)."""
+        return self.backend.fallback_reason
 
     def cache_info(self) -> dict[str, int]:
         """Instruction cache counters: hits, misses, size, capacity."""
@@ -241,10 +278,7 @@ class ActionSelector:
             if not instruction:
                 return Selection(index=-1, name=None, vector=np.zeros(0, np.float32),
                                  confidence=0.0, abstained=True, reason='empty instruction')
-            text = self.text_features(instruction)
-            with self.image_encoder.autocast():
-                image = self.image_encoder(pixels)
-                query = self.model.fuse(image, text, num_cameras=pixels.shape[0])
+            query = self.backend.query(pixels, self.text_features(instruction))
             if cand is None:
                 actions = library_emb
             else:

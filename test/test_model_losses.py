@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from vla_embedding_ros.model.losses import (
+    hardest_negatives,
     library_contrastive_loss,
     nt_xent,
     symmetric_infonce,
@@ -152,3 +153,37 @@ def test_triplet_matches_formula():
     assert float(triplet_loss(a, p, n, margin)) == pytest.approx(want, rel=1e-10)
     # A satisfied margin gives zero loss.
     assert float(triplet_loss(a, a, -a, margin)) == 0.0
+
+
+def test_nt_xent_with_labels_leaves_same_label_views_out_of_the_negatives():
+    z1, z2 = unit(4, 6, seed=19), unit(4, 6, seed=20)
+    labels = torch.tensor([0, 1, 0, 2])
+    t = 0.5
+    z = [*z1, *z2]
+    n = len(z1)
+    lab = [int(v) for v in labels] * 2
+    total = 0.0
+    for i in range(2 * n):
+        partner = i + n if i < n else i - n
+        others = [dot(z[i], z[k]) / t for k in range(2 * n)
+                  if k != i and (k == partner or lab[k] != lab[i])]
+        total += -(dot(z[i], z[partner]) / t - log_sum_exp(others))
+    got = float(nt_xent(z1, z2, t, labels))
+    assert got == pytest.approx(total / (2 * n), rel=1e-10)
+    assert got != pytest.approx(float(nt_xent(z1, z2, t)))   # the mask changed something
+    # Unique labels: the same as no labels.
+    assert float(nt_xent(z1, z2, t, torch.arange(4))) == pytest.approx(float(nt_xent(z1, z2, t)))
+
+
+def test_hardest_negatives_come_from_the_batch_and_never_the_target():
+    library = unit(6, 5, seed=21)
+    query = library[[0, 0, 3]] + 0.05 * unit(3, 5, seed=22)
+    targets = torch.tensor([0, 0, 3])
+    neg = hardest_negatives(query, library, targets)
+    # Batch actions are {0, 3}: samples of action 0 get action 3 and the other way round.
+    assert torch.equal(neg, library[[3, 3, 0]])
+    # A batch of one action falls back to the hardest other library action.
+    neg = hardest_negatives(query[:2], library, targets[:2])
+    sims = F.normalize(query[:2], dim=-1) @ library.t()
+    sims[:, 0] = -2
+    assert torch.equal(neg, library[sims.argmax(dim=1)])

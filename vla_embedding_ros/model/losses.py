@@ -99,17 +99,28 @@ def library_contrastive_loss(query: torch.Tensor, library: torch.Tensor, targets
     return 0.5 * (to_library + to_query)
 
 
-def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1,
+            labels: torch.Tensor | None = None) -> torch.Tensor:
     """NT-Xent (SimCLR): each of the ``2B`` views must find its pair among the other ``2B-1``.
 
     Args:
         z1, z2: ``[B, E]`` two views (normalised here).
         temperature: softmax temperature.
+        labels: optional ``[B]``: views of samples with the same label (other than the pair
+            itself) are left out of each other's negatives. Training pairs a query with its
+            action's embedding, and a batch holds an action several times: without the mask
+            NT-Xent pushes identical action embeddings apart, which cannot be done.
     """
     z = F.normalize(torch.cat([z1, z2], dim=0), dim=-1)
     n = z1.shape[0]
     sim = z @ z.t() / temperature
-    sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float('-inf'))
+    hidden = torch.eye(2 * n, dtype=torch.bool, device=z.device)
+    if labels is not None:
+        both = torch.cat([labels, labels]).to(z.device)
+        pair = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+        hidden = (both.unsqueeze(0) == both.unsqueeze(1))
+        hidden[torch.arange(2 * n, device=z.device), pair] = False
+    sim = sim.masked_fill(hidden, float('-inf'))
     pair = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
     return F.cross_entropy(sim, pair)
 
@@ -120,3 +131,26 @@ def triplet_loss(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.T
     d_pos = 1 - F.cosine_similarity(anchor, positive, dim=-1)
     d_neg = 1 - F.cosine_similarity(anchor, negative, dim=-1)
     return F.relu(d_pos - d_neg + margin).mean()
+
+
+def hardest_negatives(anchor: torch.Tensor, library: torch.Tensor,
+                      targets: torch.Tensor) -> torch.Tensor:
+    """Per anchor, the library row most similar to it among the actions *of the batch* other
+    than its own (batch-hard mining); the whole library when the batch has no other action.
+
+    Args:
+        anchor: ``[B, E]`` queries; library: ``[N, E]`` action embeddings; targets: ``[B]``.
+
+    Returns:
+        ``[B, E]`` the chosen negatives (rows of ``library``, gradients flow to them).
+    """
+    targets = targets.to(anchor.device).long()
+    sim = F.normalize(anchor, dim=-1) @ F.normalize(library, dim=-1).t()      # [B, N]
+    in_batch = torch.zeros(library.shape[0], dtype=torch.bool, device=anchor.device)
+    in_batch[targets] = True
+    own = F.one_hot(targets, library.shape[0]).bool()
+    allowed = in_batch.unsqueeze(0) & ~own
+    lonely = ~allowed.any(dim=1)                        # a batch of one action: use the library
+    allowed[lonely] = ~own[lonely]
+    choice = sim.masked_fill(~allowed, float('-inf')).argmax(dim=1)
+    return library[choice]

@@ -61,6 +61,11 @@ class OptimConfig:
     region_weight: float = 0.0
     target_cell_weight: float = 0.0
     multi_positive: bool = True
+    # The query<->action objective (training/objectives.py): infonce | nt_xent | triplet.
+    loss: str = 'infonce'
+    temperature: float = 0.1          # nt_xent
+    triplet_margin: float = 0.2       # triplet (cosine distance)
+    projection_dim: int = 0           # > 0: a training-only MLP head of this width
 
 
 @dataclass

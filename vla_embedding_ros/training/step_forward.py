@@ -21,12 +21,15 @@ class StepForward(nn.Module):
         text_features: callable, instructions -> text features (the model's ``encode_text``,
             or a cache of it when the text tower is frozen).
         region: ``RegionSupervision`` or None.
+        head: a training-only ``ProjectionHead`` applied to queries and actions, or None.
     """
 
-    def __init__(self, model: nn.Module, text_features, region: nn.Module | None = None):
+    def __init__(self, model: nn.Module, text_features, region: nn.Module | None = None,
+                 head: nn.Module | None = None):
         super().__init__()
         self.model = model
         self.region = region
+        self.head = head
         self.text_features = text_features
 
     def forward(self, pixels: torch.Tensor, instructions: list[str], num_cameras: int,
@@ -50,6 +53,8 @@ class StepForward(nn.Module):
         if labels is not None and region_weight > 0:
             out['attribute_loss'] = self.region.attribute_loss(vision.patches, labels)
         out['actions'] = model.encode_actions(library_params, descriptions)
+        if self.head is not None:
+            out['query'], out['actions'] = self.head(out['query']), self.head(out['actions'])
         out['logit_scale'] = model.logit_scale * 1.0
         if align:
             out['align'] = model.encode_alignment(pixels, text, num_cameras)

@@ -32,13 +32,13 @@ from ..data.dataset import BadSampleError
 from ..data.tabletop import ACTION_NAMES
 from ..files import make_shareable
 from ..model import VLAConfig, VLAModel, resolve_device
-from ..model.losses import library_contrastive_loss, symmetric_infonce
+from ..model.losses import symmetric_infonce
 from ..model.pretrained_space import load_joint_model, new_pretrained_space, uses_pretrained_space
 from ..package_share import package_file
 from ..selection.library import ActionLibrary
 from ..selection.preprocess import ImagePreprocessor
 from . import checkpoint as ckpt
-from . import distributed, metrics
+from . import distributed, metrics, objectives
 from .config import TrainConfig, continued_config, load_config
 from .evaluation import LibraryScorer, dataset_ranks, tabletop_ranks
 from .region import RegionSupervision
@@ -138,6 +138,7 @@ class Trainer:
                         'the learning rate never reaches optim.lr; lower warmup_steps (e.g. '
                         '--set optim.warmup_steps=%d)', cfg.optim.warmup_steps,
                         cfg.optim.steps, max(1, cfg.optim.steps // 10))
+        objectives.check(cfg.optim)
         self.ctx, self.device = distributed.setup(resolve_device(cfg.device))
         if self.ctx.is_main:
             log.info('world size %d, effective batch %d (%d per rank), %s',
@@ -156,14 +157,17 @@ class Trainer:
         else:
             self.model = self._new_model()
         self.model.train()
+        self.library_params = torch.tensor(self.library.params(), device=self.device)
+        self.descriptions = [a.description for a in self.library.actions]
         self.region = self._region_supervision()
-        self.optimizer = build_optimizer(self.model, cfg, self.region)
+        self.head = self._projection_head()
+        aux = {name: m for name, m in (('region', self.region), ('head', self.head)) if m}
+        self.optimizer = build_optimizer(self.model, cfg,
+                                         torch.nn.ModuleDict(aux) if aux else None)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg))
         self.autocast, self.scaler = autocast_for(self.device, cfg.optim.amp)
         self.preprocess = ImagePreprocessor(self.model.image_size, self.model.image_mean,
                                             self.model.image_std, self.device)
-        self.library_params = torch.tensor(self.library.params(), device=self.device)
-        self.descriptions = [a.description for a in self.library.actions]
         frozen_text = not any(p.requires_grad for p in self.model.text.parameters())
         self.text_features = (TextFeatureCache(self.model.encode_text) if frozen_text
                               else self.model.encode_text)
@@ -180,7 +184,8 @@ class Trainer:
         idle_heads = o.align_weight <= 0 or (self.region is not None and min(
             o.region_weight, o.target_cell_weight) <= 0)
         self.forward = distributed.wrap(
-            StepForward(self.model, self.text_features, self.region), self.ctx, self.device,
+            StepForward(self.model, self.text_features, self.region, self.head), self.ctx,
+            self.device,
             find_unused=idle_heads)
 
     @property
@@ -231,6 +236,15 @@ class Trainer:
         model.action.set_param_stats(params.mean(axis=0), params.std(axis=0))
         return model
 
+    def _projection_head(self) -> objectives.ProjectionHead | None:
+        width = self.cfg.optim.projection_dim
+        if width <= 0:
+            return None
+        with torch.no_grad():  # the joint space's width, whichever model builds it
+            dim = self.model.encode_actions(self.library_params[:1],
+                                            self.descriptions[:1]).shape[-1]
+        return objectives.ProjectionHead(dim, width).to(self.device)
+
     def _region_supervision(self) -> RegionSupervision | None:
         o = self.cfg.optim
         if o.region_weight <= 0 and o.target_cell_weight <= 0:
@@ -250,6 +264,8 @@ class Trainer:
     def _restore(self, checkpoint: Path, state: dict) -> None:
         if self.region is not None and state.get('region'):
             self.region.load_state_dict(state['region'])
+        if self.head is not None and state.get('projection_head'):
+            self.head.load_state_dict(state['projection_head'])
         self.optimizer.load_state_dict(state['optimizer'])
         self.scheduler.load_state_dict(state['scheduler'])
         if self.scaler is not None and state.get('scaler'):
@@ -286,10 +302,9 @@ class Trainer:
                                self.descriptions, labels, o.region_weight,
                                o.target_cell_weight, o.align_weight > 0)
             # The in-batch terms see the global batch: every rank computes the same loss.
-            loss = library_contrastive_loss(
+            loss = objectives.query_action_loss(
                 distributed.gather_batch(out['query'].float(), ctx), out['actions'].float(),
-                distributed.gather_batch(targets, ctx), out['logit_scale'],
-                multi_positive=o.multi_positive)
+                distributed.gather_batch(targets, ctx), out['logit_scale'], o)
             if 'align' in out:
                 image_emb, text_emb = (distributed.gather_batch(e.float(), ctx)
                                        for e in out['align'])
@@ -373,7 +388,9 @@ class Trainer:
                      **per_rank[0], 'world_size': self.ctx.world_size,
                      'per_rank': per_rank if self.ctx.distributed else None,
                      'skipped_steps': self.skipped_steps, 'config': self.cfg.to_dict(),
-                     'region': self.region.state_dict() if self.region is not None else None}
+                     'region': self.region.state_dict() if self.region is not None else None,
+                     'projection_head': (self.head.state_dict() if self.head is not None
+                                         else None)}
             path = ckpt.save_checkpoint(self.run_dir, self.step, self.model, state,
                                         extra_files={'actions.yaml': self.library_path},
                                         keep_last=self.cfg.schedule.keep_last)

@@ -39,7 +39,8 @@ def test_every_parameter_has_a_description_and_numeric_ranges():
     ('device', 'gpu', 'cuda:N'), ('image_topics', [], 'non-empty'),
     ('image_topics', ['a', 'a'], 'duplicates'), ('image_transport', 'h264', 'unknown'),
     ('precision', 'fp8', 'unknown precision'), ('compile', 'jit', 'unknown compile mode'),
-    ('torch_threads', -1, '>= 0'),
+    ('torch_threads', -1, '>= 0'), ('backend', 'tensorrt', 'unknown backend'),
+    ('onnx_text', 'int4', 'unknown onnx_text'), ('onnx_providers', 'cuda;cpu', 'comma-separated'),
 ])
 def test_bad_values_have_reasons(name, value, words):
     assert words in params.check_value(name, value)
@@ -49,7 +50,8 @@ def test_state_gates():
     assert 'unconfigured' in params.check_change('model_path', '/m', 'active')
     assert params.check_change('model_path', '/m', 'unconfigured') == ''
     for name, value in (('compile', 'torch_compile'), ('precision', 'bf16'),
-                        ('torch_threads', 1)):
+                        ('torch_threads', 1), ('backend', 'onnxruntime'),
+                        ('onnx_providers', 'cuda, cpu')):
         assert 'unconfigured' in params.check_change(name, value, 'inactive')
         assert params.check_change(name, value, 'unconfigured') == ''
     assert 'not active' in params.check_change('image_topics', ['a'], 'active')

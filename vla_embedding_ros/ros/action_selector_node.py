@@ -211,9 +211,15 @@ class ActionSelectorNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def _selector_options(self) -> dict:
+        model_path = self.settings['model_path'] or params.default_model_path()
         return {'top_k': self.settings['top_k'],
                 'min_confidence': self.settings['min_confidence'],
-                'precision': self.settings['precision'], 'compile_mode': self.settings['compile']}
+                'precision': self.settings['precision'], 'compile_mode': self.settings['compile'],
+                'backend': self.settings['backend'],
+                'onnx_path': self.settings['onnx_path'] or None, 'checkpoint_dir': model_path,
+                'onnx_providers': self.settings['onnx_providers'],
+                'onnx_threads': self.settings['torch_threads'],
+                'onnx_text': self.settings['onnx_text']}
 
     def _set_torch_threads(self) -> None:
         threads = self.settings['torch_threads']
@@ -226,11 +232,15 @@ class ActionSelectorNode(LifecycleNode):
         set-up (kernel selection, torch.compile, CUDA graph capture)."""
         seconds = selector.warm_up(num_cameras=len(self._camera_topics()))
         runner = selector.image_encoder
+        if selector.backend_fallback_reason:
+            self.get_logger().warning(f'backend onnxruntime: '
+                                      f'{selector.backend_fallback_reason}')
         if runner.fallback_reason:
             self.get_logger().warning(f'compile {runner.requested_mode!r} unavailable, running '
                                       f'eager: {runner.fallback_reason}')
-        self.get_logger().info(f'warm-up decision took {seconds * 1e3:.0f} ms (image encoder: '
-                               f'{runner.mode}, precision {runner.precision})')
+        self.get_logger().info(f'warm-up decision took {seconds * 1e3:.0f} ms (backend '
+                               f'{selector.backend_name}, image encoder: {runner.mode}, '
+                               f'precision {runner.precision})')
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         from ..selection import ActionSelector
@@ -708,6 +718,12 @@ class ActionSelectorNode(LifecycleNode):
                  'precision': runner.precision if runner else self.settings['precision'],
                  'compile': runner.mode if runner else self.settings['compile'],
                  'compile_fallback': runner.fallback_reason if runner else '',
+                 'backend': (self.selector.backend_name if self.selector is not None
+                             else self.settings['backend']),
+                 'backend_providers': ', '.join(getattr(self.selector.backend, 'providers', [])
+                                                if self.selector is not None else []),
+                 'backend_fallback': (self.selector.backend_fallback_reason
+                                      if self.selector is not None else ''),
                  'cameras': ', '.join(self._camera_topics()),
                  'rss_mb': _rss_mb(), 'threads': threading.active_count()}
         # Stamped with the node clock's now, as diagnostic_updater does (the last frame's

@@ -18,9 +18,13 @@ MODES = ('continuous', 'on_instruction')
 TRANSPORTS = ('raw', 'compressed')
 PRECISIONS = ('fp32', 'bf16', 'fp16')              # selection.accelerate.PRECISIONS
 COMPILE_MODES = ('none', 'torch_compile', 'cuda_graph')   # selection.accelerate.COMPILE_MODES
+BACKENDS = ('torch', 'onnxruntime')                       # selection.backends.BACKENDS
+ONNX_TEXT = ('fp32', 'int8')                              # selection.backends.TEXT_PRECISIONS
+_PROVIDER_RE = re.compile(r'^\s*(auto|[A-Za-z]+(\s*,\s*[A-Za-z]+)*)\s*$')
 _DEVICE_RE = re.compile(r'^(auto|cpu|cuda(:\d+)?)$')
 # Parameters that change what configure loads: settable only while unconfigured.
-LOAD_PARAMS = ('model_path', 'library_path', 'device', 'precision', 'compile', 'torch_threads')
+LOAD_PARAMS = ('model_path', 'library_path', 'device', 'precision', 'compile', 'torch_threads',
+               'backend', 'onnx_path', 'onnx_providers', 'onnx_text')
 # Parameters that change which topics exist: settable only while not active.
 TOPIC_PARAMS = ('image_topics', 'image_transport')
 
@@ -65,9 +69,27 @@ def parameter_table() -> dict[str, tuple[Any, ParameterDescriptor]]:
                         'eager with a logged reason where unsupported (cuda_graph needs CUDA)',
             additional_constraints=unconfigured)),
         'torch_threads': (0, _int(
-            'CPU threads torch may use (process-wide); 0 = torch default (one per core). On a '
-            'computer shared with drivers and planners, 1 often gives the steadiest latency',
+            'CPU threads torch may use (process-wide), and ONNX Runtime per session with '
+            'backend onnxruntime; 0 = their default (one per core). On a computer shared with '
+            'drivers and planners, 1 often gives the steadiest latency',
             0, 1024, additional_constraints=unconfigured)),
+        'backend': ('torch', ParameterDescriptor(
+            description='torch | onnxruntime: who runs the query path (image encoder + '
+                        'fusion per frame, text encoder per instruction). onnxruntime runs '
+                        'the export of vla-export-onnx MODEL_PATH; a missing or stale export '
+                        'fails configure naming the command', additional_constraints=unconfigured)),
+        'onnx_path': ('', ParameterDescriptor(
+            description="the vla-export-onnx folder; '' = <model_path>/onnx",
+            additional_constraints=unconfigured)),
+        'onnx_providers': ('auto', ParameterDescriptor(
+            description='auto | comma-separated cpu, cuda, tensorrt (ONNX Runtime execution '
+                        'providers in order; auto = TensorRT, CUDA on a CUDA device when '
+                        'installed, else CPU). Missing ones fall back to CPU with the reason '
+                        'in the log and /diagnostics', additional_constraints=unconfigured)),
+        'onnx_text': ('fp32', ParameterDescriptor(
+            description='fp32 | int8: the text encoder graph (int8 = dynamic quantisation, '
+                        'exported with vla-export-onnx --int8)',
+            additional_constraints=unconfigured)),
         'image_topics': (['image'], ParameterDescriptor(
             description='camera topics (relative names, remappable); one decision fuses the '
                         'newest frame of each; the first one triggers decisions and its '
@@ -134,6 +156,12 @@ def check_value(name: str, value: Any) -> str:
         return f'unknown precision {value!r}; expected one of {list(PRECISIONS)}'
     if name == 'compile' and value not in COMPILE_MODES:
         return f'unknown compile mode {value!r}; expected one of {list(COMPILE_MODES)}'
+    if name == 'backend' and value not in BACKENDS:
+        return f'unknown backend {value!r}; expected one of {list(BACKENDS)}'
+    if name == 'onnx_text' and value not in ONNX_TEXT:
+        return f'unknown onnx_text {value!r}; expected one of {list(ONNX_TEXT)}'
+    if name == 'onnx_providers' and not _PROVIDER_RE.match(value):
+        return f"onnx_providers must be auto or a comma-separated list, got {value!r}"
     if name == 'torch_threads' and value < 0:
         return f'torch_threads must be >= 0, got {value}'
     if name == 'image_transport' and value not in TRANSPORTS:

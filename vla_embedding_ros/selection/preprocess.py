@@ -105,6 +105,8 @@ class ImagePreprocessor:
         frames = [_check_image(img, i) for i, img in enumerate(images)]
         # Frames of equal size are stacked on the device and resized in one call; cameras
         # with different resolutions are resized separately and then concatenated.
+        if len(frames) == 1:   # one camera: no stacking (two copies of the frame saved)
+            return self._convert(self._to_device(frames[0]).unsqueeze(0), color)
         groups: dict[tuple[int, int], list[int]] = {}
         for i, frame in enumerate(frames):
             groups.setdefault(frame.shape[:2], []).append(i)

@@ -293,8 +293,9 @@ class ActionSelector:
         top_probs = top_p.cpu().tolist()
         best = top_indices[0]
         if cand is None:
-            names = [library.names[i] for i in top_indices]
-            name, vector = library.names[best], library.params()[best].copy()
+            every = library.names     # built per access: once here, not once per index
+            names = [every[i] for i in top_indices]
+            name, vector = every[best], library.params()[best].copy()
         else:
             names = [f'candidate_{i}' for i in top_indices]
             name, vector = None, cand[best].copy()

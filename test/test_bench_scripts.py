@@ -99,3 +99,19 @@ def test_node_latency_quick(tmp_path):
         assert row['sent'] > 0 and row['decided'] > 0, row
         assert row['node_p50'] > 0 and row['e2e_p50'] > 0
     assert 'naive/fast node p50' in out and 'target, CPU 640x480' in out
+
+
+def test_query_path_quick(tmp_path):
+    """Exports the shipped model to a temporary folder (none is committed) and times every
+    backend: the rows, the FLOPs and the measured matrix-product throughput are printed."""
+    out = _run('query_path.py', '--quick', '--json', str(tmp_path / 'q.json'), timeout=300)
+    header, *rows = _table(out)
+    assert header == ['backend', 'instruction', 'calls', 'p50', 'p95', 'MFLOP', 'floor',
+                      'x floor']
+    assert [(r[0], r[1]) for r in rows] == [
+        (b, k) for b in ('torch (training path)', 'torch', 'onnxruntime',
+                         'onnxruntime, int8 text') for k in ('cached', 'new')]
+    assert 'GFLOP/s' in out and 'target, new instruction' in out
+    data = json.loads((tmp_path / 'q.json').read_text())
+    assert data['matmul_gflops'] > 0
+    assert all(r['p50_ms'] > 0 and r['floor_ms'] > 0 for r in data['rows'])

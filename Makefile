@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(ROS_ENV) $(PY) bench/node_latency.py $(BENCH_ARGS)
 	$(PY) bench/scoring_scale.py $(BENCH_ARGS)
 	$(PY) bench/encoder_throughput.py $(BENCH_ARGS)
+	$(PY) bench/query_path.py $(BENCH_ARGS)
 	$(PY) bench/train_throughput.py $(BENCH_ARGS)
 
 clean:

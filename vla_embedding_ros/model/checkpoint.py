@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ..files import make_shareable, read_text_bounded
+from ..files import make_shareable, publish_directory, read_text_bounded
 from .config import VLAConfig, dotted_leaves
 
 CONFIG_NAME = 'config.json'
@@ -203,10 +203,8 @@ def _save_encoder(module, target: Path, tokenizer=None, extra_files=()) -> None:
             tokenizer.save_pretrained(staging)
         for extra in extra_files:
             shutil.copyfile(extra, staging / Path(extra).name)
-        make_shareable(staging)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
+        # The old folder is moved aside, not deleted first: a crash never leaves none.
+        publish_directory(staging, target, overwrite=True)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

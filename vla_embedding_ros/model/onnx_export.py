@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..files import make_shareable, read_text_bounded
+from ..files import publish_directory, read_text_bounded
 from .deploy import QueryPlan, compact_text
 
 FORMAT = 'vla_embedding_ros.onnx'
@@ -160,10 +160,8 @@ def export_onnx(model_dir: str | os.PathLike, out_dir: str | os.PathLike | None 
             'torch': torch.__version__, 'onnxruntime': _ort_version(),
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + '\n')
-        make_shareable(staging)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(staging, out_dir)
+        # The old folder is moved aside, not deleted first: a crash never leaves none.
+        publish_directory(staging, out_dir, overwrite=True)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

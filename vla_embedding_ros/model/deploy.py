@@ -105,8 +105,14 @@ class QueryPlan(nn.Module):
     def forward(self, pixels: torch.Tensor, *prepared: torch.Tensor) -> torch.Tensor:
         return self.fuse(self.vision(pixels), *prepared)
 
-    def fuse(self, vision, *prepared: torch.Tensor) -> torch.Tensor:
-        """The query from the image encoder's features and the prepared text."""
+    def fuse(self, vision, *prepared: torch.Tensor, cameras=None) -> torch.Tensor:
+        """The query from the image encoder's features and the prepared text.
+
+        ``cameras``: the camera index (segment) of each image row, for a decision made while
+        some of the model's cameras are missing (e.g. ``[0, 2]``: cameras 0 and 2 present,
+        1 missing); None = rows 0..C-1. Leaving a camera's rows out is exactly the training
+        path's key-padding mask over them (masked keys get no attention weight, and the
+        missing camera's own rows never reach the CLS row), so no mask is needed here."""
         f = self.fusion
         if self.kind != 'transformer':
             (t,) = prepared
@@ -125,7 +131,9 @@ class QueryPlan(nn.Module):
             raise ValueError(f'the query plan was built for a {f.grid} grid, got '
                              f'{tuple(vision.grid)}')
         d = f.cfg.d_model
-        img = f.patch_proj(patches.to(f.patch_proj.weight.dtype)) + self.patch_add[:cams]
+        add = self.patch_add[:cams] if cameras is None else self.patch_add[
+            _camera_index(cameras, cams, f.cfg.max_cameras, self.patch_add.device)]
+        img = f.patch_proj(patches.to(f.patch_proj.weight.dtype)) + add
         img = f.input_norm(img.reshape(cams * n_patch, d))
         layers = f.encoder.layers
         x = torch.cat([rows, img], dim=0)           # CLS first, then words, then patches
@@ -146,6 +154,18 @@ class QueryPlan(nn.Module):
             x = x + layer.linear2(F.gelu(layer.linear1(layer.norm2(x))))
         cls = f.encoder.norm(x[:1]) if f.encoder.norm is not None else x[:1]
         return l2_normalize(f.out_proj(cls))
+
+
+def _camera_index(cameras, rows: int, max_cameras: int, device) -> torch.Tensor:
+    index = torch.as_tensor(cameras, dtype=torch.long, device=device).reshape(-1)
+    if index.numel() != rows:
+        raise ValueError(f'{rows} images but {index.numel()} camera indices {index.tolist()}')
+    if index.numel() and (int(index.min()) < 0 or int(index.max()) >= max_cameras):
+        raise ValueError(f'camera indices {index.tolist()} outside 0..{max_cameras - 1} '
+                         '(fusion.max_cameras)')
+    if len(set(index.tolist())) != index.numel():
+        raise ValueError(f'camera indices {index.tolist()} repeat a camera')
+    return index
 
 
 def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:

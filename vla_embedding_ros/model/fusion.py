@@ -17,13 +17,35 @@ from .config import FusionConfig
 from .encoders import TextFeatures, VisionFeatures, l2_normalize
 
 
-def _camera_pooled(vision: VisionFeatures, batch: int, num_cameras: int) -> torch.Tensor:
-    """Average the pooled vector over each sample's cameras: ``[B*C, D] -> [B, D]``."""
+def check_camera_mask(camera_mask, batch: int, num_cameras: int, device) -> torch.Tensor | None:
+    """``camera_mask`` as a bool ``[B, C]`` tensor on ``device`` (True = the camera's image is
+    there), or None when every camera is present. A dropped camera (camera dropout in
+    training, a silent camera at run time) is marked here, per sample."""
+    if camera_mask is None:
+        return None
+    mask = torch.as_tensor(camera_mask, device=device).bool()
+    if tuple(mask.shape) != (batch, num_cameras):
+        raise ValueError(f'camera_mask has shape {tuple(mask.shape)}, expected '
+                         f'[{batch}, {num_cameras}] (samples x cameras)')
+    return None if bool(mask.all()) else mask
+
+
+def _camera_pooled(vision: VisionFeatures, batch: int, num_cameras: int,
+                   camera_mask=None) -> torch.Tensor:
+    """Average the pooled vector over each sample's (present) cameras: ``[B*C, D] -> [B, D]``.
+
+    With a ``camera_mask`` the mean runs over the present cameras only; a sample with none
+    gets a zero vector (instruction only)."""
     pooled = vision.pooled
     if pooled.shape[0] != batch * num_cameras:
         raise ValueError(f'{pooled.shape[0]} images for {batch} instructions x {num_cameras} '
                          'cameras')
-    return pooled.reshape(batch, num_cameras, -1).mean(dim=1)
+    pooled = pooled.reshape(batch, num_cameras, -1)
+    mask = check_camera_mask(camera_mask, batch, num_cameras, pooled.device)
+    if mask is None:
+        return pooled.mean(dim=1)
+    weights = mask.to(pooled.dtype).unsqueeze(-1)
+    return (pooled * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
 
 
 class LateFusion(nn.Module):
@@ -34,20 +56,23 @@ class LateFusion(nn.Module):
         self.vision_proj = nn.Linear(vision_dim, embed_dim)
         self.text_proj = nn.Linear(text_dim, embed_dim)
 
-    def project(self, vision: VisionFeatures, text: TextFeatures, num_cameras: int):
-        """Projected (not normalised) pooled image and text vectors ``[B, E]`` each."""
-        v = _camera_pooled(vision, text.pooled.shape[0], num_cameras)
+    def project(self, vision: VisionFeatures, text: TextFeatures, num_cameras: int,
+                camera_mask=None):
+        """Projected (not normalised) pooled image and text vectors ``[B, E]`` each; a
+        ``camera_mask`` [B, C] leaves dropped cameras out of the camera mean."""
+        v = _camera_pooled(vision, text.pooled.shape[0], num_cameras, camera_mask)
         return self.vision_proj(v.to(self.vision_proj.weight.dtype)), \
             self.text_proj(text.pooled.to(self.text_proj.weight.dtype))
 
-    def align(self, vision: VisionFeatures, text: TextFeatures, num_cameras: int = 1):
+    def align(self, vision: VisionFeatures, text: TextFeatures, num_cameras: int = 1,
+              camera_mask=None):
         """Unit image and text embeddings for an auxiliary image<->instruction loss."""
-        v, t = self.project(vision, text, num_cameras)
+        v, t = self.project(vision, text, num_cameras, camera_mask)
         return l2_normalize(v), l2_normalize(t)
 
     def forward(self, vision: VisionFeatures, text: TextFeatures,
-                num_cameras: int = 1) -> torch.Tensor:
-        v, t = self.project(vision, text, num_cameras)
+                num_cameras: int = 1, camera_mask=None) -> torch.Tensor:
+        v, t = self.project(vision, text, num_cameras, camera_mask)
         return l2_normalize(v + t)
 
 
@@ -63,8 +88,8 @@ class GatedFusion(LateFusion):
         self.gate = nn.Linear(2 * embed_dim, embed_dim)
 
     def forward(self, vision: VisionFeatures, text: TextFeatures,
-                num_cameras: int = 1) -> torch.Tensor:
-        v, t = self.project(vision, text, num_cameras)
+                num_cameras: int = 1, camera_mask=None) -> torch.Tensor:
+        v, t = self.project(vision, text, num_cameras, camera_mask)
         alpha = torch.sigmoid(self.gate(torch.cat([v, t], dim=-1)))
         return l2_normalize(alpha * v + (1 - alpha) * t)
 
@@ -93,6 +118,15 @@ class TransformerFusion(nn.Module):
     Each patch token gets a 2-D position (by grid cell), a modality-type embedding and a
     segment embedding for its camera; each text token a 1-D position and the text type
     embedding. Padding text tokens are masked out of attention.
+
+    A missing camera (``camera_mask`` False for it: dropped in training, silent at run time)
+    is a key-padding mask over that camera's patch tokens, chosen over a learned "missing
+    camera" token: no new parameter, so checkpoints trained without camera dropout load and
+    score exactly as before, and the QueryPlan/ONNX fast paths get the same result by simply
+    leaving the camera's rows out. Which camera is missing is still visible to the model: every
+    present patch token carries its own camera's segment embedding, so the set of segments
+    attended to says which ones are absent. With every camera masked (image dropout) CLS
+    attends to itself and the text tokens only: the instruction-only prior.
     """
 
     def __init__(self, vision_dim: int, text_dim: int, embed_dim: int, cfg: FusionConfig,
@@ -136,17 +170,19 @@ class TransformerFusion(nn.Module):
                              f'got {tuple(grid)}')
         return sincos_2d(grid[0], grid[1], self.cfg.d_model).to(self.patch_pos.device)
 
-    def align(self, vision: VisionFeatures, text: TextFeatures, num_cameras: int = 1):
+    def align(self, vision: VisionFeatures, text: TextFeatures, num_cameras: int = 1,
+              camera_mask=None):
         """Unit image and text embeddings for an auxiliary image<->instruction loss."""
-        v = _camera_pooled(vision, text.pooled.shape[0], num_cameras)
+        v = _camera_pooled(vision, text.pooled.shape[0], num_cameras, camera_mask)
         w = self.align_vision.weight
         return (l2_normalize(self.align_vision(v.to(w.dtype))),
                 l2_normalize(self.align_text(text.pooled.to(w.dtype))))
 
     def forward(self, vision: VisionFeatures, text: TextFeatures, num_cameras: int = 1,
-                return_tokens: bool = False):
+                return_tokens: bool = False, camera_mask=None):
         """The unit query ``[B, E]``; with ``return_tokens`` also the fused patch tokens
-        ``[B, C*P, d]`` (what per-cell auxiliary losses read)."""
+        ``[B, C*P, d]`` (what per-cell auxiliary losses read). ``camera_mask`` [B, C] bool:
+        False = that sample's camera is missing (its patch tokens are masked out as keys)."""
         batch, length = text.tokens.shape[:2]
         n_img, n_patch = vision.patches.shape[:2]
         if n_img != batch * num_cameras:
@@ -172,6 +208,9 @@ class TransformerFusion(nn.Module):
         seq = self.input_drop(self.input_norm(seq))
         keep = torch.ones(batch, 1 + num_cameras * n_patch, dtype=torch.bool,
                           device=seq.device)
+        mask = check_camera_mask(camera_mask, batch, num_cameras, seq.device)
+        if mask is not None:
+            keep[:, 1:] = mask.repeat_interleave(n_patch, dim=1)
         pad = ~torch.cat([keep, text.mask.to(seq.device).bool()], dim=1)
         out = self.encoder(seq, src_key_padding_mask=pad)
         query = l2_normalize(self.out_proj(out[:, 0]))

@@ -83,21 +83,28 @@ class VLAModel(nn.Module):
         raise TypeError('text must be TextFeatures (from encode_text) or a list of strings')
 
     def encode_query(self, pixel_values: torch.Tensor, text: TextFeatures | list[str],
-                     num_cameras: int = 1) -> torch.Tensor:
+                     num_cameras: int = 1, camera_mask=None) -> torch.Tensor:
         """Fuse ``B*C`` images (camera-major per sample) and ``B`` instructions -> ``[B, E]`` unit.
+
+        ``camera_mask`` (bool ``[B, C]``, optional): False marks a sample's camera as missing;
+        its image is left out of the fusion (see :class:`TransformerFusion`).
         """
-        return self.fuse(self.encode_images(pixel_values), text, num_cameras)
+        return self.fuse(self.encode_images(pixel_values), text, num_cameras, camera_mask)
 
     def fuse(self, image: VisionFeatures, text: TextFeatures | list[str],
-             num_cameras: int = 1) -> torch.Tensor:
+             num_cameras: int = 1, camera_mask=None) -> torch.Tensor:
         """:meth:`encode_query` after the image encoder (which a selector may run compiled)."""
-        return self.fusion(image, self._text(text), num_cameras)
+        if camera_mask is None:
+            return self.fusion(image, self._text(text), num_cameras)
+        return self.fusion(image, self._text(text), num_cameras, camera_mask=camera_mask)
 
     def encode_alignment(self, pixel_values: torch.Tensor, text: TextFeatures | list[str],
-                         num_cameras: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+                         num_cameras: int = 1,
+                         camera_mask=None) -> tuple[torch.Tensor, torch.Tensor]:
         """Unit pooled image (camera mean) and instruction embeddings ``[B, E]`` each, for the
         auxiliary image<->instruction InfoNCE."""
-        return self.fusion.align(self.encode_images(pixel_values), self._text(text), num_cameras)
+        return self.fusion.align(self.encode_images(pixel_values), self._text(text), num_cameras,
+                                 camera_mask)
 
     def encode_actions(self, params, descriptions: list[str] | None = None) -> torch.Tensor:
         """Embed actions from parameter vectors ``[N, param_dim]`` -> ``[N, E]`` unit vectors.

@@ -40,6 +40,7 @@ class TorchBackend:
     name = 'torch'
     providers: list[str] = []
     fallback_reason = ''
+    supports_missing_cameras = True   # query(..., cameras=[present camera indices])
 
     def __init__(self, model: Any, image_encoder):
         from ..model.deploy import QueryPlan
@@ -53,11 +54,13 @@ class TorchBackend:
         text = self.model.encode_text([instruction])
         return self.plan.prepare(text) if self.plan is not None else text
 
-    def query(self, pixels: torch.Tensor, prepared: Any) -> torch.Tensor:
+    def query(self, pixels: torch.Tensor, prepared: Any, cameras=None) -> torch.Tensor:
+        """``cameras``: the camera index of each frame when some of the model's cameras are
+        missing (None = frames 0..C-1); scorers without a plan average the frames they get."""
         with self.image_encoder.autocast():
             image = self.image_encoder(pixels)
             if self.plan is not None:
-                return self.plan.fuse(image, *prepared)
+                return self.plan.fuse(image, *prepared, cameras=cameras)
             return self.model.fuse(image, prepared, num_cameras=pixels.shape[0])
 
 
@@ -125,6 +128,9 @@ class OnnxRuntimeBackend:
     """
 
     name = 'onnxruntime'
+    # query.onnx adds the camera segment embeddings by position (rows 0..C-1, see
+    # model/onnx_export.py): it has no input saying which camera a frame came from.
+    supports_missing_cameras = False
 
     def __init__(self, model: Any, export_dir: str | os.PathLike,
                  checkpoint_dir: str | os.PathLike | None = None,
@@ -199,7 +205,11 @@ class OnnxRuntimeBackend:
         feed = {name: np.asarray(batch[name], dtype=np.int64) for name in self.text_inputs}
         return compact_text(self.kind, tuple(self.text_session.run(None, feed)))
 
-    def query(self, pixels: torch.Tensor, prepared: tuple) -> torch.Tensor:
+    def query(self, pixels: torch.Tensor, prepared: tuple, cameras=None) -> torch.Tensor:
+        if cameras is not None and list(cameras) != list(range(pixels.shape[0])):
+            raise ValueError(f'backend onnxruntime cannot decide with cameras {list(cameras)} '
+                             'only: its query graph numbers cameras by position; use backend '
+                             'torch for decisions with a missing camera')
         feed = dict(zip(self._query_names[1:], prepared, strict=True))
         feed[self._query_names[0]] = pixels.detach().float().cpu().numpy()
         out = self.query_session.run(None, feed)[0]

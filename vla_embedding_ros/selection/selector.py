@@ -251,7 +251,7 @@ class ActionSelector:
 
     def select(self, images: np.ndarray | Sequence[np.ndarray], instruction: str,
                color: str = 'rgb', candidates: np.ndarray | None = None,
-               top_k: int | None = None) -> Selection:
+               top_k: int | None = None, cameras: Sequence[int] | None = None) -> Selection:
         """Choose the action for the frames and instruction.
 
         Args:
@@ -261,6 +261,9 @@ class ActionSelector:
             color: 'rgb' or 'bgr' channel order of the frames.
             candidates: optional ``[N, param_dim]`` vectors scored instead of the library.
             top_k: override the ``top_k`` attribute for this call.
+            cameras: the model's camera index of each frame, when the frames are not cameras
+                0..C-1 in order: e.g. ``[0, 2]`` decides with camera 1 missing (its segment
+                left out of the fusion, as camera dropout trained it). None = in order.
 
         Raises:
             ValueError: bad frames, bad candidates, bad knobs, or nothing to choose from.
@@ -278,7 +281,14 @@ class ActionSelector:
             if not instruction:
                 return Selection(index=-1, name=None, vector=np.zeros(0, np.float32),
                                  confidence=0.0, abstained=True, reason='empty instruction')
-            query = self.backend.query(pixels, self.text_features(instruction))
+            prepared = self.text_features(instruction)
+            if cameras is None:
+                query = self.backend.query(pixels, prepared)
+            else:
+                if len(cameras) != pixels.shape[0]:
+                    raise ValueError(f'{pixels.shape[0]} frames but {len(cameras)} camera '
+                                     f'indices {list(cameras)}')
+                query = self.backend.query(pixels, prepared, cameras=list(cameras))
             if cand is None:
                 actions = library_emb
             else:

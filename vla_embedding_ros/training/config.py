@@ -14,6 +14,7 @@ import yaml
 
 from ..files import read_text_bounded
 from ..model.config import dotted_leaves
+from .augment import AugmentConfig
 
 
 @dataclass
@@ -42,6 +43,9 @@ class DataConfig:
     # warning) before the run refuses to start: past it the library is most likely the wrong one.
     max_unknown_actions: float = 0.5
     num_workers: int = 0
+    # Image augmentation (training/augment.py): enabled auto|true|false (auto = on for
+    # jsonl/lerobot, off for tabletop) and per-transform ranges, each off at its neutral value.
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
 @dataclass
@@ -122,7 +126,12 @@ def _section(section_cls, value: Any, where: str):
     if unknown:
         raise ValueError(f'{where}: unknown option(s) {unknown}; known: {sorted(known)}')
     types = {f.name: f.type for f in fields(section_cls)}
-    return section_cls(**{k: _coerce(v, types[k], f'{where}.{k}') for k, v in value.items()})
+    return section_cls(**{k: _section(SUBSECTIONS[types[k]], v, f'{where}.{k}')
+                          if types[k] in SUBSECTIONS else _coerce(v, types[k], f'{where}.{k}')
+                          for k, v in value.items()})
+
+
+SUBSECTIONS = {'AugmentConfig': AugmentConfig}   # sections inside sections (data.augment)
 
 
 def _coerce(value: Any, type_name: str, where: str) -> Any:

@@ -39,6 +39,7 @@ from ..selection.library import ActionLibrary
 from ..selection.preprocess import ImagePreprocessor
 from . import checkpoint as ckpt
 from . import distributed, metrics, objectives
+from .augment import Augmenter
 from .config import TrainConfig, continued_config, load_config
 from .evaluation import LibraryScorer, dataset_ranks, tabletop_ranks
 from .region import RegionSupervision
@@ -48,6 +49,7 @@ from .text_cache import TextFeatureCache
 
 log = logging.getLogger('vla_train')
 EVAL_SEED = 10_007  # evaluation streams never share a seed with the training stream
+AUGMENT_SEED = 7_919  # the augmentation generator's offset from the rank's seed
 
 
 def seed_everything(seed: int) -> None:
@@ -168,6 +170,7 @@ class Trainer:
         self.autocast, self.scaler = autocast_for(self.device, cfg.optim.amp)
         self.preprocess = ImagePreprocessor(self.model.image_size, self.model.image_mean,
                                             self.model.image_std, self.device)
+        self.augment = self._augmenter()
         frozen_text = not any(p.requires_grad for p in self.model.text.parameters())
         self.text_features = (TextFeatureCache(self.model.encode_text) if frozen_text
                               else self.model.encode_text)
@@ -236,6 +239,19 @@ class Trainer:
         model.action.set_param_stats(params.mean(axis=0), params.std(axis=0))
         return model
 
+    def _augmenter(self) -> Augmenter | None:
+        """data.augment's Augmenter, seeded per rank (each rank augments its own shard), or
+        None when it is off; says which, and why, in one line."""
+        aug = self.cfg.data.augment
+        on, why = aug.active(self.cfg.data.source)
+        if self.ctx.is_main:
+            log.info('image augmentation %s (%s)%s', 'on' if on else 'off', why,
+                     f': {aug.describe()}' if on else '')
+        if not on:
+            return None
+        return Augmenter(aug, self.model.image_mean, self.model.image_std, self.device,
+                         distributed.rank_seed(self.cfg.seed, self.ctx) + AUGMENT_SEED)
+
     def _projection_head(self) -> objectives.ProjectionHead | None:
         width = self.cfg.optim.projection_dim
         if width <= 0:
@@ -279,6 +295,12 @@ class Trainer:
         own = per_rank[self.ctx.rank] if per_rank else state
         self.source.load_state_dict(own['source'])
         ckpt.set_rng_state(own['rng'])
+        if self.augment is not None:
+            if own.get('augment'):
+                self.augment.load_state_dict(own['augment'])
+            else:
+                log.warning('%s has no augmentation state (written without augmentation): '
+                            'augmenting from a fresh generator', checkpoint)
         self.step = int(state['step'])
         self.skipped_steps = int(state.get('skipped_steps', 0))
         log.info('resumed from %s at step %d', checkpoint, self.step)
@@ -295,6 +317,8 @@ class Trainer:
             images, instructions, targets = self.source.next_batch(o.batch_size)
         b, c = images.shape[:2]
         pixels = self.preprocess(list(images.reshape(b * c, *images.shape[2:])))
+        if self.augment is not None:   # per frame, on the device (training/augment.py)
+            pixels = self.augment(pixels)
         targets = torch.as_tensor(targets, device=self.device)
         ctx = self.ctx
         with self.autocast:
@@ -379,7 +403,9 @@ class Trainer:
         resumed distributed run draws what an uninterrupted one would; returns its directory
         (None on the other ranks, which wait until it is written)."""
         per_rank = distributed.gather_objects(
-            {'source': self.source.state_dict(), 'rng': ckpt.rng_state()}, self.ctx)
+            {'source': self.source.state_dict(), 'rng': ckpt.rng_state(),
+             'augment': self.augment.state_dict() if self.augment is not None else None},
+            self.ctx)
         path = None
         if self.ctx.is_main:
             state = {'optimizer': self.optimizer.state_dict(),

@@ -43,6 +43,10 @@ class DataConfig:
     # warning) before the run refuses to start: past it the library is most likely the wrong one.
     max_unknown_actions: float = 0.5
     num_workers: int = 0
+    # tabletop: the camera views of each scene, in order (data/tabletop/cameras.py): 'top'
+    # (the render) and/or 'oblique' (a perspective warp, as from the front at ~45 degrees).
+    # The first camera listed is the one a node's first image topic should be.
+    cameras: list = field(default_factory=lambda: ['top'])
     # Image augmentation (training/augment.py): enabled auto|true|false (auto = on for
     # jsonl/lerobot, off for tabletop) and per-transform ranges, each off at its neutral value.
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -70,6 +74,11 @@ class OptimConfig:
     temperature: float = 0.1          # nt_xent
     triplet_margin: float = 0.2       # triplet (cosine distance)
     projection_dim: int = 0           # > 0: a training-only MLP head of this width
+    # Camera dropout (training/camera_dropout.py): the chance of leaving each camera out of a
+    # sample's fusion (never all of them), and of leaving every camera out (an instruction-only
+    # sample). Both in [0, 1); 0 draws nothing.
+    camera_dropout: float = 0.0
+    image_dropout: float = 0.0
 
 
 @dataclass

@@ -5,6 +5,7 @@ import numpy as np
 import torch
 
 from ..data.tabletop import TabletopConfig, TabletopGenerator, camera_frame
+from ..data.tabletop.cameras import render_views
 from ..selection.preprocess import ImagePreprocessor
 from . import metrics
 
@@ -23,21 +24,30 @@ class LibraryScorer:
             self.actions = model.encode_actions(params, descriptions)
 
     @torch.inference_mode()
-    def logits(self, images: np.ndarray, instructions: list[str]) -> torch.Tensor:
-        """images uint8 [B, C, H, W, 3] RGB -> logits [B, N]."""
+    def logits(self, images: np.ndarray, instructions: list[str],
+               present: tuple | None = None) -> torch.Tensor:
+        """images uint8 [B, C, H, W, 3] RGB -> logits [B, N]. ``present``: a bool per camera
+        (False = that camera is missing for every sample; None = all present)."""
         b, c = images.shape[:2]
         pixels = self.preprocess(list(images.reshape(b * c, *images.shape[2:])))
         text = self.model.encode_text(instructions)
-        query = self.model.encode_query(pixels, text, num_cameras=c)
+        if present is None or all(present):
+            query = self.model.encode_query(pixels, text, num_cameras=c)
+        else:
+            mask = torch.tensor([list(present)] * b, dtype=torch.bool)
+            query = self.model.encode_query(pixels, text, num_cameras=c, camera_mask=mask)
         return self.model.score(query, self.actions).float()
 
 
 def tabletop_ranks(scorer: LibraryScorer, split: str, num: int, seed: int,
-                   image_size: int = 96, blank_images: bool = False):
+                   image_size: int = 96, blank_images: bool = False, cameras=('top',),
+                   present: tuple | None = None):
     """Ranks of the true action for `num` fresh samples of `split`, and each one's template id
     (``primitive/set/number[+colour][+shape]``, see ``data.tabletop.language``).
 
     blank_images replaces every image with flat grey: the instruction-only baseline.
+    cameras: the views of each scene (``data/tabletop/cameras.py``); present: a bool per
+    camera, False = scored with that camera missing (the same scenes either way).
     """
     generator = TabletopGenerator(TabletopConfig(image_size=image_size), split, seed)
     was_training = scorer.model.training
@@ -48,11 +58,14 @@ def tabletop_ranks(scorer: LibraryScorer, split: str, num: int, seed: int,
         while remaining > 0:
             n = min(scorer.batch_size, remaining)
             samples = list(generator.samples(n))
-            images = np.stack([s.image for s in samples])[:, None]
+            if tuple(cameras) == ('top',):
+                images = np.stack([s.image for s in samples])[:, None]
+            else:
+                images = np.stack([render_views(s.image, cameras) for s in samples])
             if blank_images:
                 images = np.full_like(images, 128)
             targets = torch.tensor([s.action_index for s in samples], device=scorer.model.device)
-            logits = scorer.logits(images, [s.instruction for s in samples])
+            logits = scorer.logits(images, [s.instruction for s in samples], present)
             ranks.append(metrics.target_ranks(logits, targets))
             templates += [s.template for s in samples]
             remaining -= n

@@ -14,6 +14,12 @@ that signal directly, and both come free with generated scenes:
   that does not depend on having seen the pair.
 
 Recorded datasets have no per-cell labels: the trainer then trains without these terms.
+
+With several cameras (``data.cameras``) the labels are per cell of the *top* view, the only
+view whose patch grid is the table's grid; the heads read that camera's tokens (``camera``) and
+nothing of the others (an oblique view's patch (r, c) is not table cell (r, c)). A sample whose
+top camera was dropped (camera dropout) is left out of the target-cell term: its fused top
+tokens are masked out of attention and answer nothing.
 """
 from __future__ import annotations
 
@@ -54,18 +60,34 @@ class RegionSupervision(nn.Module):
         self.color = nn.Linear(vision_dim, len(COLORS) + 1)
         self.shape = nn.Linear(vision_dim, len(SHAPES) + 1)
         self.target = nn.Linear(fused_dim, 1) if fused_dim else None
+        self.camera = 0   # which of a sample's cameras is the top view the labels describe
 
-    def attribute_loss(self, patches: torch.Tensor, labels: dict) -> torch.Tensor:
-        """Mean of the colour and shape cross-entropies over every cell of every image."""
+    def attribute_loss(self, patches: torch.Tensor, labels: dict,
+                       num_cameras: int = 1) -> torch.Tensor:
+        """Mean of the colour and shape cross-entropies over every cell of every top-view
+        image (``patches`` [B*C, P, D], camera-major)."""
+        if num_cameras > 1:
+            patches = patches.reshape(-1, num_cameras, *patches.shape[1:])[:, self.camera]
         patches = patches.float()
         color = self.color(patches).flatten(0, 1)
         shape = self.shape(patches).flatten(0, 1)
         return 0.5 * (F.cross_entropy(color, labels['color'].flatten()) +
                       F.cross_entropy(shape, labels['shape'].flatten()))
 
-    def target_loss(self, fused_patches: torch.Tensor, labels: dict) -> torch.Tensor:
-        """Cross-entropy of the target cell over the fused patch tokens ``[B, P, d]``."""
+    def target_loss(self, fused_patches: torch.Tensor, labels: dict, num_cameras: int = 1,
+                    camera_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Cross-entropy of the target cell over the top view's fused patch tokens
+        (``fused_patches`` [B, C*P, d]); samples whose top camera is masked are left out."""
         if self.target is None:
             raise ValueError('target-cell supervision needs transformer fusion')
+        targets = labels['target_cell']
+        if num_cameras > 1:
+            cells = fused_patches.shape[1] // num_cameras
+            fused_patches = fused_patches[:, self.camera * cells:(self.camera + 1) * cells]
+        if camera_mask is not None:
+            seen = camera_mask[:, self.camera].to(fused_patches.device)
+            if not bool(seen.any()):
+                return fused_patches.sum() * 0.0   # keeps the graph (DDP) with no term
+            fused_patches, targets = fused_patches[seen], targets[seen]
         logits = self.target(fused_patches.float()).squeeze(-1)
-        return F.cross_entropy(logits, labels['target_cell'])
+        return F.cross_entropy(logits, targets)

@@ -13,6 +13,7 @@ from collections import Counter
 import numpy as np
 
 from ..data.tabletop import TabletopConfig, TabletopGenerator
+from ..data.tabletop.cameras import check_cameras, render_views
 from ..data.tabletop.generator import collate
 from ..selection.library import ActionLibrary
 from .region import scene_labels
@@ -25,9 +26,12 @@ RECORDED = ('jsonl', 'lerobot')
 
 class TabletopSource:
     def __init__(self, split: str, seed: int, image_size: int, objects=None,
-                 phrasings: int = 0):
+                 phrasings: int = 0, cameras=('top',)):
         """objects: [min, max] per scene; None keeps TabletopConfig's range. phrasings: the
-        training split's pool of phrasings per goal (0 = the whole grammar)."""
+        training split's pool of phrasings per goal (0 = the whole grammar). cameras: the
+        views of each scene, in order (``data/tabletop/cameras.py``: top, oblique); the
+        batches' images are ``[B, C, H, W, 3]``."""
+        self.cameras = check_cameras(list(cameras))
         ranges = {}
         if objects is not None:
             if (not isinstance(objects, (list, tuple)) or len(objects) != 2 or not all(
@@ -37,15 +41,20 @@ class TabletopSource:
         config = TabletopConfig(image_size=image_size, phrasings=phrasings, **ranges)
         self.generator = TabletopGenerator(config, split, seed)
 
+    def _views(self, images):
+        if self.cameras == ('top',):
+            return images[:, None]
+        return np.stack([render_views(image, self.cameras) for image in images])
+
     def next_batch(self, n: int):
         images, instructions, indices = self.generator.batch(n)
-        return images[:, None], instructions, indices
+        return self._views(images), instructions, indices
 
     def next_labelled_batch(self, n: int):
         """``next_batch`` plus the scenes' per-cell labels (see ``region.scene_labels``)."""
         samples = list(self.generator.samples(n))
         images, instructions, indices = collate(samples)
-        return images[:, None], instructions, indices, scene_labels(samples)
+        return self._views(images), instructions, indices, scene_labels(samples)
 
     def state_dict(self) -> dict:
         return {'rng': self.generator.rng.bit_generator.state}

@@ -35,27 +35,33 @@ class StepForward(nn.Module):
     def forward(self, pixels: torch.Tensor, instructions: list[str], num_cameras: int,
                 library_params: torch.Tensor, descriptions: list[str],
                 labels: dict | None = None, region_weight: float = 0.0,
-                target_cell_weight: float = 0.0, align: bool = False) -> dict:
+                target_cell_weight: float = 0.0, align: bool = False,
+                camera_mask: torch.Tensor | None = None) -> dict:
         """Returns ``query`` [B, E], ``actions`` [N, E], ``logit_scale`` and, when asked for,
         ``align`` (image and instruction embeddings), ``attribute_loss`` and ``target_loss``.
 
         The losses use the returned ``logit_scale``, never the parameter itself: DDP counts a
-        parameter used outside ``forward`` twice."""
+        parameter used outside ``forward`` twice. ``camera_mask`` [B, C] (camera dropout,
+        training/camera_dropout.py): False = that sample's camera is left out of the fusion."""
         model = self.model
         text = self.text_features(instructions)
         vision = model.encode_images(pixels)
         out = {}
+        masked = {} if camera_mask is None else {'camera_mask': camera_mask}
         if labels is not None and target_cell_weight > 0:
-            out['query'], fused = model.fusion(vision, text, num_cameras, return_tokens=True)
-            out['target_loss'] = self.region.target_loss(fused, labels)
+            out['query'], fused = model.fusion(vision, text, num_cameras, return_tokens=True,
+                                               **masked)
+            out['target_loss'] = self.region.target_loss(fused, labels, num_cameras,
+                                                         camera_mask)
         else:
-            out['query'] = model.fuse(vision, text, num_cameras)
+            out['query'] = model.fuse(vision, text, num_cameras, **masked)
         if labels is not None and region_weight > 0:
-            out['attribute_loss'] = self.region.attribute_loss(vision.patches, labels)
+            out['attribute_loss'] = self.region.attribute_loss(vision.patches, labels,
+                                                               num_cameras)
         out['actions'] = model.encode_actions(library_params, descriptions)
         if self.head is not None:
             out['query'], out['actions'] = self.head(out['query']), self.head(out['actions'])
         out['logit_scale'] = model.logit_scale * 1.0
         if align:
-            out['align'] = model.encode_alignment(pixels, text, num_cameras)
+            out['align'] = model.encode_alignment(pixels, text, num_cameras, **masked)
         return out

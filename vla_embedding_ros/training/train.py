@@ -37,8 +37,8 @@ from ..model.pretrained_space import load_joint_model, new_pretrained_space, use
 from ..package_share import package_file
 from ..selection.library import ActionLibrary
 from ..selection.preprocess import ImagePreprocessor
+from . import camera_dropout, distributed, metrics, objectives
 from . import checkpoint as ckpt
-from . import distributed, metrics, objectives
 from .augment import Augmenter
 from .config import TrainConfig, continued_config, load_config
 from .evaluation import LibraryScorer, dataset_ranks, tabletop_ranks
@@ -159,6 +159,11 @@ class Trainer:
         else:
             self.model = self._new_model()
         self.model.train()
+        fusion_cfg = getattr(getattr(self.model, 'config', None), 'fusion', None)
+        camera_dropout.check(cfg.optim, getattr(fusion_cfg, 'type', None),
+                             len(cfg.data.cameras))
+        self.camera_dropout = camera_dropout.CameraDropout(cfg.optim.camera_dropout,
+                                                           cfg.optim.image_dropout)
         self.library_params = torch.tensor(self.library.params(), device=self.device)
         self.descriptions = [a.description for a in self.library.actions]
         self.region = self._region_supervision()
@@ -201,7 +206,10 @@ class Trainer:
         if d.source == 'tabletop':
             # Every rank draws its own scenes: a seed of its own.
             return TabletopSource('train', distributed.rank_seed(self.cfg.seed, self.ctx),
-                                  d.image_size, d.objects, d.phrasings)
+                                  d.image_size, d.objects, d.phrasings, d.cameras)
+        if list(d.cameras) != ['top']:
+            raise ValueError(f'data.cameras {d.cameras} names tabletop views; a {d.source} '
+                             "dataset's cameras are its own (leave data.cameras: [top])")
         if d.source in RECORDED:
             # Every rank walks the same shuffled order and takes its own slice of each
             # global batch (disjoint shards, and results independent of the world size).
@@ -275,6 +283,13 @@ class Trainer:
             raise ValueError('optim.target_cell_weight needs model.fusion.type: transformer')
         region = RegionSupervision(self.model.vision.hidden_size,
                                    fusion.d_model if tokens else None, self.model.vision.grid)
+        cameras = list(self.cfg.data.cameras)
+        if 'top' not in cameras:   # the labels are per top-view cell (training/region.py)
+            log.warning('region_weight/target_cell_weight: data.cameras %s has no top view, '
+                        'whose cells the labels describe; training without those terms',
+                        cameras)
+            return None
+        region.camera = cameras.index('top')
         return region.to(self.device).train()
 
     def _restore(self, checkpoint: Path, state: dict) -> None:
@@ -316,6 +331,7 @@ class Trainer:
         else:
             images, instructions, targets = self.source.next_batch(o.batch_size)
         b, c = images.shape[:2]
+        camera_mask = self.camera_dropout.sample(b, c)   # None unless optim.*_dropout
         pixels = self.preprocess(list(images.reshape(b * c, *images.shape[2:])))
         if self.augment is not None:   # per frame, on the device (training/augment.py)
             pixels = self.augment(pixels)
@@ -324,7 +340,8 @@ class Trainer:
         with self.autocast:
             out = self.forward(pixels, list(instructions), c, self.library_params,
                                self.descriptions, labels, o.region_weight,
-                               o.target_cell_weight, o.align_weight > 0)
+                               o.target_cell_weight, o.align_weight > 0,
+                               camera_mask=camera_mask)
             # The in-batch terms see the global batch: every rank computes the same loss.
             loss = objectives.query_action_loss(
                 distributed.gather_batch(out['query'].float(), ctx), out['actions'].float(),
@@ -382,7 +399,8 @@ class Trainer:
         if self.library.names == list(ACTION_NAMES):
             for split in self.cfg.schedule.eval_splits:
                 ranks, _ = tabletop_ranks(scorer, split, self.cfg.schedule.eval_samples,
-                                          EVAL_SEED, self.cfg.data.image_size)
+                                          EVAL_SEED, self.cfg.data.image_size,
+                                          cameras=self.cfg.data.cameras)
                 results[split] = metrics.summarise(ranks)
         elif self.cfg.schedule.eval_splits and not self._warned_eval:
             # Tabletop scenes are scored against the tabletop library; another library has

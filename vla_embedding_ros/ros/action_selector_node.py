@@ -118,6 +118,8 @@ class _Job:
     instruction_seq: int
     candidates: np.ndarray | None
     received_at: float = field(default_factory=time.monotonic)   # the trigger frame's
+    received: list = field(default_factory=list)   # each camera's newest frame's arrival
+    missing: list = field(default_factory=list)    # camera topics missing in this decision
 
 
 def _rss_mb() -> float:
@@ -193,6 +195,13 @@ class ActionSelectorNode(LifecycleNode):
         model_path = self.settings['model_path'] or params.default_model_path()
         library_path = self.settings['library_path'] or None
         where = f'model {model_path}' + (f', library {library_path}' if library_path else '')
+        refusal = self._missing_camera_refusal(self.settings['missing_camera'],
+                                               self.settings['backend'])
+        if refusal:
+            self.last_error = refusal
+            self.get_logger().error(f'configure failed: {refusal}')
+            self.stats.error('configure', refusal)
+            return TransitionCallbackReturn.FAILURE
         try:
             self._device = resolve_device(self.settings['device'])
             self._set_torch_threads()
@@ -209,6 +218,16 @@ class ActionSelectorNode(LifecycleNode):
         self.get_logger().info(f'configured: {where} on {self._device}, '
                                f'{len(self._library)} actions')
         return TransitionCallbackReturn.SUCCESS
+
+    def _missing_camera_refusal(self, missing_camera: str, backend: str) -> str:
+        """Why missing_camera cannot work with this backend ('' when it can): the ONNX query
+        graph numbers cameras by position, with no input saying which camera is missing."""
+        if missing_camera == 'decide' and backend == 'onnxruntime' and \
+                len(self.settings['image_topics']) > 1:
+            return ('missing_camera: decide needs backend torch: the ONNX query graph '
+                    '(vla-export-onnx) adds camera embeddings by position and cannot be told '
+                    'which camera is missing; use backend: torch, or missing_camera: abstain')
+        return ''
 
     def _selector_options(self) -> dict:
         model_path = self.settings['model_path'] or params.default_model_path()
@@ -496,6 +515,8 @@ class ActionSelectorNode(LifecycleNode):
         state = self.state
         for p in changes:
             reason = params.check_change(p.name, p.value, state)
+            if not reason and p.name == 'missing_camera' and self.selector is not None:
+                reason = self._missing_camera_refusal(p.value, self.selector.backend_name)
             if reason:
                 return SetParametersResult(successful=False, reason=reason)
         return SetParametersResult(successful=True)
@@ -565,7 +586,7 @@ class ActionSelectorNode(LifecycleNode):
             s.fresh = False
         self._last_decision = time.monotonic()
         return _Job(msgs, self._instruction, self._instruction_seq, self._candidates,
-                    primary.received_at), None
+                    primary.received_at, [s.received_at for s in self._slots]), None
 
     def _clock_advice(self, off_switch: str) -> str:
         sim = self.get_parameter('use_sim_time').value
@@ -615,35 +636,62 @@ class ActionSelectorNode(LifecycleNode):
                 self._log_limited('stale', f'skipping stale frames, no decision: {reason}. '
                                   f'{advice}', 'warning')
                 return
-        missing = [t for t, m in zip(self._camera_topics(), job.msgs, strict=True) if m is None]
+        missing, reason = self._missing_cameras(job)
+        job.missing = missing
+        decide_without = bool(missing) and self.settings['missing_camera'] == 'decide'
         selection, frames, color = None, None, 'rgb'
-        if missing:
-            reason = f'no frame yet from {missing}'
-            self._log_limited('abstain_camera', f'abstaining: {reason}', 'info')
+        if missing and not decide_without:
+            self._log_limited('abstain_camera', f'abstaining: {reason} (missing_camera: '
+                              'abstain; decide fuses the cameras there are)', 'info')
         elif job.instruction is None:
             reason = 'no instruction received'
             self._log_limited('abstain_instruction', 'abstaining: no instruction yet (publish '
                               f'one on {self.resolve_topic_name("instruction")})', 'info')
         else:
-            frames, color = self._convert(job.msgs)
+            present = [i for i, t in enumerate(self._camera_topics()) if t not in missing]
+            frames, color = self._convert([job.msgs[i] for i in present])
             if frames is None:
                 return
+            if decide_without:
+                self._log_limited('decide_without_camera', f'deciding without camera(s) '
+                                  f'{missing}: {reason}', 'warning')
             t_select = time.perf_counter()
             selection = self.selector.select(frames, job.instruction, color=color,
                                              candidates=job.candidates,
-                                             top_k=self.settings['top_k'])
+                                             top_k=self.settings['top_k'],
+                                             cameras=present if missing else None)
             inference_ms = (time.perf_counter() - t_select) * 1e3
             reason = selection.reason
         if self.settings['mode'] == 'on_instruction':
             with self._cond:
                 self._decided_seq = max(self._decided_seq, job.instruction_seq)
         abstained = selection is None or selection.abstained
+        self.stats.cameras_missing(missing, decided=selection is not None)
         latency_ms = (time.monotonic() - t0) * 1e3
         self._publish(job, header, selection, abstained, reason, latency_ms, inference_ms)
         if frames is not None and self._pubs['debug_image'].get_subscription_count() > 0:
             self._publish_debug(header, frames[0], color, job.instruction, selection,
                                 abstained, reason)
         self.stats.decided(abstained, reason, latency_ms)
+
+    def _missing_cameras(self, job: _Job) -> tuple[list[str], str]:
+        """The camera topics (never the first: its frame triggered this decision) with no
+        frame yet or, with camera_timeout_s, none received within it; and why, in words."""
+        timeout = self.settings['camera_timeout_s']
+        now = time.monotonic()
+        never, silent = [], []
+        for i, topic in enumerate(self._camera_topics()):
+            if i == 0:
+                continue
+            if job.msgs[i] is None:
+                never.append(topic)
+            elif timeout > 0 and job.received and now - job.received[i] > timeout:
+                silent.append((topic, now - job.received[i]))
+        reasons = [f'no frame yet from {never}'] if never else []
+        if silent:
+            listed = ', '.join(f'{t} (last {age:.1f} s ago)' for t, age in silent)
+            reasons.append(f'no frame within camera_timeout_s {timeout:g} s from {listed}')
+        return never + [t for t, _ in silent], '; '.join(reasons)
 
     def _convert(self, msgs) -> tuple[list | None, str]:
         limit = self.settings['max_image_pixels']
@@ -691,7 +739,10 @@ class ActionSelectorNode(LifecycleNode):
             'top_scores': selection.top_scores if selection else [],
             'top_probs': selection.top_probs if selection else [],
             'stamp': {'sec': int(header.stamp.sec), 'nanosec': int(header.stamp.nanosec)},
-            'frame_id': header.frame_id, 'cameras': len(job.msgs),
+            'frame_id': header.frame_id,
+            # the frames this decision fused, and the camera topics it was missing (a missing
+            # camera is fused only without: missing_camera decide; abstain names it in reason)
+            'cameras': len(job.msgs) - len(job.missing), 'missing_cameras': list(job.missing),
             'candidates': 'topic' if job.candidates is not None else 'library',
             'latency_ms': latency_ms, 'inference_ms': inference_ms,
         }

@@ -20,6 +20,7 @@ PRECISIONS = ('fp32', 'bf16', 'fp16')              # selection.accelerate.PRECIS
 COMPILE_MODES = ('none', 'torch_compile', 'cuda_graph')   # selection.accelerate.COMPILE_MODES
 BACKENDS = ('torch', 'onnxruntime')                       # selection.backends.BACKENDS
 ONNX_TEXT = ('fp32', 'int8')                              # selection.backends.TEXT_PRECISIONS
+MISSING_CAMERA = ('abstain', 'decide')
 _PROVIDER_RE = re.compile(r'^\s*(auto|[A-Za-z]+(\s*,\s*[A-Za-z]+)*)\s*$')
 _DEVICE_RE = re.compile(r'^(auto|cpu|cuda(:\d+)?)$')
 # Parameters that change what configure loads: settable only while unconfigured.
@@ -94,6 +95,17 @@ def parameter_table() -> dict[str, tuple[Any, ParameterDescriptor]]:
             description='camera topics (relative names, remappable); one decision fuses the '
                         'newest frame of each; the first one triggers decisions and its '
                         'stamp goes on the outputs', additional_constraints=inactive)),
+        'missing_camera': ('abstain', ParameterDescriptor(
+            description='abstain | decide: what a decision does when a camera other than the '
+                        'first has no frame yet or none newer than camera_timeout_s. abstain '
+                        'says which camera in the reason; decide fuses the cameras it has '
+                        '(a model trained with camera dropout knows how) and names the missing '
+                        'ones in ~/scores and /diagnostics. The first camera triggers decisions: '
+                        'while it is silent there are none. decide needs backend torch')),
+        'camera_timeout_s': (1.0, _float(
+            'a camera whose newest frame arrived longer ago than this counts as missing '
+            '(node receive time, monotonic); 0 = only a camera that never sent a frame is '
+            'missing, an old frame is reused', 0.0, 3600.0)),
         'image_transport': ('raw', ParameterDescriptor(
             description="raw (sensor_msgs/Image on <topic>) or compressed "
                         "(sensor_msgs/CompressedImage on <topic>/compressed)",
@@ -138,7 +150,7 @@ def declare_all(node) -> dict[str, Any]:
 
 def check_value(name: str, value: Any) -> str:
     """Why ``value`` is not acceptable for parameter ``name`` ('' when it is)."""
-    if name in ('max_rate_hz', 'max_image_age_s') and value < 0:
+    if name in ('max_rate_hz', 'max_image_age_s', 'camera_timeout_s') and value < 0:
         return f'{name} must be >= 0, got {value}'
     if name == 'diagnostics_period_s' and value <= 0:
         return f'{name} must be > 0, got {value}'
@@ -158,6 +170,8 @@ def check_value(name: str, value: Any) -> str:
         return f'unknown compile mode {value!r}; expected one of {list(COMPILE_MODES)}'
     if name == 'backend' and value not in BACKENDS:
         return f'unknown backend {value!r}; expected one of {list(BACKENDS)}'
+    if name == 'missing_camera' and value not in MISSING_CAMERA:
+        return f'unknown missing_camera {value!r}; expected one of {list(MISSING_CAMERA)}'
     if name == 'onnx_text' and value not in ONNX_TEXT:
         return f'unknown onnx_text {value!r}; expected one of {list(ONNX_TEXT)}'
     if name == 'onnx_providers' and not _PROVIDER_RE.match(value):

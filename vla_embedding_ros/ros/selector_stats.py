@@ -44,6 +44,10 @@ class SelectorStats:
         self.rejected: Counter[str] = Counter()   # bad input by kind (image_layout, ...)
         self.last_rejection = ''
         self.latency_ms: deque[float] = deque(maxlen=latency_window)
+        # missing_camera: decisions made without a camera, per camera topic; the cameras the
+        # last decision was missing (empty when it had all of them)
+        self.decided_without: Counter[str] = Counter()
+        self.missing_cameras: list[str] = []
         self.last_frame_time: float | None = None
         self._errors_reported = 0
         self._rejected_reported = 0
@@ -86,6 +90,14 @@ class SelectorStats:
             else:
                 self.decisions += 1
 
+    def cameras_missing(self, missing: list[str], decided: bool) -> None:
+        """The cameras a decision (or abstention) was missing; ``decided``: it decided
+        without them (missing_camera: decide), counted per camera."""
+        with self._lock:
+            self.missing_cameras = list(missing)
+            if decided:
+                self.decided_without.update(missing)
+
     def snapshot(self) -> dict:
         """A consistent copy of every counter (latency as p50/p99 in ms)."""
         with self._lock:
@@ -102,6 +114,8 @@ class SelectorStats:
                 'incompatible_qos': self.incompatible_qos,
                 'errors': dict(self.errors), 'last_error': self.last_error,
                 'rejected': dict(self.rejected), 'last_rejection': self.last_rejection,
+                'missing_cameras': ', '.join(self.missing_cameras),
+                'decisions_without_camera': dict(self.decided_without),
                 'latency_p50_ms': percentile(lat, 50), 'latency_p99_ms': percentile(lat, 99),
                 'seconds_since_frame': (time.monotonic() - self.last_frame_time
                                         if self.last_frame_time is not None else None),
@@ -137,6 +151,9 @@ class SelectorStats:
             problems.append(f'{new_rejected} input(s) rejected, last: {snap["last_rejection"]}')
         if snap['last_abstained']:
             problems.append(f'abstaining: {snap["last_abstain_reason"]}')
+        elif snap['missing_cameras']:
+            problems.append(f'deciding without camera(s) {snap["missing_cameras"]} '
+                            '(missing_camera: decide)')
         status = DiagnosticStatus(
             level=DiagnosticStatus.WARN if problems else DiagnosticStatus.OK,
             name=name, hardware_id=hardware_id,

@@ -115,3 +115,16 @@ def test_query_path_quick(tmp_path):
     data = json.loads((tmp_path / 'q.json').read_text())
     assert data['matmul_gflops'] > 0
     assert all(r['p50_ms'] > 0 and r['floor_ms'] > 0 for r in data['rows'])
+
+
+def test_augmentation_quick(tmp_path):
+    """Writes the recorded episode sets, trains 3 steps with and without augmentation and
+    prints a row per run with a top-1 per evaluation set."""
+    out = _run('augmentation.py', '--quick', '--json', str(tmp_path / 'aug.json'), timeout=300)
+    header, *rows = _table(out)
+    assert header[:3] == ['augmentation', 'steps', 'train min']
+    assert [h.split(' (')[0] for h in header[3:]] == ['held_out', 'appearance_shift',
+                                                     'pose_shift', 'both_shifts']
+    assert [r[:2] for r in rows] == [['off', '3'], ['on', '3']]
+    data = json.loads((tmp_path / 'aug.json').read_text())
+    assert data['counts']['train'] == 12 and [r['augment'] for r in data['rows']] == [False, True]

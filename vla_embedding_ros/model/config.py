@@ -59,10 +59,23 @@ class TextConfig:
 
 @dataclass
 class ActionConfig:
-    """Action MLP over the normalised parameter vector (+ projected description text)."""
+    """Action MLP over the normalised parameter vector (+ projected description text).
+
+    ``fourier_features`` > 0 adds random Fourier features (sin and cos of ``fourier_features``
+    random projections, frequencies ~ N(0, fourier_scale^2) per standardised unit) of the
+    parameters listed in ``continuous_dims``, so the MLP can tell apart nearby positions
+    (Tancik et al. 2020); a plain MLP over (x, y) is too smooth to score a continuous space.
+    """
     param_dim: int = 7
     hidden: int = 256
     use_description: bool = False
+    continuous_dims: tuple = ()
+    fourier_features: int = 0
+    fourier_scale: float = 2.0
+    # Per parameter, the range training sampled (a continuous space's bounds, else the
+    # library's min/max); the selector refuses a space reaching beyond it. Empty: unknown.
+    continuous_low: tuple = ()
+    continuous_high: tuple = ()
 
 
 @dataclass
@@ -149,6 +162,18 @@ class VLAConfig:
         if self.fusion.type == 'transformer' and self.text.max_length > self.fusion.max_text_len:
             raise ValueError(f'text.max_length ({self.text.max_length}) exceeds '
                              f'fusion.max_text_len ({self.fusion.max_text_len})')
+        action = self.action
+        bad = [d for d in action.continuous_dims
+               if d != int(d) or not 0 <= int(d) < action.param_dim]
+        if bad:
+            raise ValueError(f'action.continuous_dims must be indices below action.param_dim '
+                             f'({action.param_dim}), got {list(action.continuous_dims)}')
+        if action.fourier_features < 0 or (action.fourier_features and
+                                           not action.continuous_dims):
+            raise ValueError('action.fourier_features must be >= 0 and needs '
+                             'action.continuous_dims (the parameters it encodes)')
+        if not action.fourier_scale > 0:
+            raise ValueError(f'action.fourier_scale must be > 0, got {action.fourier_scale}')
         if not 0.0 <= self.fusion.dropout < 1.0:
             raise ValueError(f'fusion.dropout must be in [0, 1), got {self.fusion.dropout}')
 

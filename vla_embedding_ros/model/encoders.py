@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 from typing import NamedTuple
 
@@ -351,8 +352,19 @@ class ActionEncoder(nn.Module):
         self.use_description = cfg.use_description
         self.register_buffer('param_mean', torch.zeros(cfg.param_dim))
         self.register_buffer('param_std', torch.ones(cfg.param_dim))
+        self.continuous = [int(d) for d in cfg.continuous_dims]
+        width = cfg.param_dim
+        if cfg.fourier_features:
+            # Fixed random frequencies, saved with the weights (a seeded draw, so two models
+            # built from one config agree before training too).
+            draw = torch.Generator().manual_seed(0)
+            self.register_buffer('fourier', torch.randn(
+                len(self.continuous), cfg.fourier_features, generator=draw) * cfg.fourier_scale)
+            width += 2 * cfg.fourier_features
+        else:
+            self.fourier = None
         self.mlp = nn.Sequential(
-            nn.Linear(cfg.param_dim, cfg.hidden), nn.GELU(),
+            nn.Linear(width, cfg.hidden), nn.GELU(),
             nn.Linear(cfg.hidden, cfg.hidden), nn.GELU(),
             nn.Linear(cfg.hidden, embed_dim))
         self.description_proj = (nn.Linear(text_dim, embed_dim)
@@ -376,6 +388,9 @@ class ActionEncoder(nn.Module):
             raise ValueError(f'action params must be [N, {self.param_dim}], '
                              f'got {list(params.shape)}')
         x = (params.to(self.param_mean.dtype) - self.param_mean) / self.param_std
+        if self.fourier is not None:
+            phase = (2 * math.pi) * (x[:, self.continuous] @ self.fourier)
+            x = torch.cat([x, torch.sin(phase), torch.cos(phase)], dim=-1)
         out = self.mlp(x)
         if description is not None and self.description_proj is not None:
             out = out + self.description_proj(description.to(out.dtype))

@@ -9,6 +9,13 @@ The library is the set of candidates the selector scores. It lives in a YAML fil
         description: pick up the object in row 1, column 2
         params: [1, 0, 0, 0, 0, 0.625, 0.375]
         twist: {linear: [0.1, 0, 0], angular: [0, 0, 0]}     # optional
+    space:                                                     # optional
+      choice: {name: primitive, options: [pick, push_left, ...]}
+      continuous: [{name: x, low: 0, high: 1}, {name: y, low: 0, high: 1}]
+
+``space`` declares a continuous action space (:mod:`.action_space`) whose vectors share the
+layout of ``params``; a library with a space may list no fixed actions at all (then only
+sampled candidates are scored, ``candidate_mode: sampled``).
 
 Every validation error is a ``ValueError`` that names the file, the entry (index and name)
 and the field, because a library is hand-edited and a bare "invalid value" is useless there.
@@ -26,9 +33,10 @@ import numpy as np
 import yaml
 
 from ..files import read_text_bounded
+from .action_space import ActionSpace
 
 SCHEMA_VERSION = 1
-_TOP_KEYS = ('version', 'parameter_names', 'actions')
+_TOP_KEYS = ('version', 'parameter_names', 'actions', 'space')
 _ACTION_KEYS = ('name', 'description', 'params', 'twist')
 _TWIST_KEYS = ('linear', 'angular')
 
@@ -125,16 +133,25 @@ class ActionLibrary:
     Args:
         actions: the entries, in the order their indices refer to.
         parameter_names: one label per parameter dimension (the layout of every ``params``).
+        space: an optional continuous :class:`ActionSpace` of the same layout; with one the
+            library may have no fixed actions.
 
     Raises:
         ValueError: naming the entry (index and name) and field that is wrong.
     """
 
-    def __init__(self, actions: Sequence[Action], parameter_names: Sequence[str]):
+    def __init__(self, actions: Sequence[Action], parameter_names: Sequence[str],
+                 space: ActionSpace | None = None):
         self.parameter_names = _check_parameter_names(list(parameter_names), 'library')
         dim = len(self.parameter_names)
-        if not actions:
-            raise ValueError("library: field 'actions' must list at least one action")
+        if space is not None and space.parameter_names != self.parameter_names:
+            raise ValueError(f"library: field 'parameter_names' {self.parameter_names} does not "
+                             f'match the space\'s layout {space.parameter_names} (choice '
+                             'options, then continuous dimensions)')
+        self.space = space
+        if not actions and space is None:
+            raise ValueError("library: field 'actions' must list at least one action (or "
+                             "declare a 'space')")
         self._index: dict[str, int] = {}
         for i, action in enumerate(actions):
             where = _entry(i, getattr(action, 'name', None))
@@ -153,7 +170,8 @@ class ActionLibrary:
             _check_twist_object(action.twist, where)
             self._index[action.name] = i
         self.actions = list(actions)
-        self._params = np.stack([a.params for a in self.actions]).astype(np.float32)
+        self._params = (np.stack([a.params for a in self.actions]).astype(np.float32)
+                        if self.actions else np.zeros((0, dim), np.float32))
         self._params.setflags(write=False)
 
     # -- access ---------------------------------------------------------------------------
@@ -222,12 +240,20 @@ class ActionLibrary:
         if version != SCHEMA_VERSION:
             raise ValueError(f"{source}: field 'version' is {version!r}, this code reads "
                              f'version {SCHEMA_VERSION}')
-        if 'parameter_names' not in data:
+        space = (ActionSpace.from_dict(data['space'], source)
+                 if data.get('space') is not None else None)
+        if 'parameter_names' not in data and space is None:
             raise ValueError(f"{source}: missing field 'parameter_names'")
-        names = _check_parameter_names(data['parameter_names'], source)
-        entries = data.get('actions')
-        if not isinstance(entries, list) or not entries:
-            raise ValueError(f"{source}: field 'actions' must be a non-empty list")
+        names = _check_parameter_names(data.get('parameter_names', space and
+                                                space.parameter_names), source)
+        if space is not None and names != space.parameter_names:
+            raise ValueError(f"{source}: field 'parameter_names' {names} does not match the "
+                             f'space {space.parameter_names} (choice options, then continuous '
+                             'dimensions, in that order)')
+        entries = data.get('actions', [] if space is not None else None)
+        if not isinstance(entries, list) or (not entries and space is None):
+            raise ValueError(f"{source}: field 'actions' must be a non-empty list (or declare "
+                             "a 'space')")
         actions: list[Action] = []
         seen: dict[str, int] = {}
         for i, entry in enumerate(entries):
@@ -260,7 +286,7 @@ class ActionLibrary:
             twist = entry.get('twist')
             twist = None if twist is None else _parse_twist(twist, where)
             actions.append(Action(name, description, np.asarray(params, np.float32), twist))
-        return cls(actions, names)
+        return cls(actions, names, space)
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> 'ActionLibrary':
@@ -287,8 +313,11 @@ class ActionLibrary:
                 entry['twist'] = {'linear': [float(v) for v in a.twist.linear],
                                   'angular': [float(v) for v in a.twist.angular]}
             entries.append(entry)
-        return {'version': SCHEMA_VERSION, 'parameter_names': list(self.parameter_names),
-                'actions': entries}
+        out = {'version': SCHEMA_VERSION, 'parameter_names': list(self.parameter_names),
+               'actions': entries}
+        if self.space is not None:
+            out['space'] = self.space.to_dict()
+        return out
 
     def to_yaml(self, path: str | os.PathLike) -> None:
         """Write the library to ``path`` atomically (temp file in the same folder + os.replace).

@@ -22,6 +22,7 @@ from .backends import OnnxRuntimeBackend, TorchBackend, check_backend
 from .cache import LRUCache
 from .library import ActionLibrary, load_library
 from .preprocess import ImagePreprocessor
+from .sampling import Refinement, SamplingConfig, refine
 from .zero_shot import ZeroShotCLIP, is_zero_shot_checkpoint
 
 
@@ -46,6 +47,7 @@ class Selection:
     top_indices: list[int] = field(default_factory=list)
     top_scores: list[float] = field(default_factory=list)
     top_probs: list[float] = field(default_factory=list)
+    refinement: Refinement | None = None   # sampled mode: what the optimisation saw
 
 
 def _model_param_dim(model: Any) -> int | None:
@@ -171,11 +173,17 @@ class ActionSelector:
         """Replace the action library and embed it.
 
         Raises:
-            ValueError: when the library's parameter layout does not fit the model.
+            ValueError: when the library's parameter layout does not fit the model, or its
+                continuous space reaches beyond the bounds the model was trained on.
         """
         if self.param_dim is not None and library.param_dim != self.param_dim:
             raise ValueError(f'library has {library.param_dim} parameters per action '
                              f'({library.parameter_names}), the model expects {self.param_dim}')
+        if library.space is not None:
+            check_trained_bounds(self.model, library.space)
+        if not len(library):
+            self._library, self._library_emb = library, None
+            return
         with torch.inference_mode():
             params = torch.from_numpy(np.array(library.params())).to(self.model.device)
             emb = self.model.encode_actions(params, _descriptions(library))
@@ -273,6 +281,9 @@ class ActionSelector:
         library, library_emb = self._library, self._library_emb
         if cand is None and library is None:
             raise ValueError('no action library is set and no candidates were given')
+        if cand is None and library_emb is None:
+            raise ValueError('the library declares only a continuous space, no fixed actions: '
+                             'use select_sampled (node: candidate_mode sampled)')
         if not isinstance(instruction, str):
             raise ValueError(f'instruction must be a string, got {type(instruction).__name__}')
         instruction = instruction.strip()
@@ -317,6 +328,82 @@ class ActionSelector:
                          abstained=abstained, reason=reason, top_names=names,
                          top_indices=top_indices, top_scores=top_s.cpu().tolist(),
                          top_probs=top_probs)
+
+
+    def select_sampled(self, images: np.ndarray | Sequence[np.ndarray], instruction: str,
+                       sampling: SamplingConfig | None = None, color: str = 'rgb',
+                       top_k: int | None = None) -> Selection:
+        """Choose a continuous action of the library's space by derivative-free optimisation
+        (:mod:`.sampling`): the frames and instruction are encoded once, then thousands of
+        sampled candidates are embedded and scored. ``vector`` is the best candidate, ``name``
+        its description (``pick(x=0.412, y=0.730)``); ``top_*`` rank the final candidate set
+        (``top_probs`` the softmax over it) and ``refinement`` keeps what the search saw.
+
+        Raises:
+            ValueError: no space in the library, bad settings, bad frames, non-finite scores.
+        """
+        sampling = sampling or SamplingConfig()
+        sampling.check()
+        k, min_conf = self._check_knobs(self.top_k if top_k is None else top_k)
+        library = self._library
+        if library is None or library.space is None:
+            raise ValueError("sampled candidates need a library with a continuous 'space' "
+                             '(see selection/action_space.py)')
+        if getattr(self.model, 'supports_candidate_vectors', True) is False:
+            raise ValueError(f'{type(self.model).__name__} cannot score sampled candidates')
+        if not isinstance(instruction, str):
+            raise ValueError(f'instruction must be a string, got {type(instruction).__name__}')
+        instruction = instruction.strip()
+        space = library.space
+        with torch.inference_mode():
+            pixels = self.preprocess(images, color)
+            if not instruction:
+                return Selection(index=-1, name=None, vector=np.zeros(0, np.float32),
+                                 confidence=0.0, abstained=True, reason='empty instruction')
+            query = self.backend.query(pixels, self.text_features(instruction))
+        with torch.inference_mode(sampling.gradient_steps == 0):
+            query = query.clone()   # a normal tensor when gradient steps differentiate it
+
+            def score(candidates: torch.Tensor) -> torch.Tensor:
+                return self.model.score(query, self.model.encode_actions(candidates, None))[0]
+
+            found = refine(score, space, sampling, self.model.device)
+        final = torch.from_numpy(found.final_logits)
+        probs = torch.softmax(final, dim=0)
+        k = min(k, final.shape[0])
+        top_p, top_i = torch.topk(probs, k)
+        top_indices = top_i.tolist()
+        confidence = float(torch.softmax(torch.cat(
+            [torch.tensor([found.best_logit]), final]), dim=0)[0])
+        abstained = confidence < min_conf
+        return Selection(
+            index=0, name=space.describe(found.best), vector=found.best,
+            confidence=confidence, abstained=abstained,
+            reason=(f'confidence {confidence:.3f} below min_confidence {min_conf:.3f}'
+                    if abstained else ''),
+            top_names=[space.describe(found.final[i]) for i in top_indices],
+            top_indices=top_indices, top_scores=final[top_i].tolist(),
+            top_probs=top_p.tolist(), refinement=found)
+
+
+def check_trained_bounds(model: Any, space) -> None:
+    """ValueError when ``space`` reaches beyond the continuous bounds the model was trained
+    on (``action.continuous_low/high`` in its config; older models carry none)."""
+    action = getattr(getattr(model, 'config', None), 'action', None)
+    low, high = (tuple(getattr(action, name, ())) for name in ('continuous_low',
+                                                              'continuous_high'))
+    if not low:
+        return
+    start = len(space.options)
+    for i, dim in enumerate(space.dims):
+        j = start + i
+        if j >= len(low):
+            break
+        tol = 1e-6 * max(1.0, abs(high[j] - low[j]))
+        if dim.low < low[j] - tol or dim.high > high[j] + tol:
+            raise ValueError(f'space dimension {dim.name!r} spans [{dim.low:g}, {dim.high:g}], '
+                             f'the model was trained on [{low[j]:g}, {high[j]:g}]: its scores '
+                             'outside that range mean nothing; narrow the bounds or retrain')
 
 
 def selection_to_json(selection: Selection, **extra: Any) -> str:

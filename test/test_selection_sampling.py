@@ -1,0 +1,122 @@
+"""Derivative-free optimisation over a continuous space, alone and through the selector."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from model_fixtures import make_tiny_bert, tiny_vla_config
+from vla_embedding_ros.model import VLAConfig, VLAModel
+from vla_embedding_ros.selection import ActionSelector
+from vla_embedding_ros.selection.action_space import ActionSpace
+from vla_embedding_ros.selection.library import ActionLibrary
+from vla_embedding_ros.selection.sampling import MAX_SAMPLES, SamplingConfig, refine
+
+SPACE = ActionSpace.from_dict({'choice': {'name': 'primitive', 'options': ['a', 'b', 'c']},
+                               'continuous': [{'name': 'x', 'low': 0.0, 'high': 1.0},
+                                              {'name': 'y', 'low': 0.0, 'high': 1.0}]})
+PEAK = torch.tensor([0.71, 0.23])
+
+
+def peaked(candidates: torch.Tensor) -> torch.Tensor:
+    """Highest at option 'b' and PEAK; option 'c' has a broad, lower hill elsewhere."""
+    choice, xy = SPACE.split(candidates)
+    sharp = 60.0 - 400.0 * ((xy - PEAK) ** 2).sum(-1)
+    broad = 40.0 - 20.0 * ((xy - 0.2) ** 2).sum(-1)
+    return torch.where(choice == 1, sharp, torch.where(choice == 2, broad, torch.zeros_like(sharp)))
+
+
+def error(found) -> float:
+    return float(np.hypot(*(found.best[3:] - PEAK.numpy())))
+
+
+def test_refinement_finds_the_peak_and_beats_sampling_alone():
+    refined = [refine(peaked, SPACE, SamplingConfig(samples=256, iterations=3, seed=s))
+               for s in range(10)]
+    random_only = [refine(peaked, SPACE, SamplingConfig(samples=256, iterations=0, seed=s))
+                   for s in range(10)]
+    assert all(int(np.argmax(r.best[:3])) == 1 for r in refined)
+    assert np.mean([error(r) for r in refined]) < 0.5 * np.mean([error(r) for r in random_only])
+    assert max(error(r) for r in refined) < 0.03
+    assert refined[0].evaluations == 4 and len(refined[0].history) == 4
+    assert refined[0].history == sorted(refined[0].history)   # the best never gets worse
+
+
+def test_the_same_seed_gives_the_same_action_and_another_seed_other_samples():
+    a = refine(peaked, SPACE, SamplingConfig(samples=128, seed=5))
+    b = refine(peaked, SPACE, SamplingConfig(samples=128, seed=5))
+    c = refine(peaked, SPACE, SamplingConfig(samples=128, seed=6))
+    assert np.array_equal(a.best, b.best) and np.array_equal(a.final, b.final)
+    assert not np.array_equal(a.initial, c.initial)
+
+
+def test_gradient_steps_refine_a_smooth_peak_further():
+    plain = [error(refine(peaked, SPACE, SamplingConfig(samples=64, iterations=1, seed=s)))
+             for s in range(8)]
+    stepped = [error(refine(peaked, SPACE, SamplingConfig(
+        samples=64, iterations=1, seed=s, gradient_steps=20, gradient_lr=0.002)))
+        for s in range(8)]
+    assert np.mean(stepped) < np.mean(plain)
+
+
+@pytest.mark.parametrize('settings, message', [
+    (dict(samples=0), 'sample count'), (dict(samples=MAX_SAMPLES + 1), 'memory bound'),
+    (dict(samples=2.5), 'sample count'), (dict(noise=2.0), 'noise'), (dict(shrink=0), 'shrink'),
+    (dict(iterations=-1), 'iterations'), (dict(seed=-1), 'seed')])
+def test_bad_settings_are_refused(settings, message):
+    with pytest.raises(ValueError, match=message):
+        refine(peaked, SPACE, SamplingConfig(**settings))
+
+
+def test_non_finite_scores_are_an_error_not_an_action():
+    def broken(candidates):
+        out = peaked(candidates)
+        out[3] = float('nan')
+        return out
+    with pytest.raises(ValueError, match='1 of 32 candidates as non-finite'):
+        refine(broken, SPACE, SamplingConfig(samples=32))
+
+
+@pytest.fixture(scope='module')
+def continuous_model_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp('continuous')
+    config = tiny_vla_config(text_path=make_tiny_bert(root / 'bert'), param_dim=5).to_dict()
+    config['action'].update(continuous_dims=[3, 4], fourier_features=8,
+                            continuous_low=[0, 0, 0, 0, 0], continuous_high=[1, 1, 1, 1, 1])
+    torch.manual_seed(0)
+    model = VLAModel(VLAConfig.from_dict(config))
+    model.save_pretrained(root / 'model')
+    ActionLibrary([], SPACE.parameter_names, SPACE).to_yaml(root / 'model' / 'actions.yaml')
+    return root / 'model'
+
+
+def test_selector_chooses_a_vector_of_the_space_reproducibly(continuous_model_dir):
+    selector = ActionSelector.from_pretrained(continuous_model_dir, device='cpu', top_k=3)
+    frame = np.random.default_rng(0).integers(0, 255, (48, 64, 3), np.uint8)
+    config = SamplingConfig(samples=64, iterations=2, seed=1)
+    first = selector.select_sampled(frame, 'pick up the red cube', config)
+    again = selector.select_sampled(frame, 'pick up the red cube', config)
+    assert np.array_equal(first.vector, again.vector)
+    SPACE.check_vector(first.vector)
+    assert first.name == SPACE.describe(first.vector)
+    assert len(first.top_names) == 3 and first.refinement.final.shape == (64, 5)
+    assert 0 < first.confidence <= 1
+    # The scores are the model's: the chosen vector is the best the model gave anything.
+    with torch.inference_mode():
+        query = selector.model.encode_query(selector.preprocess(frame), ['pick up the red cube'])
+        logits = selector.model.score(query, selector.model.encode_actions(
+            torch.from_numpy(np.concatenate([first.refinement.final,
+                                             first.vector[None]])), None))[0]
+    assert float(logits[-1]) == pytest.approx(float(logits.max()), abs=1e-4)
+    with pytest.raises(ValueError, match='only a continuous space'):
+        selector.select(frame, 'pick up the red cube')
+    assert selector.select_sampled(frame, '  ').abstained
+
+
+def test_a_space_wider_than_training_is_refused(continuous_model_dir):
+    selector = ActionSelector.from_pretrained(continuous_model_dir, device='cpu')
+    wide = ActionSpace.from_dict({'choice': {'name': 'primitive', 'options': ['a', 'b', 'c']},
+                                  'continuous': [{'name': 'x', 'low': 0.0, 'high': 2.0},
+                                                 {'name': 'y', 'low': 0.0, 'high': 1.0}]})
+    with pytest.raises(ValueError, match=r"'x' spans \[0, 2\], the model was trained on \[0, 1\]"):
+        selector.set_library(ActionLibrary([], wide.parameter_names, wide))

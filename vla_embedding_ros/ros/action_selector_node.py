@@ -67,7 +67,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Float32MultiArray, MultiArrayDimension, String
 
 from . import selector_params as params
-from .debug_overlay import draw_overlay
+from .debug_overlay import draw_overlay, draw_sampled_overlay
 from .image_conversion import (
     ImageError,
     check_image_header,
@@ -122,6 +122,14 @@ class _Job:
     missing: list = field(default_factory=list)    # camera topics missing in this decision
 
 
+@dataclass
+class _SpaceTwist:
+    """(linear, angular) of ActionSpace.twist_of, shaped like a library action's twist."""
+
+    linear: tuple
+    angular: tuple
+
+
 def _rss_mb() -> float:
     """Resident memory of this process in MiB (Linux /proc); NaN elsewhere. For soak runs."""
     try:
@@ -147,6 +155,7 @@ class ActionSelectorNode(LifecycleNode):
         self.stats = SelectorStats()
         self._log_limiter = LogLimiter(LOG_PERIOD_S)
         self.debug_images_built = 0   # tests read this: the overlay runs only with subscribers
+        self.debug_image_ms: deque = deque(maxlen=100)   # its cost, apart from latency_ms
         self.last_error = ''          # the last configure failure, path included
         self.selector = None
         self._model = None
@@ -213,11 +222,46 @@ class ActionSelectorNode(LifecycleNode):
             self.get_logger().error(f'configure failed: {self.last_error}')
             self.stats.error('configure', self.last_error)
             return TransitionCallbackReturn.FAILURE
+        refusal = self._sampled_refusal(self.settings['candidate_mode'], selector.library)
+        if not refusal:
+            try:
+                self._sampling_config().check()
+            except ValueError as exc:
+                refusal = f'sampled mode: {exc}'
+        if refusal:
+            self.last_error = f'{where}: {refusal}'
+            self.get_logger().error(f'configure failed: {self.last_error}')
+            self.stats.error('configure', self.last_error)
+            return TransitionCallbackReturn.FAILURE
         self.selector, self._model, self._library = selector, selector.model, selector.library
         self.last_error = ''
         self.get_logger().info(f'configured: {where} on {self._device}, '
                                f'{len(self._library)} actions')
         return TransitionCallbackReturn.SUCCESS
+
+    @staticmethod
+    def _sampled_refusal(candidate_mode: str, library) -> str:
+        """Why candidate_mode cannot work with this library ('' when it can)."""
+        if candidate_mode == 'sampled' and (library is None or library.space is None):
+            return ("candidate_mode: sampled needs an action library with a continuous "
+                    "'space:' (e.g. config/tabletop_continuous_actions.yaml; set "
+                    "library_path), this one has only fixed actions; or use candidate_mode: "
+                    'library')
+        return ''
+
+    def _sampling_config(self):
+        """The sampled-mode settings as a SamplingConfig (sample_count 0 resolved by device)."""
+        from ..selection.sampling import SamplingConfig
+        device_type = self._device.type if self._device is not None else 'cpu'
+        return SamplingConfig(samples=params.sample_count_for(self.settings['sample_count'],
+                                                              device_type),
+                              iterations=self.settings['sample_iterations'],
+                              noise=self.settings['sample_noise'],
+                              seed=self.settings['sample_seed'],
+                              gradient_steps=self.settings['gradient_steps'])
+
+    def _sampled(self) -> bool:
+        return self.settings['candidate_mode'] == 'sampled'
 
     def _missing_camera_refusal(self, missing_camera: str, backend: str) -> str:
         """Why missing_camera cannot work with this backend ('' when it can): the ONNX query
@@ -249,7 +293,16 @@ class ActionSelectorNode(LifecycleNode):
     def _warm_up(self, selector) -> None:
         """One decision on blank frames now, so the first camera frame does not pay for lazy
         set-up (kernel selection, torch.compile, CUDA graph capture)."""
-        seconds = selector.warm_up(num_cameras=len(self._camera_topics()))
+        seconds = selector.warm_up(num_cameras=len(self._camera_topics())) \
+            if selector.library_embeddings is not None else 0.0
+        if self._sampled_refusal('sampled', selector.library) == '':
+            # The sampled path (action encoder on thousands of candidates) warms up too, so
+            # switching candidate_mode later does not pay for it on a real frame.
+            size = selector.preprocess.size
+            blank = [np.zeros((size[0], size[1], 3), np.uint8)] * len(self._camera_topics())
+            start = time.perf_counter()
+            selector.select_sampled(blank, 'warm up', self._sampling_config())
+            seconds += time.perf_counter() - start
         runner = selector.image_encoder
         if selector.backend_fallback_reason:
             self.get_logger().warning(f'backend onnxruntime: '
@@ -323,8 +376,9 @@ class ActionSelectorNode(LifecycleNode):
 
     def destroy_node(self) -> None:
         """Stop the inference thread and free the model before the node's handles go away."""
-        self._stop_worker()
-        self._release_device()
+        if hasattr(self, '_cond'):   # else __init__ failed (a parameter out of its range)
+            self._stop_worker()
+            self._release_device()
         super().destroy_node()
 
     # -- topics ---------------------------------------------------------------------------------
@@ -517,6 +571,8 @@ class ActionSelectorNode(LifecycleNode):
             reason = params.check_change(p.name, p.value, state)
             if not reason and p.name == 'missing_camera' and self.selector is not None:
                 reason = self._missing_camera_refusal(p.value, self.selector.backend_name)
+            if not reason and p.name == 'candidate_mode' and self._library is not None:
+                reason = self._sampled_refusal(p.value, self._library)
             if reason:
                 return SetParametersResult(successful=False, reason=reason)
         return SetParametersResult(successful=True)
@@ -656,10 +712,15 @@ class ActionSelectorNode(LifecycleNode):
                 self._log_limited('decide_without_camera', f'deciding without camera(s) '
                                   f'{missing}: {reason}', 'warning')
             t_select = time.perf_counter()
-            selection = self.selector.select(frames, job.instruction, color=color,
-                                             candidates=job.candidates,
-                                             top_k=self.settings['top_k'],
-                                             cameras=present if missing else None)
+            if self._sampled() and job.candidates is None:
+                selection = self.selector.select_sampled(
+                    frames, job.instruction, self._sampling_config(), color=color,
+                    top_k=self.settings['top_k'], cameras=present if missing else None)
+            else:
+                selection = self.selector.select(frames, job.instruction, color=color,
+                                                 candidates=job.candidates,
+                                                 top_k=self.settings['top_k'],
+                                                 cameras=present if missing else None)
             inference_ms = (time.perf_counter() - t_select) * 1e3
             reason = selection.reason
         if self.settings['mode'] == 'on_instruction':
@@ -670,8 +731,8 @@ class ActionSelectorNode(LifecycleNode):
         latency_ms = (time.monotonic() - t0) * 1e3
         self._publish(job, header, selection, abstained, reason, latency_ms, inference_ms)
         if frames is not None and self._pubs['debug_image'].get_subscription_count() > 0:
-            self._publish_debug(header, frames[0], color, job.instruction, selection,
-                                abstained, reason)
+            self._publish_debug(header, frames, color, job.instruction, selection,
+                                abstained, reason, present if missing else None)
         self.stats.decided(abstained, reason, latency_ms)
 
     def _missing_cameras(self, job: _Job) -> tuple[list[str], str]:
@@ -723,7 +784,12 @@ class ActionSelectorNode(LifecycleNode):
             vector.data = [float(v) for v in selection.vector]
             pubs['action_vector'].publish(vector)
             if self.settings['publish_cmd_vel'] and job.candidates is None:
-                twist = self._library[selection.index].twist if self._library else None
+                if selection.refinement is not None:   # sampled: the space's twist mapping
+                    space = self._library.space
+                    twist = _SpaceTwist(*space.twist_of(selection.vector)) \
+                        if space.twist else None
+                else:
+                    twist = self._library[selection.index].twist if self._library else None
                 if twist is not None:
                     msg = Twist()
                     msg.linear.x, msg.linear.y, msg.linear.z = map(float, twist.linear)
@@ -744,17 +810,58 @@ class ActionSelectorNode(LifecycleNode):
             # camera is fused only without: missing_camera decide; abstain names it in reason)
             'cameras': len(job.msgs) - len(job.missing), 'missing_cameras': list(job.missing),
             'candidates': 'topic' if job.candidates is not None else 'library',
+            'candidate_mode': self.settings['candidate_mode'],
             'latency_ms': latency_ms, 'inference_ms': inference_ms,
         }
+        found = selection.refinement if selection is not None else None
+        if found is not None:
+            # sampled: top_* rank the final candidate set; what the search did, in numbers
+            scores['candidates'] = 'sampled'
+            scores['evaluations'] = found.evaluations
+            scores['sampling'] = {
+                'samples': int(found.initial.shape[0]),
+                'iterations': self.settings['sample_iterations'],
+                'noise': self.settings['sample_noise'], 'seed': self.settings['sample_seed'],
+                'gradient_steps': self.settings['gradient_steps'],
+                'best_logit': found.best_logit, 'history': list(found.history)}
         pubs['scores'].publish(String(data=json.dumps(scores)))
 
-    def _publish_debug(self, header, frame, color, instruction, selection, abstained,
-                       reason) -> None:
+    def _publish_debug(self, header, frames, color, instruction, selection, abstained,
+                       reason, cameras=None) -> None:
         self.debug_images_built += 1
+        start = time.perf_counter()
         names = [self._short(n) for n in (selection.top_names if selection else [])]
-        overlay = draw_overlay(frame, color, instruction or '', names,
-                               selection.top_probs if selection else [], abstained, reason)
+        probs = selection.top_probs if selection else []
+        found = selection.refinement if selection is not None else None
+        if found is not None:
+            overlay = self._sampled_overlay(frames, color, instruction, selection, names,
+                                            abstained, reason, cameras)
+        else:
+            overlay = draw_overlay(frames[0], color, instruction or '', names, probs,
+                                   abstained, reason)
         self._pubs['debug_image'].publish(numpy_to_image(overlay, 'rgb8', header))
+        # Its own cost (the heatmap is a model evaluation): after the decision was published,
+        # never inside latency_ms; /diagnostics reports it as debug_image_ms.
+        self.debug_image_ms.append((time.perf_counter() - start) * 1e3)
+
+    def _sampled_overlay(self, frames, color, instruction, selection, names, abstained,
+                         reason, cameras):
+        """Sampled mode: the score over the table for the chosen primitive (a heatmap of
+        debug_heatmap_size cells per side), the first and last candidate sets, the choice."""
+        from ..selection.heatmap import option_mask, score_map, unit_coordinates
+
+        found, space = selection.refinement, self._library.space
+        smap = score_map(self.selector, frames, instruction, selection.vector,
+                         self.settings['debug_heatmap_size'], color, cameras=cameras)
+        # Only the candidates of the chosen primitive lie on this heatmap's plane.
+        initial = found.initial[option_mask(space, found.initial, smap.option)]
+        final = found.final[option_mask(space, found.final, smap.option)]
+        return draw_sampled_overlay(
+            frames[0], color, instruction or '', smap.logits,
+            unit_coordinates(space, initial, smap.dims),
+            unit_coordinates(space, final, smap.dims),
+            unit_coordinates(space, selection.vector, smap.dims), names,
+            selection.top_probs, abstained, reason)
 
     @staticmethod
     def _short(name: str) -> str:
@@ -776,6 +883,10 @@ class ActionSelectorNode(LifecycleNode):
                  'backend_fallback': (self.selector.backend_fallback_reason
                                       if self.selector is not None else ''),
                  'cameras': ', '.join(self._camera_topics()),
+                 'candidate_mode': self.settings['candidate_mode'],
+                 'sample_count': (self._sampling_config().samples if self._sampled() else 0),
+                 'debug_image_ms': (float(np.median(self.debug_image_ms))
+                                    if self.debug_image_ms else float('nan')),
                  'rss_mb': _rss_mb(), 'threads': threading.active_count()}
         # Stamped with the node clock's now, as diagnostic_updater does (the last frame's
         # stamp was 0 before the first frame, and stands still while frames are skipped).

@@ -21,6 +21,9 @@ COMPILE_MODES = ('none', 'torch_compile', 'cuda_graph')   # selection.accelerate
 BACKENDS = ('torch', 'onnxruntime')                       # selection.backends.BACKENDS
 ONNX_TEXT = ('fp32', 'int8')                              # selection.backends.TEXT_PRECISIONS
 MISSING_CAMERA = ('abstain', 'decide')
+CANDIDATE_MODES = ('library', 'sampled')
+MAX_SAMPLES = 1 << 18                                     # selection.sampling.MAX_SAMPLES
+AUTO_SAMPLES = {'cpu': 1024, 'cuda': 16384}               # sample_count 0, by device type
 _PROVIDER_RE = re.compile(r'^\s*(auto|[A-Za-z]+(\s*,\s*[A-Za-z]+)*)\s*$')
 _DEVICE_RE = re.compile(r'^(auto|cpu|cuda(:\d+)?)$')
 # Parameters that change what configure loads: settable only while unconfigured.
@@ -123,9 +126,33 @@ def parameter_table() -> dict[str, tuple[Any, ParameterDescriptor]]:
                                        'this', 0.0, 1.0)),
         'top_k': (5, _int('ranked candidates reported in scores and the debug image', 1,
                           10000)),
+        'candidate_mode': ('library', ParameterDescriptor(
+            description='library | sampled: score the library\'s fixed actions, or choose a '
+                        'continuous action of the library\'s space (its YAML \'space:\') by '
+                        'derivative-free optimisation: sample_count uniform samples, '
+                        'sample_iterations rounds of softmax resampling + shrinking Gaussian '
+                        'noise; sampled without a space fails configure (and is refused as a '
+                        'change). Candidates from the candidates topic win over both')),
+        'sample_count': (0, _int(
+            f'sampled mode: candidates per round; 0 = auto ({AUTO_SAMPLES["cpu"]} on the CPU, '
+            f'{AUTO_SAMPLES["cuda"]} on CUDA); at most {MAX_SAMPLES} (the memory bound)',
+            0, MAX_SAMPLES)),
+        'sample_iterations': (3, _int('sampled mode: resampling rounds after the uniform '
+                                      'samples (IBC: 3); 0 = best of the uniform samples',
+                                      0, 100)),
+        'sample_noise': (0.33, _float('sampled mode: initial noise std as a fraction of each '
+                                      'dimension\'s range, halved every round', 0.0, 1.0)),
+        'sample_seed': (0, _int('sampled mode: seed of every decision\'s generator (the same '
+                                'frames and instruction give the same action)', 0,
+                                2**31 - 1)),
+        'gradient_steps': (0, _int('sampled mode: gradient-ascent steps on the best candidates '
+                                   'after the last round (0 = none)', 0, 1000)),
+        'debug_heatmap_size': (32, _int(
+            'sampled mode: ~/debug_image shows the score over a grid of this many cells per '
+            'side for the chosen primitive (built only while someone subscribes)', 2, 256)),
         'publish_cmd_vel': (False, ParameterDescriptor(
             description='also publish cmd_vel (geometry_msgs/Twist) for actions whose library '
-                        'entry has a twist')),
+                        'entry has a twist (sampled mode: from the space\'s twist mapping)')),
         'max_image_pixels': (40_000_000, _int(
             'drop (and count as image_oversized) frames with more pixels than this; the '
             'default admits 8K UHD (33.2 MP); 0 = no limit', 0, 2_000_000_000)),
@@ -172,6 +199,19 @@ def check_value(name: str, value: Any) -> str:
         return f'unknown backend {value!r}; expected one of {list(BACKENDS)}'
     if name == 'missing_camera' and value not in MISSING_CAMERA:
         return f'unknown missing_camera {value!r}; expected one of {list(MISSING_CAMERA)}'
+    if name == 'candidate_mode' and value not in CANDIDATE_MODES:
+        return f'unknown candidate_mode {value!r}; expected one of {list(CANDIDATE_MODES)}'
+    if name == 'sample_count' and not 0 <= value <= MAX_SAMPLES:
+        return (f'sample_count must be in [0, {MAX_SAMPLES}] (0 = auto; the upper bound keeps '
+                f'one round\'s candidates in memory), got {value}')
+    if name == 'sample_iterations' and not 0 <= value <= 100:
+        return f'sample_iterations must be in [0, 100], got {value}'
+    if name == 'sample_noise' and not 0.0 <= value <= 1.0:
+        return f'sample_noise must be in [0, 1] (fraction of the range), got {value}'
+    if name in ('sample_seed', 'gradient_steps') and value < 0:
+        return f'{name} must be >= 0, got {value}'
+    if name == 'debug_heatmap_size' and not 2 <= value <= 256:
+        return f'debug_heatmap_size must be in [2, 256], got {value}'
     if name == 'onnx_text' and value not in ONNX_TEXT:
         return f'unknown onnx_text {value!r}; expected one of {list(ONNX_TEXT)}'
     if name == 'onnx_providers' and not _PROVIDER_RE.match(value):
@@ -188,6 +228,11 @@ def check_value(name: str, value: Any) -> str:
         if len(set(value)) != len(value):
             return f'image_topics has duplicates: {list(value)}'
     return ''
+
+
+def sample_count_for(value: int, device_type: str) -> int:
+    """The effective sample count: ``value``, or with 0 the default for the device type."""
+    return int(value) or AUTO_SAMPLES.get(device_type, AUTO_SAMPLES['cpu'])
 
 
 def check_change(name: str, value: Any, state: str) -> str:

@@ -9,12 +9,20 @@ published; no answer within ``episode_timeout_s`` is a failure. Then the next ep
 Run as a program (``main``), it exits with status 0 after its last episode (``episodes`` > 0),
 once its results are acknowledged, so a launch file can end the whole run on its exit.
 
+With ``task: continuous`` the scenes come from :class:`ContinuousTabletopGenerator` (objects
+anywhere on the table) and the simulator waits for a continuous action vector
+``[one-hot primitive, x, y]`` on ``action_selector/action_vector`` (the selector's output in
+``candidate_mode: sampled``) instead of a name; ``apply_vector`` judges it (the point on the
+referred object, the asked primitive) and the result also carries the position error in object
+radii.
+
 Topics::
 
     publishes   camera/image_raw (sensor_msgs/Image)   instruction (std_msgs/String, latched)
                 ~/episode_result (String JSON)   ~/success_rate (std_msgs/Float32, latched)
                 /clock (rosgraph_msgs/Clock) when publish_clock is true
     subscribes  action_selector/selected_action (std_msgs/String): the selector's default output
+                action_selector/action_vector (std_msgs/Float32MultiArray) with task continuous
 
 With ``publish_clock`` the simulator owns time: ``/clock`` advances with wall time times
 ``real_time_factor`` and every stamp it publishes is that sim time; run the other nodes with
@@ -34,7 +42,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from rclpy.time import Time
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image
-from std_msgs.msg import Float32, String
+from std_msgs.msg import Float32, Float32MultiArray, String
 
 from ..data.tabletop import (
     SPLIT_NAMES,
@@ -43,9 +51,17 @@ from ..data.tabletop import (
     apply_action,
     camera_frame,
 )
+from ..data.tabletop.continuous import (
+    CONTINUOUS_SPACE,
+    ContinuousTabletopGenerator,
+    apply_vector,
+    position_error,
+)
 from .image_conversion import numpy_to_image
 
 ACTION_TOPIC = 'action_selector/selected_action'
+VECTOR_TOPIC = 'action_selector/action_vector'
+TASKS = ('grid', 'continuous')
 CAMERA_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                         reliability=ReliabilityPolicy.BEST_EFFORT,
                         durability=DurabilityPolicy.VOLATILE)
@@ -68,6 +84,11 @@ def _int(desc: str, lo: int, hi: int) -> ParameterDescriptor:
 
 
 PARAMETERS = {
+    'task': ('grid', ParameterDescriptor(
+        description='grid: cell-aligned scenes, judges action names on '
+                    f'{ACTION_TOPIC}; continuous: objects anywhere, judges action vectors '
+                    f'[one-hot primitive, x, y] on {VECTOR_TOPIC} (the selector in '
+                    'candidate_mode sampled)', read_only=True)),
     'episodes': (0, _int('episodes to run; 0 = forever', 0, 1_000_000)),
     'seed': (0, _int('seed of the episode stream (same seed and split, same episodes)', 0,
                      2**31 - 1)),
@@ -102,8 +123,12 @@ class TabletopSimNode(Node):
                   for name, (default, desc) in PARAMETERS.items()}
         if self.p['split'] not in SPLIT_NAMES:
             raise ValueError(f'unknown split {self.p["split"]!r}; expected one of {SPLIT_NAMES}')
-        self.generator = TabletopGenerator(TabletopConfig(image_size=self.p['image_size']),
-                                           split=self.p['split'], seed=self.p['seed'])
+        if self.p['task'] not in TASKS:
+            raise ValueError(f'unknown task {self.p["task"]!r}; expected one of {list(TASKS)}')
+        self.continuous = self.p['task'] == 'continuous'
+        make = ContinuousTabletopGenerator if self.continuous else TabletopGenerator
+        self.generator = make(TabletopConfig(image_size=self.p['image_size']),
+                              split=self.p['split'], seed=self.p['seed'])
         self.results: list[dict] = []
         self.sample = None
         self.scene = None
@@ -124,11 +149,16 @@ class TabletopSimNode(Node):
             self.create_timer(1.0 / self.p['clock_rate_hz'], self._publish_clock)
         # The selector's default output (its ~/selected_action), so the two nodes meet without
         # a remap; relative, so a namespace given to both still pairs them.
-        self.action_topic = self.resolve_topic_name(ACTION_TOPIC)
-        self.create_subscription(String, ACTION_TOPIC, self._on_action, 10)
+        if self.continuous:
+            self.action_topic = self.resolve_topic_name(VECTOR_TOPIC)
+            self.create_subscription(Float32MultiArray, VECTOR_TOPIC, self._on_vector, 10)
+        else:
+            self.action_topic = self.resolve_topic_name(ACTION_TOPIC)
+            self.create_subscription(String, ACTION_TOPIC, self._on_action, 10)
         self.create_timer(1.0 / self.p['rate_hz'], self._tick)
         self.get_logger().info(
-            f'tabletop_sim: split {self.p["split"]}, seed {self.p["seed"]}, episodes '
+            f'tabletop_sim: task {self.p["task"]}, split {self.p["split"]}, seed '
+            f'{self.p["seed"]}, episodes '
             f'{self.p["episodes"] or "forever"}, camera {self.p["camera_width"]}x'
             f'{self.p["camera_height"]} at {self.p["rate_hz"]} Hz')
 
@@ -153,7 +183,12 @@ class TabletopSimNode(Node):
         self._episode_start = time.monotonic()
         self.instruction_pub.publish(String(data=self.sample.instruction))
         self.get_logger().info(f'episode {self.episode}: {self.sample.instruction!r} '
-                               f'(expects {self.sample.action_name})')
+                               f'(expects {self._expected()})')
+
+    def _expected(self) -> str:
+        if self.continuous:
+            return CONTINUOUS_SPACE.describe(self.sample.vector)
+        return self.sample.action_name
 
     def _render(self):
         return camera_frame(self.scene, self.generator.config,
@@ -164,10 +199,11 @@ class TabletopSimNode(Node):
             return
         if self.sample is None:
             if self.p['wait_for_selector'] and not self.count_publishers(self.action_topic):
+                output, topic = (('~/action_vector', VECTOR_TOPIC) if self.continuous
+                                 else ('~/selected_action', ACTION_TOPIC))
                 self.get_logger().info(f'waiting for a publisher on {self.action_topic} (the '
-                                       'selector\'s ~/selected_action; remap '
-                                       f'{ACTION_TOPIC} if yours is elsewhere)',
-                                       throttle_duration_sec=10.0)
+                                       f'selector\'s {output}; remap {topic} if yours is '
+                                       'elsewhere)', throttle_duration_sec=10.0)
                 return
             self._start_episode()
             return  # the first frame goes out on the next tick, after the instruction
@@ -195,8 +231,31 @@ class TabletopSimNode(Node):
             return
         self._finish(msg.data, None)
 
-    def _finish(self, chosen: str | None, success: bool | None) -> None:
-        if chosen is not None:
+    def _on_vector(self, msg: Float32MultiArray) -> None:
+        if self.sample is None or self.finished:
+            self.ignored_actions += 1
+            state = 'all episodes are done' if self.finished else 'no episode is running yet'
+            self.get_logger().warning(f'ignoring action vector {list(msg.data)}: {state} '
+                                      f'({self.ignored_actions} ignored so far)',
+                                      throttle_duration_sec=5.0)
+            return
+        vector = [float(v) for v in msg.data]
+        extra = {'vector': vector, 'expected_vector': [float(v) for v in self.sample.vector],
+                 'position_error': None}
+        try:
+            checked = CONTINUOUS_SPACE.check_vector(vector, 'action vector')
+        except ValueError as exc:   # not a vector of the space: a failed episode, said why
+            self.get_logger().warning(f'cannot apply {vector}: {exc}')
+            self._finish(f'invalid {vector}', False, extra)
+            return
+        self.scene, success = apply_vector(self.scene, checked)
+        extra['position_error'] = position_error(self.sample.target, checked,
+                                                 self.generator.config.image_size)
+        self._finish(CONTINUOUS_SPACE.describe(checked), success, extra)
+
+    def _finish(self, chosen: str | None, success: bool | None,
+                extra: dict | None = None) -> None:
+        if chosen is not None and not self.continuous:
             try:
                 self.scene, success = apply_action(self.scene, chosen)
             except ValueError as exc:  # not a tabletop action: a failed episode, said why
@@ -204,19 +263,26 @@ class TabletopSimNode(Node):
                 success = False
         latency = time.monotonic() - self._episode_start
         result = {'episode': self.episode, 'instruction': self.sample.instruction,
-                  'expected': self.sample.action_name, 'chosen': chosen,
+                  'task': self.p['task'], 'expected': self._expected(), 'chosen': chosen,
                   'success': bool(success), 'timeout': chosen is None,
                   'latency': latency, 'latency_ms': latency * 1e3,
                   'first_image_stamp': None if self._first_stamp is None else {
                       'sec': self._first_stamp.sec, 'nanosec': self._first_stamp.nanosec}}
+        if self.continuous:   # position error in object radii (None: no usable vector)
+            result.update({'vector': None, 'expected_vector': [float(v) for v in
+                                                                self.sample.vector],
+                           'position_error': None})
+            result.update(extra or {})
         self.results.append(result)
         rate = sum(r['success'] for r in self.results) / len(self.results)
         self.result_pub.publish(String(data=json.dumps(result)))
         self.rate_pub.publish(Float32(data=float(rate)))
+        error = result.get('position_error')
         self.get_logger().info(
-            f'episode {self.episode}: chose {chosen} expected {self.sample.action_name} -> '
-            f'{"success" if success else "failure"} ({latency * 1e3:.0f} ms); success rate '
-            f'{rate:.2f} over {len(self.results)}')
+            f'episode {self.episode}: chose {chosen} expected {self._expected()} -> '
+            f'{"success" if success else "failure"}'
+            + (f', {error:.2f} radii from the target' if error is not None else '')
+            + f' ({latency * 1e3:.0f} ms); success rate {rate:.2f} over {len(self.results)}')
         if self.p['episodes'] and self.episode >= self.p['episodes']:
             self.finished = True
             self.sample = None

@@ -332,12 +332,14 @@ class ActionSelector:
 
     def select_sampled(self, images: np.ndarray | Sequence[np.ndarray], instruction: str,
                        sampling: SamplingConfig | None = None, color: str = 'rgb',
-                       top_k: int | None = None) -> Selection:
+                       top_k: int | None = None,
+                       cameras: Sequence[int] | None = None) -> Selection:
         """Choose a continuous action of the library's space by derivative-free optimisation
         (:mod:`.sampling`): the frames and instruction are encoded once, then thousands of
         sampled candidates are embedded and scored. ``vector`` is the best candidate, ``name``
         its description (``pick(x=0.412, y=0.730)``); ``top_*`` rank the final candidate set
         (``top_probs`` the softmax over it) and ``refinement`` keeps what the search saw.
+        ``cameras`` as in :meth:`select` (a missing camera left out of the fusion).
 
         Raises:
             ValueError: no space in the library, bad settings, bad frames, non-finite scores.
@@ -360,7 +362,14 @@ class ActionSelector:
             if not instruction:
                 return Selection(index=-1, name=None, vector=np.zeros(0, np.float32),
                                  confidence=0.0, abstained=True, reason='empty instruction')
-            query = self.backend.query(pixels, self.text_features(instruction))
+            if cameras is None:
+                query = self.backend.query(pixels, self.text_features(instruction))
+            else:
+                if len(cameras) != pixels.shape[0]:
+                    raise ValueError(f'{pixels.shape[0]} frames but {len(cameras)} camera '
+                                     f'indices {list(cameras)}')
+                query = self.backend.query(pixels, self.text_features(instruction),
+                                           cameras=list(cameras))
         with torch.inference_mode(sampling.gradient_steps == 0):
             query = query.clone()   # a normal tensor when gradient steps differentiate it
 

@@ -1,5 +1,6 @@
 # Two commands do all the set-up on a fresh machine with Python 3.11 and no ROS:
 #   make demo   tabletop simulator + selector node over real DDS, shipped default model
+#               (DEMO_ARGS="--task continuous": continuous actions, models/tabletop_continuous)
 #   make test   the whole test suite
 PYTHON ?= python3.11
 VENV ?= .venv

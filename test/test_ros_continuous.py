@@ -282,3 +282,26 @@ def test_sim_continuous_task_judges_the_vectors_it_receives():
     assert results[1]['expected_vector'] == pytest.approx(expected[1].vector.tolist())
     assert results[2]['position_error'] is None and results[2]['chosen'].startswith('invalid')
     assert rates == pytest.approx([1.0, 0.5, 1 / 3])
+
+
+def test_demo_continuous_wires_sampled_mode_and_names_the_missing_model(tmp_path):
+    import subprocess
+    import sys
+
+    from vla_embedding_ros.ros.demo import _args, child_commands
+
+    args = _args(['--task', 'continuous', '--model', MODEL, '--library', LIBRARY,
+                  '--samples', '256', '--iterations', '2', '--sample-seed', '4'])
+    commands = child_commands(args)
+    sim, selector = ' '.join(commands['tabletop_sim']), ' '.join(commands['action_selector'])
+    assert 'task:=continuous' in sim
+    for setting in ('candidate_mode:=sampled', 'sample_count:=256', 'sample_iterations:=2',
+                    'sample_seed:=4', f'library_path:={LIBRARY}', 'mode:=on_instruction'):
+        assert setting in selector, setting
+    assert _args(['--task', 'continuous']).model.endswith('tabletop_continuous')
+    assert 'candidate_mode' not in ' '.join(child_commands(_args([]))['action_selector'])
+    run = subprocess.run([sys.executable, '-m', 'vla_embedding_ros.ros.demo', '--task',
+                          'continuous', '--model', str(tmp_path / 'none'), '--episodes', '1'],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1
+    assert 'no model at' in run.stderr and 'config/train_tabletop_continuous.yaml' in run.stderr

@@ -7,11 +7,17 @@ printed: success rate, selector latency p50/p99 (``latency_ms`` of the scores), 
 latency (image stamp -> episode result received here) and dropped frames. The children get
 SIGINT, then SIGKILL after a grace period.
 
+With ``--task continuous`` the simulator draws continuous scenes (objects anywhere on the
+table) and judges action vectors; the selector runs ``candidate_mode: sampled`` (IBC-style
+derivative-free optimisation over the library's space) on ``models/tabletop_continuous``, and
+the summary adds the pick error in object radii and the select time (``inference_ms``).
+
 Exit status: 0 when at least one episode completed and neither child crashed, else 1.
 
 Example::
 
     python -m vla_embedding_ros.ros.demo --episodes 20 --device cpu
+    python -m vla_embedding_ros.ros.demo --task continuous --episodes 20
 """
 from __future__ import annotations
 
@@ -30,16 +36,31 @@ from .dds_transport import describe as describe_transport
 
 SELECTOR_NODE = 'action_selector'
 SIM_NODE = 'tabletop_sim'
+CONTINUOUS_MODEL = ('models', 'tabletop_continuous')   # --task continuous's default model
 
 
 def _args(argv):
     from ..data.tabletop import SPLIT_NAMES
+    from ..package_share import package_file
     from .selector_params import default_model_path
 
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     ap.add_argument('--episodes', type=int, default=20, help='episodes to run (default 20)')
-    ap.add_argument('--model', default=default_model_path(),
-                    help='checkpoint folder (default: the shipped models/tabletop)')
+    ap.add_argument('--task', default='grid', choices=('grid', 'continuous'),
+                    help='grid: named cell actions (candidate_mode library); continuous: '
+                         'objects anywhere, action vectors chosen by sampling '
+                         '(candidate_mode sampled). Default grid')
+    ap.add_argument('--model', default=None,
+                    help='checkpoint folder (default: the shipped models/tabletop; with '
+                         '--task continuous models/tabletop_continuous)')
+    ap.add_argument('--library', default='',
+                    help="action library YAML (default: the model's actions.yaml); "
+                         '--task continuous needs one with a space')
+    ap.add_argument('--samples', type=int, default=0,
+                    help='continuous: sample_count (0 = auto: 1024 on the CPU, 16384 on CUDA)')
+    ap.add_argument('--iterations', type=int, default=3,
+                    help='continuous: sample_iterations (default 3)')
+    ap.add_argument('--sample-seed', type=int, default=0, help='continuous: sample_seed')
     ap.add_argument('--device', default='auto', help='auto | cpu | cuda[:N]')
     ap.add_argument('--timeout', type=float, default=300.0,
                     help='give up after this many seconds in all (default 300)')
@@ -52,7 +73,11 @@ def _args(argv):
     ap.add_argument('--torch-threads', type=int, default=1,
                     help="the selector's torch_threads parameter (0 = torch default)")
     ap.add_argument('--quiet', action='store_true', help="hide the nodes' log output")
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    if args.model is None:
+        args.model = (os.path.dirname(package_file(*CONTINUOUS_MODEL, 'config.json'))
+                      if args.task == 'continuous' else default_model_path())
+    return args
 
 
 def child_commands(args) -> dict[str, list[str]]:
@@ -61,7 +86,8 @@ def child_commands(args) -> dict[str, list[str]]:
     sim = py + ['vla_embedding_ros.ros.tabletop_sim_node', '--ros-args',
                 '-p', f'episodes:={args.episodes}', '-p', f'seed:={args.seed}',
                 '-p', f'split:={args.split}', '-p', f'rate_hz:={float(args.rate)}',
-                '-p', f'episode_timeout_s:={float(args.episode_timeout)}']
+                '-p', f'episode_timeout_s:={float(args.episode_timeout)}',
+                '-p', f'task:={args.task}']
     selector = py + ['vla_embedding_ros.ros.action_selector_node', '--ros-args',
                      '-p', f'model_path:={args.model}', '-p', f'device:={args.device}',
                      '-p', 'mode:=on_instruction', '-p', 'max_rate_hz:=0.0',
@@ -69,6 +95,12 @@ def child_commands(args) -> dict[str, list[str]]:
                      # small default model its lowest latency there (bench/node_latency.py).
                      '-p', f'torch_threads:={args.torch_threads}',
                      '-r', 'image:=/camera/image_raw', '-r', 'instruction:=/instruction']
+    if args.library:
+        selector += ['-p', f'library_path:={args.library}']
+    if args.task == 'continuous':
+        selector += ['-p', 'candidate_mode:=sampled', '-p', f'sample_count:={args.samples}',
+                     '-p', f'sample_iterations:={args.iterations}',
+                     '-p', f'sample_seed:={args.sample_seed}']
     return {SIM_NODE: sim, SELECTOR_NODE: selector}
 
 
@@ -107,8 +139,10 @@ class _Listener:
             # Both sides stamp with the wall clock (no sim time here): image stamp -> result.
             self.e2e_ms.append((time.time() - self._last_decision_stamp) * 1e3)
         mark = 'ok  ' if result['success'] else 'FAIL'
+        error = result.get('position_error')
+        where = f', {error:.2f} radii off' if error is not None else ''
         print(f"[demo] episode {result['episode']:3d} {mark} {result['instruction']!r}: "
-              f"chose {result['chosen']} (expected {result['expected']}), answered "
+              f"chose {result['chosen']} (expected {result['expected']}{where}), answered "
               f"{result['latency'] * 1e3:.0f} ms after the episode started", flush=True)
 
     def _on_diag(self, msg) -> None:
@@ -141,6 +175,21 @@ def summary(listener: _Listener, episodes: int) -> str:
         f'{diag.get("frames_processed", "?")}, dropped {diag.get("frames_dropped", "?")}, '
         f'stale {diag.get("frames_stale", "?")}',
     ]
+    if any(r.get('task') == 'continuous' for r in results):
+        errors = [r['position_error'] for r in results if r.get('position_error') is not None]
+        select = [s['inference_ms'] for s in listener.scores
+                  if s.get('instruction') and s.get('candidates') == 'sampled']
+        evaluations = sorted({s.get('evaluations') for s in listener.scores
+                              if s.get('candidates') == 'sampled'} - {None})
+        samples = sorted({s['sampling']['samples'] for s in listener.scores
+                          if s.get('sampling')})
+        lines.insert(2, f'pick error         : mean {np.mean(errors):.2f} radii, median '
+                        f'{np.median(errors):.2f} ({len(errors)} answered; < 1 = on the '
+                        'object)' if errors else 'pick error         : n/a (no vector answered)')
+        lines.insert(4, f'select (sampled)   : p50 {_p(select, 50):.1f} ms, p99 '
+                        f'{_p(select, 99):.1f} ms (inference_ms; '
+                        f'{"/".join(map(str, samples))} samples, '
+                        f'{"/".join(map(str, evaluations))} evaluations per decision)')
     return '\n'.join(lines)
 
 
@@ -169,14 +218,19 @@ def main(argv=None) -> int:
     os.environ.update({k: env[k] for k in ('ROS_DOMAIN_ID', 'AMENT_PREFIX_PATH', PROFILES_VAR,
                                            BUILTIN_VAR) if k in env})
     if not os.path.isfile(os.path.join(args.model, 'config.json')):
-        print(f'[demo] no model at {args.model} (config.json missing); pass --model',
+        hint = ('; --task continuous needs a continuous model (train: vla-train --config '
+                'config/train_tabletop_continuous.yaml, then export it to '
+                'models/tabletop_continuous), or for plumbing only the grid model: --model '
+                'models/tabletop --library config/tabletop_continuous_actions.yaml'
+                if args.task == 'continuous' else '')
+        print(f'[demo] no model at {args.model} (config.json missing); pass --model{hint}',
               file=sys.stderr)
         return 1
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
     print(f"[demo] ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']}, "
-          f'{describe_transport(env)}, model {args.model}, '
+          f'{describe_transport(env)}, model {args.model}, task {args.task}, '
           f'{args.episodes} episodes', flush=True)
     out = subprocess.DEVNULL if args.quiet else None
     procs: dict[str, subprocess.Popen] = {}

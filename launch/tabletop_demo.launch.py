@@ -9,7 +9,10 @@ After the last episode the simulator prints the success rate and exits, and the 
 down with it (``episodes:=0`` runs until Ctrl-C). The selector runs in ``on_instruction`` mode:
 one decision per episode, on the first frame after the instruction.
 Arguments: model_path, device, episodes, seed, split, rate_hz, use_sim_time (the simulator
-then publishes /clock and both nodes use it), params_file (the selector's).
+then publishes /clock and both nodes use it), params_file (the selector's), task (grid |
+continuous: the simulator judges action vectors on the selector's ``~/action_vector``, the
+selector runs ``candidate_mode: sampled``, model_path '' = models/tabletop_continuous),
+library_path (the selector's; '' = the model's actions.yaml).
 
 Both nodes get FASTDDS_DEFAULT_PROFILES_FILE=<share>/config/fastdds_large_frames.xml unless
 Fast DDS transports are already chosen (that variable or FASTDDS_BUILTIN_TRANSPORTS): with
@@ -32,6 +35,7 @@ from launch.events import Shutdown
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode, Node
 
+from vla_embedding_ros.package_share import package_file
 from vla_embedding_ros.ros.dds_transport import (
     PROFILES_VAR,
     large_frames_profile,
@@ -47,12 +51,17 @@ def _nodes(context, *args, **kwargs):
 
     sim_time = arg('use_sim_time').lower() in ('true', '1', 'yes')
     selector = {'mode': 'on_instruction', 'max_rate_hz': 0.0, 'use_sim_time': sim_time}
-    for name in ('model_path', 'device'):
+    for name in ('model_path', 'device', 'library_path'):
         if arg(name):
             selector[name] = arg(name)
+    if arg('task') == 'continuous':
+        selector['candidate_mode'] = 'sampled'
+        if not arg('model_path'):
+            selector['model_path'] = os.path.dirname(
+                package_file('models', 'tabletop_continuous', 'config.json'))
     episodes = int(arg('episodes'))
     sim = {'episodes': episodes, 'seed': int(arg('seed')), 'split': arg('split'),
-           'rate_hz': float(arg('rate_hz')), 'publish_clock': sim_time}
+           'rate_hz': float(arg('rate_hz')), 'publish_clock': sim_time, 'task': arg('task')}
     simulator = Node(package=PACKAGE, executable='tabletop_sim', name='tabletop_sim',
                      output='screen', parameters=[sim])
     # The simulator exits after its last episode (its final log line is the success rate);
@@ -87,6 +96,11 @@ def generate_launch_description():
         DeclareLaunchArgument('rate_hz', default_value='10.0', description='camera rate'),
         DeclareLaunchArgument('use_sim_time', default_value='false',
                               description='simulator publishes /clock; both nodes use it'),
+        DeclareLaunchArgument('task', default_value='grid', choices=['grid', 'continuous'],
+                              description='grid: action names; continuous: action vectors, '
+                                          'the selector in candidate_mode sampled'),
+        DeclareLaunchArgument('library_path', default_value='',
+                              description="selector action library; '' = the model's"),
         DeclareLaunchArgument('params_file',
                               default_value=os.path.join(share, 'config',
                                                          'action_selector.yaml'),

@@ -300,6 +300,8 @@ def test_demo_continuous_wires_sampled_mode_and_names_the_missing_model(tmp_path
         assert setting in selector, setting
     assert _args(['--task', 'continuous']).model.endswith('tabletop_continuous')
     assert 'candidate_mode' not in ' '.join(child_commands(_args([]))['action_selector'])
+    baseline = child_commands(_args(['--task', 'continuous', '--candidates', 'library']))
+    assert 'candidate_mode:=library' in ' '.join(baseline['action_selector'])
     run = subprocess.run([sys.executable, '-m', 'vla_embedding_ros.ros.demo', '--task',
                           'continuous', '--model', str(tmp_path / 'none'), '--episodes', '1'],
                          capture_output=True, text=True, timeout=60)

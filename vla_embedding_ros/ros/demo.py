@@ -61,6 +61,11 @@ def _args(argv):
     ap.add_argument('--iterations', type=int, default=3,
                     help='continuous: sample_iterations (default 3)')
     ap.add_argument('--sample-seed', type=int, default=0, help='continuous: sample_seed')
+    ap.add_argument('--candidates', default='sampled', choices=('sampled', 'library'),
+                    help="continuous: the selector's candidate_mode. library scores the "
+                         "library's fixed actions and sends their vectors: with the grid "
+                         'model (--model models/tabletop) that is the grid-discretised '
+                         'baseline on the same continuous scenes. Default sampled')
     ap.add_argument('--device', default='auto', help='auto | cpu | cuda[:N]')
     ap.add_argument('--timeout', type=float, default=300.0,
                     help='give up after this many seconds in all (default 300)')
@@ -98,7 +103,8 @@ def child_commands(args) -> dict[str, list[str]]:
     if args.library:
         selector += ['-p', f'library_path:={args.library}']
     if args.task == 'continuous':
-        selector += ['-p', 'candidate_mode:=sampled', '-p', f'sample_count:={args.samples}',
+        selector += ['-p', f'candidate_mode:={args.candidates}',
+                     '-p', f'sample_count:={args.samples}',
                      '-p', f'sample_iterations:={args.iterations}',
                      '-p', f'sample_seed:={args.sample_seed}']
     return {SIM_NODE: sim, SELECTOR_NODE: selector}
@@ -178,7 +184,7 @@ def summary(listener: _Listener, episodes: int) -> str:
     if any(r.get('task') == 'continuous' for r in results):
         errors = [r['position_error'] for r in results if r.get('position_error') is not None]
         select = [s['inference_ms'] for s in listener.scores
-                  if s.get('instruction') and s.get('candidates') == 'sampled']
+                  if s.get('instruction') and not s.get('abstained')]
         evaluations = sorted({s.get('evaluations') for s in listener.scores
                               if s.get('candidates') == 'sampled'} - {None})
         samples = sorted({s['sampling']['samples'] for s in listener.scores
@@ -186,10 +192,11 @@ def summary(listener: _Listener, episodes: int) -> str:
         lines.insert(2, f'pick error         : mean {np.mean(errors):.2f} radii, median '
                         f'{np.median(errors):.2f} ({len(errors)} answered; < 1 = on the '
                         'object)' if errors else 'pick error         : n/a (no vector answered)')
-        lines.insert(4, f'select (sampled)   : p50 {_p(select, 50):.1f} ms, p99 '
-                        f'{_p(select, 99):.1f} ms (inference_ms; '
-                        f'{"/".join(map(str, samples))} samples, '
-                        f'{"/".join(map(str, evaluations))} evaluations per decision)')
+        how = (f'{"/".join(map(str, samples))} samples, '
+               f'{"/".join(map(str, evaluations))} evaluations per decision' if samples
+               else 'library actions')
+        lines.insert(4, f'select             : p50 {_p(select, 50):.1f} ms, p99 '
+                        f'{_p(select, 99):.1f} ms (inference_ms; {how})')
     return '\n'.join(lines)
 
 

@@ -215,6 +215,11 @@ def test_sampled_needs_a_space_and_sample_count_is_bounded():
             ActionSelectorNode(node_name='too_many', context=h.context, parameter_overrides=[
                 Parameter('sample_count', value=MAX_SAMPLES + 1)])
         assert str(MAX_SAMPLES) in str(info.value)
+    # A library with only a space has nothing for candidate_mode library to score.
+    from vla_embedding_ros.selection.library import ActionLibrary
+    space_only = ActionLibrary.from_dict({'version': 1, 'space': CONTINUOUS_SPACE.to_dict()})
+    assert 'only a continuous' in ActionSelectorNode._sampled_refusal('library', space_only)
+    assert ActionSelectorNode._sampled_refusal('sampled', space_only) == ''
     assert selector_params.MAX_SAMPLES == MAX_SAMPLES
     assert selector_params.sample_count_for(0, 'cpu') == 1024
     assert selector_params.sample_count_for(0, 'cuda') == 16384

@@ -247,6 +247,9 @@ class ActionSelectorNode(LifecycleNode):
                     "'space:' (e.g. config/tabletop_continuous_actions.yaml; set "
                     "library_path), this one has only fixed actions; or use candidate_mode: "
                     'library')
+        if candidate_mode == 'library' and library is not None and not len(library):
+            return ("candidate_mode: library needs fixed actions, this library declares only "
+                    "a continuous 'space:'; use candidate_mode: sampled")
         return ''
 
     def _sampling_config(self):

@@ -49,6 +49,18 @@ def test_the_same_seed_augments_alike_and_another_seed_differently():
     assert not torch.allclose(again(x), a, atol=1e-3)
 
 
+def test_ranks_augment_their_slice_of_the_global_batch_as_one_process_would():
+    """Under torchrun every rank applies its own part of the global batch's draws, so two
+    processes of B augment exactly what one process of 2B does (as the recorded sources shard
+    the data), and the two halves are not augmented alike."""
+    x = pixels(8)
+    one = augmenter(3)(x)
+    ranks = [Augmenter(AugmentConfig(), MEAN, STD, 'cpu', 3, rank, 2)(x[4 * rank:4 * rank + 4])
+             for rank in (0, 1)]
+    assert torch.equal(torch.cat(ranks), one)
+    assert not torch.allclose(ranks[0] - x[:4], ranks[1] - x[4:], atol=1e-3)
+
+
 def test_neutral_settings_and_zero_colour_jitter_are_the_identity():
     x = pixels(8)
     assert torch.equal(augmenter(0, **NEUTRAL)(x), x)

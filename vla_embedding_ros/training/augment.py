@@ -13,7 +13,11 @@ device and already at the (small) model size whatever the camera's resolution, s
 path serves every source, and nothing is resized twice. It undoes the normalisation, augments
 in 0..1 intensities and normalises again. Its random numbers come from its own
 ``torch.Generator`` whose state is saved with the run, so a resumed run augments exactly as an
-uninterrupted one.
+uninterrupted one. Under torchrun every rank holds the same generator, draws the parameters of
+the whole global batch and applies its own slice to its own shard, as the recorded sources
+hand out the data: a run's augmented batches are the same at any world size (2 processes x B
+train as 1 x 2B). Noise is a window of a fixed Gaussian pool at a drawn offset (as the tabletop
+renderer does), so no rank draws noise for the others' images.
 """
 from __future__ import annotations
 
@@ -139,12 +143,15 @@ class Augmenter:
         config: the transforms and their ranges.
         mean, std: the normalisation the pixels carry (the preprocessor's, RGB, 0..1 scale).
         device: the pixels' device; the generator lives there too.
-        seed: the generator's seed (one per rank under torchrun).
+        seed: the generator's seed, the same on every rank.
+        rank, world_size: this process's slice of each global batch (see the module docstring).
     """
 
     def __init__(self, config: AugmentConfig, mean: Sequence[float], std: Sequence[float],
-                 device: str | torch.device, seed: int):
+                 device: str | torch.device, seed: int, rank: int = 0, world_size: int = 1):
         self.config = config
+        self.rank, self.world_size = rank, world_size
+        self._pool = torch.empty(0)
         self.device = torch.device(device)
         self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
@@ -162,7 +169,8 @@ class Augmenter:
         cfg = self.config
         n = pixels.shape[0]
         # One draw per image and parameter, in a fixed layout whatever is enabled.
-        u = torch.rand(n, 11, generator=self.generator, device=self.device)
+        u = torch.rand(n * self.world_size, 12, generator=self.generator,
+                       device=self.device)[self.rank * n:(self.rank + 1) * n]
         x = (pixels.float() * self.std + self.mean).clamp(0, 1)
         if cfg.geometric:
             x = self._crop(x, u[:, 0:4])
@@ -170,9 +178,22 @@ class Augmenter:
         if cfg.blur_prob > 0:
             x = self._blur(x, u[:, 8] < cfg.blur_prob, u[:, 9])
         if cfg.noise_std > 0:
-            noise = torch.randn(x.shape, generator=self.generator, device=self.device)
-            x = (x + noise * (u[:, 10] * cfg.noise_std).view(n, 1, 1, 1)).clamp(0, 1)
+            x = (x + self._noise(x.shape, u[:, 11]) * (u[:, 10] * cfg.noise_std).view(
+                n, 1, 1, 1)).clamp(0, 1)
         return ((x - self.mean) / self.std).to(pixels.dtype)
+
+    def _noise(self, shape: torch.Size, u: torch.Tensor) -> torch.Tensor:
+        """Standard normal noise of ``shape``: per image a window of a fixed pool (drawn once
+        from a fixed seed, at least 4 images long) starting at offset ``u`` of the free room."""
+        per_image = math.prod(shape[1:])
+        if self._pool.numel() < 4 * per_image:
+            pool = torch.Generator(device=self.device)
+            pool.manual_seed(12_345)
+            self._pool = torch.randn(max(1 << 20, 4 * per_image), generator=pool,
+                                     device=self.device)
+        start = (u * (self._pool.numel() - per_image)).long()
+        index = start[:, None] + torch.arange(per_image, device=self.device)[None]
+        return self._pool[index].view(shape)
 
     @staticmethod
     def _between(u: torch.Tensor, lo: float, hi: float) -> torch.Tensor:

@@ -49,7 +49,7 @@ from .text_cache import TextFeatureCache
 
 log = logging.getLogger('vla_train')
 EVAL_SEED = 10_007  # evaluation streams never share a seed with the training stream
-AUGMENT_SEED = 7_919  # the augmentation generator's offset from the rank's seed
+AUGMENT_SEED = 7_919  # the augmentation generator's offset from the run's seed
 
 
 def seed_everything(seed: int) -> None:
@@ -248,8 +248,9 @@ class Trainer:
         return model
 
     def _augmenter(self) -> Augmenter | None:
-        """data.augment's Augmenter, seeded per rank (each rank augments its own shard), or
-        None when it is off; says which, and why, in one line."""
+        """data.augment's Augmenter, or None when it is off; says which, and why, in one
+        line. Every rank holds the same generator and augments its own slice of the global
+        batch (the same augmented batches at any world size, like the recorded sources)."""
         aug = self.cfg.data.augment
         on, why = aug.active(self.cfg.data.source)
         if self.ctx.is_main:
@@ -258,7 +259,7 @@ class Trainer:
         if not on:
             return None
         return Augmenter(aug, self.model.image_mean, self.model.image_std, self.device,
-                         distributed.rank_seed(self.cfg.seed, self.ctx) + AUGMENT_SEED)
+                         self.cfg.seed + AUGMENT_SEED, self.ctx.rank, self.ctx.world_size)
 
     def _projection_head(self) -> objectives.ProjectionHead | None:
         width = self.cfg.optim.projection_dim

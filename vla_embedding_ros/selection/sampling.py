@@ -80,7 +80,12 @@ def refine(score: Callable[[torch.Tensor], torch.Tensor], space: ActionSpace,
         ValueError: a bad setting, or non-finite logits from the model.
     """
     config.check()
-    device = torch.device(device)
+    with torch.no_grad():   # only the optional gradient steps differentiate
+        return _refine(score, space, config, torch.device(device))
+
+
+def _refine(score, space: ActionSpace, config: SamplingConfig,
+            device: torch.device) -> Refinement:
     generator = torch.Generator(device=device).manual_seed(int(config.seed))
     n = int(config.samples)
     low, high = (torch.as_tensor(b, device=device) for b in space.bounds())

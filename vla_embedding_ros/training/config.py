@@ -19,7 +19,8 @@ from .augment import AugmentConfig
 
 @dataclass
 class DataConfig:
-    # 'tabletop' (generated on the fly), 'jsonl' (a dataset dir) or 'lerobot' (LeRobotDataset v3)
+    # 'tabletop' (generated on the fly), 'tabletop_continuous' (the continuous task,
+    # data/tabletop/continuous.py), 'jsonl' (a dataset dir) or 'lerobot' (LeRobotDataset v3)
     source: str = 'tabletop'
     path: str = ''                    # jsonl/lerobot: the dataset directory
     val_path: str = ''                # jsonl/lerobot: optional held-out dataset directory
@@ -74,6 +75,10 @@ class OptimConfig:
     temperature: float = 0.1          # nt_xent
     triplet_margin: float = 0.2       # triplet (cosine distance)
     projection_dim: int = 0           # > 0: a training-only MLP head of this width
+    # data.source tabletop_continuous (training/counter_examples.py): sampled negatives per
+    # demonstration, and how far (in object radii) the positive is jittered around the centre.
+    counter_examples: int = 255
+    positive_jitter: float = 0.3
     # Camera dropout (training/camera_dropout.py): the chance of leaving each camera out of a
     # sample's fusion (never all of them), and of leaving every camera out (an instruction-only
     # sample). Both in [0, 1); 0 draws nothing.

@@ -7,6 +7,7 @@
     vla-eval --model models/tabletop --replay-streams 50 --splits val
     vla-eval --model path/to/clip-vit-base-patch32          # a raw CLIP/SigLIP folder, zero-shot
     vla-eval --model path/to/clip-vit-base-patch32 --dataset my_dataset   # on your own data
+    vla-eval --model models/tabletop_continuous --task continuous --compare grid=models/tabletop
 
 In one run it reports: chance, the instruction-only baseline (the same model with every image
 blanked, which shows how much the answer depends on seeing the scene), each model given,
@@ -196,6 +197,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--dataset', metavar='DIR',
                    help='also score your own recorded dataset (JSONL, or a LeRobot v3 folder), '
                         "up to --num samples, against its own actions.yaml unless --library")
+    p.add_argument('--task', choices=['grid', 'continuous'], default='grid',
+                   help='continuous: the continuous tabletop task (objects anywhere, actions '
+                        '(primitive, x, y)); success and position error of the sampled '
+                        'search and its baselines (random sampling, 1 vs 3 iterations, the '
+                        'grid library, --compare models on the grid library)')
     p.add_argument('--num', type=int, default=500, help='samples per split')
     p.add_argument('--seed', type=int, default=EVAL_SEED)
     p.add_argument('--device', default='auto')
@@ -215,6 +221,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.task == 'continuous':
+        return continuous_main(args)
     if args.splits is None:
         args.splits = [] if args.dataset else list(SPLITS)
     if args.replay_streams < 0 or args.episodes < 1:
@@ -339,6 +347,37 @@ def main(argv=None) -> int:
     if args.plot and runs:
         from .plot import plot_runs
         print(f'curves: {plot_runs([Path(r) for r in runs], Path(args.plot))}')
+    return 0
+
+
+def continuous_main(args) -> int:
+    """``--task continuous``: the table of ``continuous_eval.continuous_report``."""
+    from .continuous_eval import continuous_report, format_continuous
+    splits = args.splits or ['val', 'unseen_combo']
+    unknown = [s for s in splits if s not in SPLIT_NAMES]
+    if unknown:
+        print(f'vla-eval: unknown split(s) {unknown}', file=sys.stderr)
+        return 2
+    library = _library_for(Path(args.model), args.library)
+    if library.space is None:
+        print(f'vla-eval: --task continuous needs a library with a continuous space; '
+              f'{library_path_for(Path(args.model), args.library)} has none (pass --library '
+              'config/tabletop_continuous_actions.yaml)', file=sys.stderr)
+        return 2
+    models = {'model': VLAModel.from_pretrained(args.model, device=args.device)}
+    for item in args.compare:
+        name, _, path = item.partition('=')
+        if not path:
+            print(f'vla-eval: --compare wants NAME=DIR, got {item!r}', file=sys.stderr)
+            return 2
+        models[name] = VLAModel.from_pretrained(path, device=args.device)
+    report = continuous_report(models, library, splits, args.num, args.seed, args.image_size)
+    print(format_continuous(report, args.num, args.seed))
+    if args.json:
+        tmp = Path(args.json).with_suffix('.json.tmp')
+        tmp.write_text(json.dumps({'task': 'continuous', 'num': args.num, 'seed': args.seed,
+                                   'splits': report}, indent=2))
+        os.replace(tmp, args.json)
     return 0
 
 

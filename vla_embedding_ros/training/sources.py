@@ -11,11 +11,13 @@ import logging
 from collections import Counter
 
 import numpy as np
+import torch
 
 from ..data.tabletop import TabletopConfig, TabletopGenerator
 from ..data.tabletop.cameras import check_cameras, render_views
 from ..data.tabletop.generator import collate
 from ..selection.library import ActionLibrary
+from .counter_examples import ContinuousTargets, sample_counter_examples
 from .region import scene_labels
 
 log = logging.getLogger(__name__)
@@ -32,13 +34,8 @@ class TabletopSource:
         views of each scene, in order (``data/tabletop/cameras.py``: top, oblique); the
         batches' images are ``[B, C, H, W, 3]``."""
         self.cameras = check_cameras(list(cameras))
-        ranges = {}
-        if objects is not None:
-            if (not isinstance(objects, (list, tuple)) or len(objects) != 2 or not all(
-                    isinstance(n, int) and not isinstance(n, bool) for n in objects)):
-                raise ValueError(f'data.objects must be [min, max] integers, got {objects!r}')
-            ranges = {'min_objects': objects[0], 'max_objects': objects[1]}
-        config = TabletopConfig(image_size=image_size, phrasings=phrasings, **ranges)
+        config = TabletopConfig(image_size=image_size, phrasings=phrasings,
+                                **_object_range(objects))
         self.generator = TabletopGenerator(config, split, seed)
 
     def _views(self, images):
@@ -61,6 +58,74 @@ class TabletopSource:
 
     def load_state_dict(self, state: dict) -> None:
         self.generator.rng.bit_generator.state = state['rng']
+
+
+class ContinuousTabletopSource:
+    """The continuous tabletop task (``data.source: tabletop_continuous``): batches of
+    (images, instructions, ``ContinuousTargets``) for counter-example training."""
+
+    def __init__(self, split: str, seed: int, image_size: int, objects=None,
+                 phrasings: int = 0, space=None, counter_examples: int = 255,
+                 positive_jitter: float = 0.3):
+        from ..data.tabletop.continuous import CONTINUOUS_SPACE, ContinuousTabletopGenerator
+        if counter_examples < 1:
+            raise ValueError(f'optim.counter_examples must be >= 1, got {counter_examples}')
+        if not 0 <= positive_jitter < 1:
+            raise ValueError(f'optim.positive_jitter must be in [0, 1) object radii, got '
+                             f'{positive_jitter}')
+        self.space = space or CONTINUOUS_SPACE
+        if self.space.parameter_names != CONTINUOUS_SPACE.parameter_names:
+            raise ValueError(f'the continuous tabletop task acts in {CONTINUOUS_SPACE.to_dict()}'
+                             f'; the library\'s space is {self.space.to_dict()}')
+        self.counter_examples, self.positive_jitter = counter_examples, positive_jitter
+        config = TabletopConfig(image_size=image_size, phrasings=phrasings,
+                                **_object_range(objects))
+        self.generator = ContinuousTabletopGenerator(config, split, seed)
+        # Negatives have a stream of their own, saved with the source's position.
+        self.negatives = torch.Generator().manual_seed(int(seed) + 1)
+
+    def next_continuous_batch(self, n: int):
+        """(images [n, 1, H, W, 3], instructions, ``CounterExamples``: the demonstration and
+        its K negatives)."""
+        images, instructions, targets = self.next_demonstrations(n)
+        examples = sample_counter_examples(self.space, targets, self.counter_examples,
+                                           self.negatives, self.positive_jitter)
+        return images, instructions, examples
+
+    def next_demonstrations(self, n: int):
+        samples = list(self.generator.samples(n))
+        size = self.generator.config.image_size
+        others = [[((o.center[0] + 0.5) / size, (o.center[1] + 0.5) / size)
+                   for o in s.others()] for s in samples]
+        width = max(1, max(len(o) for o in others))
+        padded = np.zeros((n, width, 2), np.float32)
+        mask = np.zeros((n, width), bool)
+        for i, row in enumerate(others):
+            padded[i, :len(row)] = row
+            mask[i, :len(row)] = True
+        targets = ContinuousTargets(
+            torch.from_numpy(np.stack([s.vector for s in samples])),
+            torch.tensor([s.target.size / size for s in samples], dtype=torch.float32),
+            torch.from_numpy(padded), torch.from_numpy(mask))
+        images = np.stack([s.image for s in samples])[:, None]
+        return images, [s.instruction for s in samples], targets
+
+    def state_dict(self) -> dict:
+        return {'rng': self.generator.rng.bit_generator.state,
+                'negatives': self.negatives.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.rng.bit_generator.state = state['rng']
+        self.negatives.set_state(torch.as_tensor(state['negatives'], dtype=torch.uint8))
+
+
+def _object_range(objects) -> dict:
+    if objects is None:
+        return {}
+    if (not isinstance(objects, (list, tuple)) or len(objects) != 2 or not all(
+            isinstance(n, int) and not isinstance(n, bool) for n in objects)):
+        raise ValueError(f'data.objects must be [min, max] integers, got {objects!r}')
+    return {'min_objects': objects[0], 'max_objects': objects[1]}
 
 
 class RecordedSource:

@@ -41,9 +41,11 @@ from . import camera_dropout, distributed, metrics, objectives
 from . import checkpoint as ckpt
 from .augment import Augmenter
 from .config import TrainConfig, continued_config, load_config
+from .continuous_eval import evaluate_continuous
+from .counter_examples import counter_example_loss
 from .evaluation import LibraryScorer, dataset_ranks, tabletop_ranks
 from .region import RegionSupervision
-from .sources import RECORDED, TabletopSource, recorded_source
+from .sources import RECORDED, ContinuousTabletopSource, TabletopSource, recorded_source
 from .step_forward import StepForward
 from .text_cache import TextFeatureCache
 
@@ -153,6 +155,7 @@ class Trainer:
         self.library_path = library_for(cfg.data)
         self.library = ActionLibrary.from_yaml(self.library_path)
         seed_everything(cfg.seed)
+        self.continuous = cfg.data.source == 'tabletop_continuous'
         self.source = self._make_source()
         if start is not None:
             self.model = load_joint_model(start / ckpt.MODEL_DIR, device=self.device)
@@ -210,6 +213,15 @@ class Trainer:
         if list(d.cameras) != ['top']:
             raise ValueError(f'data.cameras {d.cameras} names tabletop views; a {d.source} '
                              "dataset's cameras are its own (leave data.cameras: [top])")
+        if d.source == 'tabletop_continuous':
+            if self.library.space is None:
+                raise ValueError(f"data.source tabletop_continuous needs a library with a "
+                                 f"continuous 'space'; {self.library_path} has none (use "
+                                 'config/tabletop_continuous_actions.yaml)')
+            return ContinuousTabletopSource(
+                'train', distributed.rank_seed(self.cfg.seed, self.ctx), d.image_size,
+                d.objects, d.phrasings, self.library.space, self.cfg.optim.counter_examples,
+                self.cfg.optim.positive_jitter)
         if d.source in RECORDED:
             # Every rank walks the same shuffled order and takes its own slice of each
             # global batch (disjoint shards, and results independent of the world size).
@@ -220,14 +232,17 @@ class Trainer:
                                      max_unknown=d.max_unknown_actions)
             source.shard(self.ctx.rank, self.ctx.world_size)
             return source
-        raise ValueError(f"data.source must be 'tabletop', 'jsonl' or 'lerobot', got "
+        raise ValueError(f"data.source must be 'tabletop', 'tabletop_continuous', 'jsonl' or "
+                         f"'lerobot', got "
                          f'{d.source!r}')
 
     def _new_model(self) -> VLAModel:
         if self.cfg.init_from:
             # Fine-tuning: the checkpoint's architecture and weights; `model:` is ignored.
             model = VLAModel.from_pretrained(self.cfg.init_from, device=self.device)
-            width = self.library.params().shape[1]
+            if 'action' in self.cfg.model:
+                self._replace_action_encoder(model)
+            width = self.library.param_dim
             if model.param_dim != width:
                 raise ValueError(f'init_from {self.cfg.init_from}: the model scores actions '
                                  f'of {model.param_dim} parameters, the library '
@@ -239,13 +254,52 @@ class Trainer:
             # end (model/pretrained_space.py)
             return new_pretrained_space(self.cfg.model, self.cfg.optim, self.device)
         model_cfg = dict(self.cfg.model)
-        action = dict(model_cfg.get('action', {}))
-        action['param_dim'] = self.library.params().shape[1]
-        model_cfg['action'] = action
+        model_cfg['action'] = self._action_settings(model_cfg.get('action', {}))
         model = VLAModel(VLAConfig.from_dict(model_cfg)).to(self.device)
-        params = self.library.params()
-        model.action.set_param_stats(params.mean(axis=0), params.std(axis=0))
+        model.action.set_param_stats(*self._param_stats())
         return model
+
+    def _action_settings(self, action: dict) -> dict:
+        """``model.action`` completed from the library: its width and, with a continuous
+        space, which parameters are continuous and the bounds training samples."""
+        action = dict(action, param_dim=self.library.param_dim)
+        space = self.library.space
+        if space is not None:
+            low, high = space.bounds()
+            action['continuous_dims'] = list(range(len(space.options), space.param_dim))
+            action['continuous_low'] = [0.0] * len(space.options) + low.tolist()
+            action['continuous_high'] = [1.0] * len(space.options) + high.tolist()
+        return action
+
+    def _param_stats(self) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and std the action encoder standardises with: of the space's uniform
+        distribution when there is one (what training samples), else of the library."""
+        space = self.library.space
+        if space is None:
+            params = self.library.params()
+            return params.mean(axis=0), params.std(axis=0)
+        share = 1.0 / max(1, len(space.options))
+        low, high = space.bounds()
+        mean = np.concatenate([np.full(len(space.options), share), (low + high) / 2])
+        std = np.concatenate([np.full(len(space.options), math.sqrt(share * (1 - share))),
+                              (high - low) / math.sqrt(12)])
+        return mean.astype(np.float32), std.astype(np.float32)
+
+    def _replace_action_encoder(self, model: VLAModel) -> None:
+        """Fine-tuning with ``model.action`` set: a new action encoder of those settings on the
+        checkpoint's image, text and fusion weights (e.g. Fourier features for a continuous
+        space on top of a grid-trained model)."""
+        from ..model.config import ActionConfig, _build
+        from ..model.encoders import ActionEncoder
+        settings = self._action_settings(self.cfg.model['action'])
+        config = _build(ActionConfig, settings, 'model.action.')
+        model.config.action = config
+        model.config.validate()
+        model.action = ActionEncoder(config, model.config.embed_dim,
+                                     model.text.hidden_size).to(self.device)
+        model.action.set_param_stats(*self._param_stats())
+        log.info('init_from %s with a new action encoder (model.action: %s)',
+                 self.cfg.init_from, settings)
 
     def _augmenter(self) -> Augmenter | None:
         """data.augment's Augmenter, or None when it is off; says which, and why, in one
@@ -323,6 +377,24 @@ class Trainer:
 
     # -- one optimisation step -------------------------------------------------------------
     def train_step(self) -> dict:
+        loss = self._continuous_loss() if self.continuous else self._library_loss()
+        return self._update(loss)
+
+    def _continuous_loss(self) -> torch.Tensor:
+        """Counter-example InfoNCE on a continuous space (training/counter_examples.py): each
+        demonstration against optim.counter_examples sampled negatives of its own."""
+        o = self.cfg.optim
+        images, instructions, examples = self.source.next_continuous_batch(o.batch_size)
+        examples = examples.to(self.device)
+        b, c = images.shape[:2]
+        pixels = self.preprocess(list(images.reshape(b * c, *images.shape[2:])))
+        with self.autocast:
+            out = self.forward(pixels, list(instructions), c, examples.flat(), None)
+            return counter_example_loss(out['query'].float(), out['actions'].float(), examples,
+                                        out['logit_scale'])
+
+    def _library_loss(self) -> torch.Tensor:
+        """The library objective (+ alignment and region terms) of the next batch."""
         o = self.cfg.optim
         labels = None
         if self.region is not None:
@@ -356,6 +428,10 @@ class Trainer:
                 loss = loss + o.region_weight * out['attribute_loss']
             if 'target_loss' in out:
                 loss = loss + o.target_cell_weight * out['target_loss']
+        return loss
+
+    def _update(self, loss: torch.Tensor) -> dict:
+        """Backward, clip and step, or skip (counted) when the loss or gradient is not finite."""
         self.optimizer.zero_grad(set_to_none=True)
         if not self._all_finite(loss):
             # A bad batch must not poison the weights: skip the update, keep the count. Every
@@ -395,6 +471,8 @@ class Trainer:
     # -- evaluation, checkpoints, logs ---------------------------------------------------
     def evaluate(self) -> dict[str, dict]:
         """Top-1/5 and MRR on fresh tabletop splits and, when given, the held-out dataset."""
+        if self.continuous:
+            return self._evaluate_continuous()
         scorer = LibraryScorer(self.model, self.library)
         results = {}
         if self.library.names == list(ACTION_NAMES):
@@ -415,6 +493,18 @@ class Trainer:
                 strict=True, allow_external_images=self.cfg.data.allow_external_images)
             ranks = dataset_ranks(scorer, held_out, self.cfg.schedule.eval_samples)
             results['val_dataset'] = metrics.summarise(ranks)
+        return results
+
+    def _evaluate_continuous(self) -> dict[str, dict]:
+        """Success of the sampled decision (DFO, the node's defaults) on fresh continuous
+        scenes per eval split; ``top1`` is that success (top5 and mrr do not apply)."""
+        results = {}
+        for split in self.cfg.schedule.eval_splits:
+            found = evaluate_continuous(self.model, self.library, split,
+                                        self.cfg.schedule.eval_samples, EVAL_SEED,
+                                        image_size=self.cfg.data.image_size)
+            results[split] = {'n': found.n, 'top1': found.success, 'top5': float('nan'),
+                              'mrr': float('nan'), 'error_radii': found.error}
         return results
 
     def save(self) -> Path | None:

@@ -120,3 +120,13 @@ def test_a_space_wider_than_training_is_refused(continuous_model_dir):
                                                  {'name': 'y', 'low': 0.0, 'high': 1.0}]})
     with pytest.raises(ValueError, match=r"'x' spans \[0, 2\], the model was trained on \[0, 1\]"):
         selector.set_library(ActionLibrary([], wide.parameter_names, wide))
+
+
+def test_candidates_outside_the_trained_range_are_refused(continuous_model_dir):
+    selector = ActionSelector.from_pretrained(continuous_model_dir, device='cpu')
+    frame = np.zeros((32, 32, 3), np.uint8)
+    inside = np.array([[1, 0, 0, 0.5, 0.5], [0, 1, 0, 0.1, 0.9]], np.float32)
+    assert selector.select(frame, 'pick up the red cube', candidates=inside).index in (0, 1)
+    with pytest.raises(ValueError, match=r'candidate 1 column 4 is 1.5, outside \[0, 1\]'):
+        selector.select(frame, 'pick up the red cube',
+                        candidates=np.array([[1, 0, 0, 0.5, 0.5], [1, 0, 0, 0.5, 1.5]]))

@@ -234,6 +234,14 @@ class ActionSelector:
             row, col = bad[0]
             raise ValueError(f'candidates contain non-finite values ({len(bad)}), first at '
                              f'row {row}, column {col}: {arr[row, col]}')
+        low, high = _trained_range(self.model)
+        if low is not None:
+            outside = np.argwhere((arr < low - 1e-6) | (arr > high + 1e-6))
+            if len(outside):
+                row, col = outside[0]
+                raise ValueError(f'candidate {row} column {col} is {arr[row, col]:g}, outside '
+                                 f'[{low[col]:g}, {high[col]:g}], the range the model was '
+                                 'trained on: its score there means nothing')
         return arr
 
     def _check_knobs(self, top_k: int) -> tuple[int, float]:
@@ -395,13 +403,21 @@ class ActionSelector:
             top_probs=top_p.tolist(), refinement=found)
 
 
-def check_trained_bounds(model: Any, space) -> None:
-    """ValueError when ``space`` reaches beyond the continuous bounds the model was trained
-    on (``action.continuous_low/high`` in its config; older models carry none)."""
+def _trained_range(model: Any) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Per-parameter (low, high) the model was trained on, or (None, None) when unknown."""
     action = getattr(getattr(model, 'config', None), 'action', None)
     low, high = (tuple(getattr(action, name, ())) for name in ('continuous_low',
                                                               'continuous_high'))
     if not low:
+        return None, None
+    return np.asarray(low, np.float32), np.asarray(high, np.float32)
+
+
+def check_trained_bounds(model: Any, space) -> None:
+    """ValueError when ``space`` reaches beyond the continuous bounds the model was trained
+    on (``action.continuous_low/high`` in its config; older models carry none)."""
+    low, high = _trained_range(model)
+    if low is None:
         return
     start = len(space.options)
     for i, dim in enumerate(space.dims):

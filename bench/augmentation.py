@@ -1,6 +1,6 @@
 """Does image augmentation (data.augment) help a model trained on recorded data?
 
-    python bench/augmentation.py                          # the README's run (~25 min on 2 loaded CPUs)
+    python bench/augmentation.py                  # the README's run (~25 min, 2 loaded CPUs)
     python bench/augmentation.py --steps 2000 --objects 2,4 --json aug.json
     python bench/augmentation.py --quick                  # smoke: 3 steps, a few episodes
 

@@ -146,6 +146,7 @@ def test_abstain_names_the_silent_camera(scene):
 def test_decide_with_onnxruntime_fails_configure_naming_the_backend():
     with Harness() as h:
         node = _node(h, missing_camera='decide', backend='onnxruntime')
-        assert h.spin_until(lambda: node.last_error, 30.0)
-        assert node.state == 'unconfigured'
+        # The error is recorded before the lifecycle transition returns to unconfigured.
+        assert h.spin_until(lambda: node.last_error and node.state == 'unconfigured', 30.0), \
+            (node.state, node.last_error)
         assert 'missing_camera: decide needs backend torch' in node.last_error

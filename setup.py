@@ -22,6 +22,7 @@ setup(
         share('config', '*.yaml'),
         share('config', '*.xml'),
         share('models/tabletop'),
+        share('models/tabletop_continuous'),
         (f'lib/{PACKAGE}', ['scripts/action_selector', 'scripts/tabletop_sim',
                             'scripts/episode_recorder']),
     ],

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from model_fixtures import make_tiny_bert, tiny_vla_config
+from model_fixtures import tiny_vla_config
 from vla_embedding_ros.model import VLAModel
 from vla_embedding_ros.training import checkpoint as ckpt
 from vla_embedding_ros.training import evaluate as vla_eval
@@ -18,14 +18,8 @@ from vla_embedding_ros.training.train import main as train_main
 LIBRARY = 'config/tabletop_actions.yaml'
 
 
-@pytest.fixture(scope='module')
-def text_path(tmp_path_factory):
-    return make_tiny_bert(tmp_path_factory.mktemp('bert'))
-
-
-@pytest.fixture(autouse=True)
-def _repo_cwd(monkeypatch, request):
-    monkeypatch.chdir(request.config.rootpath)
+# text_path and repo_cwd: conftest.py
+pytestmark = pytest.mark.usefixtures('repo_cwd')
 
 
 def tiny_config(tmp_path, text_path, steps=6, **optim) -> TrainConfig:

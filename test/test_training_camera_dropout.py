@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from model_fixtures import make_tiny_bert, tiny_vla_config
+from model_fixtures import tiny_vla_config
 from vla_embedding_ros.data.tabletop import TabletopGenerator
 from vla_embedding_ros.data.tabletop.cameras import check_cameras, oblique_view, render_views
 from vla_embedding_ros.model import VLAModel
@@ -20,14 +20,8 @@ from vla_embedding_ros.training.train import Trainer
 LIBRARY = 'config/tabletop_actions.yaml'
 
 
-@pytest.fixture(scope='module')
-def text_path(tmp_path_factory):
-    return make_tiny_bert(tmp_path_factory.mktemp('bert'))
-
-
-@pytest.fixture(autouse=True)
-def _repo_cwd(monkeypatch, request):
-    monkeypatch.chdir(request.config.rootpath)
+# text_path and repo_cwd: conftest.py
+pytestmark = pytest.mark.usefixtures('repo_cwd')
 
 
 def two_camera_config(tmp_path, text_path, steps=6, data=None, **optim) -> TrainConfig:

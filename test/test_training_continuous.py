@@ -5,7 +5,7 @@ import pytest
 import torch
 from test_training import losses
 
-from model_fixtures import make_tiny_bert, tiny_vla_config
+from model_fixtures import tiny_vla_config
 from vla_embedding_ros.model import VLAModel
 from vla_embedding_ros.selection import ActionSelector
 from vla_embedding_ros.selection.sampling import SamplingConfig
@@ -18,14 +18,8 @@ LIBRARY = 'config/tabletop_continuous_actions.yaml'
 FOURIER = {'hidden': 32, 'fourier_features': 8, 'fourier_scale': 1.0}
 
 
-@pytest.fixture(scope='module')
-def text_path(tmp_path_factory):
-    return make_tiny_bert(tmp_path_factory.mktemp('bert'))
-
-
-@pytest.fixture(autouse=True)
-def _repo_cwd(monkeypatch, request):
-    monkeypatch.chdir(request.config.rootpath)
+# text_path and repo_cwd: conftest.py
+pytestmark = pytest.mark.usefixtures('repo_cwd')
 
 
 def continuous_config(tmp_path, text_path, steps=4, **extra) -> TrainConfig:

@@ -6,20 +6,12 @@ import torch
 from safetensors.torch import load_file
 from test_training import losses, tiny_config
 
-from model_fixtures import make_tiny_bert
 from vla_embedding_ros.training import checkpoint as ckpt
 from vla_embedding_ros.training.train import Trainer
 from vla_embedding_ros.training.train import main as train_main
 
-
-@pytest.fixture(scope='module')
-def text_path(tmp_path_factory):
-    return make_tiny_bert(tmp_path_factory.mktemp('bert'))
-
-
-@pytest.fixture(autouse=True)
-def _repo_cwd(monkeypatch, request):
-    monkeypatch.chdir(request.config.rootpath)
+# text_path and repo_cwd: conftest.py
+pytestmark = pytest.mark.usefixtures('repo_cwd')
 
 
 def test_each_objective_trains_with_its_own_loss(tmp_path, text_path):

@@ -5,7 +5,6 @@ import logging
 
 import numpy as np
 import pytest
-import test_training
 import torch
 from test_training import losses, tiny_config
 
@@ -27,9 +26,8 @@ from vla_embedding_ros.training.text_prior import text_prior
 from vla_embedding_ros.training.train import Trainer, export_model
 from vla_embedding_ros.training.train import main as train_main
 
-# The tiny text model and the repository working directory, shared with test_training.
-text_path = test_training.text_path
-_repo_cwd = test_training._repo_cwd
+# text_path (the tiny text model) and repo_cwd: conftest.py
+pytestmark = pytest.mark.usefixtures('repo_cwd')
 
 
 def test_scene_labels_name_every_cell_and_the_target():

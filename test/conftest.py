@@ -26,3 +26,19 @@ def text_path(tmp_path_factory):
 def repo_cwd(monkeypatch, request):
     """Run in the repository root, where the training configs' relative paths resolve."""
     monkeypatch.chdir(request.config.rootpath)
+
+
+@pytest.fixture(autouse=True)
+def no_test_leaves_the_process_real_time():
+    """A test thread left at SCHED_FIFO/RR (SVT-AV1 does this to whoever opens it as root)
+    hands real-time priority to every thread started later; a busy DDS thread then starves
+    the executors and a later ROS test hangs, far from the cause. Fail the test that did it
+    and put the thread back, so the rest of the suite still runs."""
+    yield
+    if not hasattr(os, 'sched_getscheduler'):
+        return
+    policy, priority = os.sched_getscheduler(0), os.sched_getparam(0).sched_priority
+    if policy in (os.SCHED_FIFO, os.SCHED_RR):
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+        pytest.fail(f'this test left the main thread real-time (policy {policy}, '
+                    f'priority {priority})')

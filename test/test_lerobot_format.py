@@ -1,7 +1,9 @@
 """LeRobotDataset v3.0: our writer's layout, reading it back, and reading a dataset laid out the
 way LeRobot itself writes one (built here with pyarrow + PyAV, independently of our writer)."""
 import json
+import os
 import pickle
+import threading
 from fractions import Fraction
 
 import av
@@ -460,3 +462,26 @@ def test_bad_frames_are_named_or_skipped(tmp_path):
         LeRobotV3Dataset(root)
     gone = LeRobotV3Dataset(root, skip_bad=True)
     assert len(gone) == 0 and list(gone.bad) == [str(video)]
+
+
+@pytest.mark.skipif(not hasattr(os, 'geteuid') or os.geteuid() != 0,
+                    reason='only root is allowed to be made real-time: nothing to undo')
+def test_encoding_av1_as_root_leaves_no_thread_real_time(tmp_path):
+    """SVT-AV1 switches the thread that opens it, and its workers, to SCHED_FIFO 99 when it
+    may; threads started afterwards (DDS, executors) inherited that and starved the rest."""
+    realtime = {os.SCHED_FIFO, os.SCHED_RR}
+    policy = os.sched_getscheduler(0)
+    encoder = VideoEncoder(tmp_path / 'v.mp4', 16, 16, 90_000, 30)
+    encoder.write(np.zeros((16, 16, 3), np.uint8), 0)
+    assert os.sched_getscheduler(0) == policy
+    assert not {t for t in os.listdir('/proc/self/task')
+                if os.sched_getscheduler(int(t)) in realtime}, 'encoder workers left real-time'
+    encoder.close()
+    release = threading.Event()
+    started = threading.Thread(target=release.wait)
+    started.start()
+    try:
+        assert os.sched_getscheduler(started.native_id) == policy
+    finally:
+        release.set()
+        started.join()

@@ -24,6 +24,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from .thread_scheduling import keeping_thread_scheduling
+
 # LeRobot's RGB encoder defaults (lerobot/configs/video.py VideoEncoderConfig).
 CODEC = 'libsvtav1'
 PIX_FMT = 'yuv420p'
@@ -96,7 +98,9 @@ class VideoEncoder:
         frame.pts = int(pts)
         frame.time_base = self.time_base
         try:
-            packets = self._stream.encode(frame)
+            # The first call opens SVT-AV1, which makes this thread real-time when it may.
+            with keeping_thread_scheduling():
+                packets = self._stream.encode(frame)
         except av.FFmpegError as e:
             raise ValueError(f'{self.path}: the {CODEC} encoder refused a '
                              f'{self.width}x{self.height} frame ({e})') from e
@@ -114,7 +118,9 @@ class VideoEncoder:
         if self._container is None:
             return
         try:
-            self._mux(self._stream.encode())
+            with keeping_thread_scheduling():   # an encoder with no frame yet opens here
+                packets = self._stream.encode()
+            self._mux(packets)
         finally:
             self._container.close()
             self._container = None
@@ -126,7 +132,8 @@ class VideoEncoder:
         """
         if self._container is not None:
             try:
-                self._stream.encode()
+                with keeping_thread_scheduling():
+                    self._stream.encode()
                 self._container.close()
             except (av.FFmpegError, OSError):
                 pass

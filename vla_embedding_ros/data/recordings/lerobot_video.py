@@ -98,9 +98,11 @@ class VideoEncoder:
         frame.pts = int(pts)
         frame.time_base = self.time_base
         try:
-            # The first call opens SVT-AV1, which makes this thread real-time when it may.
-            with keeping_thread_scheduling():
+            if self._stream.codec_context.is_open:
                 packets = self._stream.encode(frame)
+            else:   # this call opens SVT-AV1, which makes the thread real-time when it may
+                with keeping_thread_scheduling():
+                    packets = self._stream.encode(frame)
         except av.FFmpegError as e:
             raise ValueError(f'{self.path}: the {CODEC} encoder refused a '
                              f'{self.width}x{self.height} frame ({e})') from e

@@ -17,7 +17,7 @@ from vla_embedding_ros.model import VLAModel
 from vla_embedding_ros.selection import ActionSelector
 from vla_embedding_ros.selection.library import ActionLibrary
 from vla_embedding_ros.selection.sampling import SamplingConfig
-from vla_embedding_ros.training.continuous_eval import evaluate_continuous
+from vla_embedding_ros.training.continuous_eval import continuous_scenes, evaluate_continuous
 
 SHIPPED = Path(__file__).resolve().parents[1] / 'models' / 'tabletop_continuous'
 UNSEEN_SEED = 424242
@@ -55,7 +55,6 @@ def test_sampled_search_lands_on_the_object(model_and_library, split):
 
 
 def test_the_selector_decides_reproducibly_in_the_trained_range(model_and_library):
-    from vla_embedding_ros.training.continuous_eval import continuous_scenes
     selector = ActionSelector.from_pretrained(SHIPPED, device='cpu')
     scene = continuous_scenes('val', 1, UNSEEN_SEED)[0]
     first = selector.select_sampled(scene.image, scene.instruction, SamplingConfig(seed=3))

@@ -19,7 +19,7 @@ from vla_embedding_ros.data.recordings.bag_images import (
 from vla_embedding_ros.data.recordings.bag_import import ImportConfig, convert_bags
 from vla_embedding_ros.data.recordings.bag_record import BagWriter
 from vla_embedding_ros.data.recordings.bag_to_dataset import main as bag_to_dataset
-from vla_embedding_ros.selection.library import load_library
+from vla_embedding_ros.actions.library import load_library
 
 CAM_A = '/cam_a/image_raw'
 CAM_B = '/cam_b/image_raw/compressed'

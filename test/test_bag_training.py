@@ -8,7 +8,7 @@ from vla_embedding_ros.data.dataset import JSONLDataset
 from vla_embedding_ros.data.recordings.bag_import import ImportConfig, convert_bags
 from vla_embedding_ros.data.recordings.bag_record import record_tabletop_episodes
 from vla_embedding_ros.model import VLAModel
-from vla_embedding_ros.selection.library import load_library
+from vla_embedding_ros.actions.library import load_library
 from vla_embedding_ros.training import checkpoint as ckpt
 from vla_embedding_ros.training.config import TrainConfig
 from vla_embedding_ros.training.evaluation import LibraryScorer

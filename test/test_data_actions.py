@@ -82,9 +82,9 @@ def test_write_is_atomic(tmp_path):
 
 
 def test_selection_loader_reads_the_file():
-    library = pytest.importorskip('vla_embedding_ros.selection.library')
+    library = pytest.importorskip('vla_embedding_ros.actions.library')
     if not hasattr(library, 'load_library'):
-        pytest.skip('selection.library.load_library not there yet')
+        pytest.skip('actions.library.load_library not there yet')
     lib = library.load_library(CONFIG)
     assert list(lib.names) == list(ACTION_NAMES)
     assert lib.params().shape == (80, 7)

@@ -14,7 +14,7 @@ from model_fixtures import make_tiny_bert, make_tiny_siglip, make_tiny_vit, tiny
 from vla_embedding_ros.data.tabletop import TabletopConfig, TabletopGenerator
 from vla_embedding_ros.model import VLAModel
 from vla_embedding_ros.model.deploy import QueryPlan, query_flops
-from vla_embedding_ros.selection.library import ActionLibrary
+from vla_embedding_ros.actions.library import ActionLibrary
 from vla_embedding_ros.selection.preprocess import ImagePreprocessor
 
 SHIPPED = Path(__file__).resolve().parents[1] / 'models' / 'tabletop'

@@ -21,7 +21,7 @@ from vla_embedding_ros.data.tabletop import ACTION_NAMES
 from vla_embedding_ros.encoded_image import EncodedImageError, declared_size, decode_bounded
 from vla_embedding_ros.files import MAX_TEXT_FILE_BYTES
 from vla_embedding_ros.model import VLAModel
-from vla_embedding_ros.selection.library import ActionLibrary
+from vla_embedding_ros.actions.library import ActionLibrary
 from vla_embedding_ros.training import checkpoint as ckpt
 from vla_embedding_ros.training.train import Trainer
 from vla_embedding_ros.training.train import main as train_main

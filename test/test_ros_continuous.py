@@ -216,7 +216,7 @@ def test_sampled_needs_a_space_and_sample_count_is_bounded():
                 Parameter('sample_count', value=MAX_SAMPLES + 1)])
         assert str(MAX_SAMPLES) in str(info.value)
     # A library with only a space has nothing for candidate_mode library to score.
-    from vla_embedding_ros.selection.library import ActionLibrary
+    from vla_embedding_ros.actions.library import ActionLibrary
     space_only = ActionLibrary.from_dict({'version': 1, 'space': CONTINUOUS_SPACE.to_dict()})
     assert 'only a continuous' in ActionSelectorNode._sampled_refusal('library', space_only)
     assert ActionSelectorNode._sampled_refusal('sampled', space_only) == ''

@@ -13,7 +13,7 @@ from vla_embedding_ros.selection.heatmap import (
     score_map,
     unit_coordinates,
 )
-from vla_embedding_ros.selection.library import load_library
+from vla_embedding_ros.actions.library import load_library
 
 ROOT = Path(__file__).resolve().parents[1]
 

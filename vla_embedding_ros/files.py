@@ -3,6 +3,7 @@ and the bounded reader for the small text files users hand us."""
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -65,7 +66,9 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; library files are meant to be shared
+        # mkstemp makes 0600; keep the mode of the file being replaced (else 0644): library
+        # files and configs are meant to be read by other users and processes.
+        os.chmod(tmp, os.stat(path).st_mode & 0o777 if path.exists() else 0o644)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -82,8 +85,6 @@ def publish_directory(tmp: str | os.PathLike, root: str | os.PathLike, overwrite
     FileExistsError raised; with ``overwrite`` the old one is moved aside (a directory cannot be
     renamed over a non-empty one) and removed after the rename.
     """
-    import shutil
-
     tmp, root = Path(tmp), Path(root)
     make_shareable(tmp)   # mkdtemp made it 0700; datasets are shared
     trash = None
@@ -97,3 +98,59 @@ def publish_directory(tmp: str | os.PathLike, root: str | os.PathLike, overwrite
     if trash is not None:
         shutil.rmtree(trash, ignore_errors=True)
     return root
+
+
+class StagedDirectory:
+    """A directory written whole or not at all: everything goes to a hidden temp folder beside
+    ``root``, renamed to ``root`` by :meth:`close`. On an exception inside ``with`` (or
+    :meth:`abort`) the temp folder is removed and ``root`` is untouched, so a reader never
+    sees half a dataset. Writers subclass it and fill in :meth:`_finish` (write the last
+    files) and :meth:`_drop` (close open handles before the temp folder goes).
+
+    Raises:
+        FileExistsError: ``root`` exists and ``overwrite`` is False.
+    """
+
+    def __init__(self, root: str | os.PathLike, overwrite: bool = False):
+        self.root = Path(root)
+        self.overwrite = overwrite
+        if self.root.exists() and not overwrite:
+            raise FileExistsError(f'{self.root} exists; pass overwrite=True to replace it')
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f'.{self.root.name}.', suffix='.tmp',
+                                         dir=self.root.parent))
+        self.closed = False
+
+    def _finish(self) -> None:
+        """Write what completes the directory (indexes, metadata); called once by close()."""
+
+    def _drop(self) -> None:
+        """Close whatever is still open; called once by abort() before the folder goes."""
+
+    def close(self) -> Path:
+        """Finish the directory and move it into place (atomic rename); returns ``root``."""
+        if self.closed:
+            return self.root
+        try:
+            self._finish()
+        except BaseException:
+            self.abort()
+            raise
+        self.closed = True
+        return publish_directory(self.tmp, self.root, self.overwrite)
+
+    def abort(self) -> None:
+        """Drop everything written so far; ``root`` is left as it was."""
+        if not self.closed:
+            self.closed = True
+            self._drop()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()

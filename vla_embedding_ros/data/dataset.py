@@ -5,7 +5,7 @@ A dataset is a directory::
     my_dataset/
       index.jsonl      one JSON object per line, one line per sample
       images/          PNG files (any names; the index refers to them)
-      actions.yaml     optional action library (the ``selection.library`` YAML schema)
+      actions.yaml     optional action library (the ``actions.library`` YAML schema)
 
 Each line of ``index.jsonl``::
 
@@ -26,18 +26,16 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import cv2
 import numpy as np
 import torch.utils.data
-import yaml
 
+from ..actions.library import ActionLibrary, as_library, load_library
 from ..encoded_image import DEFAULT_MAX_PIXELS, EncodedImageError, decode_bounded
-from ..files import publish_directory, read_text_bounded
-from .tabletop.actions import library_yaml
+from ..files import StagedDirectory
+from .tabletop.actions import PARAMETER_NAMES
 
 INDEX = 'index.jsonl'
 IMAGES = 'images'
@@ -53,47 +51,35 @@ class BadSampleError(ValueError):
 
 
 def save_library(library, path: Path) -> None:
-    """Store an action library a dataset writer was given: a list of action dicts (as
-    ``build_action_library()`` returns), a path to a library YAML, or an object with
-    ``to_yaml(path)`` (``selection.library.ActionLibrary``, ``bag_actions.LibraryFile``)."""
-    if hasattr(library, 'to_yaml'):
-        library.to_yaml(path)
-    elif isinstance(library, (str, os.PathLike)):
-        shutil.copyfile(library, path)
-    else:
-        path.write_text(library_yaml(list(library)), encoding='utf-8')
+    """Store the action library a dataset writer was given (any form
+    :func:`~vla_embedding_ros.actions.library.as_library` takes; a bare list of action dicts
+    is in the tabletop layout, as ``build_action_library()`` returns it)."""
+    as_library(library, PARAMETER_NAMES).to_yaml(path)
 
 
-class DatasetWriter:
-    """Write a dataset atomically: everything goes to a hidden temp directory next to ``root``,
-    renamed to ``root`` by ``close()``. On an exception inside ``with`` (or ``abort()``) the
-    temp directory is removed and ``root`` is untouched, so there is never a half dataset.
+class DatasetWriter(StagedDirectory):
+    """Write a dataset atomically (:class:`~vla_embedding_ros.files.StagedDirectory`): there is
+    never a half dataset; ``close()`` (or leaving ``with``) moves it into place.
 
     Args:
         root: the dataset directory to create.
-        library: optional action library to store as ``actions.yaml``: a list of action dicts
-            (as ``build_action_library()`` returns), a path to a library YAML, or an object with
-            ``to_yaml(path)`` (``selection.library.ActionLibrary``).
+        library: optional action library to store as ``actions.yaml``, in any form
+            :func:`~vla_embedding_ros.actions.library.as_library` takes (a bare list of
+            action dicts is in the tabletop layout, as ``build_action_library()`` returns).
         overwrite: replace an existing ``root`` on close (otherwise FileExistsError).
     """
 
     def __init__(self, root: str | os.PathLike, library=None, overwrite: bool = False):
-        self.root = Path(root)
-        self.overwrite = overwrite
-        if self.root.exists() and not overwrite:
-            raise FileExistsError(f'{self.root} exists; pass overwrite=True to replace it')
-        self.root.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f'.{self.root.name}.', suffix='.tmp',
-                                         dir=self.root.parent))
+        super().__init__(root, overwrite)
         (self.tmp / IMAGES).mkdir()
         self._index = open(self.tmp / INDEX, 'w', encoding='utf-8')
         self.count = 0
-        self.closed = False
         if library is not None:
-            self._write_library(library)
-
-    def _write_library(self, library) -> None:
-        save_library(library, self.tmp / LIBRARY)
+            try:
+                save_library(library, self.tmp / LIBRARY)
+            except BaseException:
+                self.abort()
+                raise
 
     def add(self, images, instruction: str, action: str | None = None, action_vector=None,
             episode: int | str = 0, timestamp: float = 0.0, split: str | None = None,
@@ -132,51 +118,21 @@ class DatasetWriter:
         self.count += 1
         return self.count - 1
 
-    def close(self) -> Path:
-        """Finish the index and move the dataset into place (atomic rename)."""
-        if self.closed:
-            return self.root
+    def _finish(self) -> None:
         self._index.flush()
         os.fsync(self._index.fileno())
         self._index.close()
-        self.closed = True
-        return publish_directory(self.tmp, self.root, self.overwrite)
 
-    def abort(self) -> None:
-        """Drop everything written so far; ``root`` is left as it was."""
-        if not self.closed:
-            self._index.close()
-            self.closed = True
-        self._discard()
-
-    def _discard(self) -> None:
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
-    def __enter__(self) -> DatasetWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
+    def _drop(self) -> None:
+        self._index.close()
 
 
-def _library_entries(library, root: Path) -> list[dict]:
-    """Normalise a library argument to a list of {'name', 'params'?} dicts."""
+def _dataset_library(library, root: Path) -> ActionLibrary | None:
+    """The library a dataset's names index into: the one given, else the dataset's own."""
     if library is None:
-        path = root / LIBRARY
-        if not path.is_file():
-            return []
-        library = path
-    if isinstance(library, (str, os.PathLike)):
-        doc = yaml.safe_load(read_text_bounded(library)) or {}
-        library = doc.get('actions', [])
-    if hasattr(library, 'names'):  # selection.library.ActionLibrary
-        params = library.params() if hasattr(library, 'params') else None
-        return [{'name': n, **({'params': params[i]} if params is not None else {})}
-                for i, n in enumerate(library.names)]
-    return [{'name': a} if isinstance(a, str) else dict(a) for a in library]
+        own = root / LIBRARY
+        return load_library(own) if own.is_file() else None
+    return as_library(library, PARAMETER_NAMES)
 
 
 class JSONLDataset(torch.utils.data.Dataset):
@@ -213,11 +169,10 @@ class JSONLDataset(torch.utils.data.Dataset):
         self.allow_external_images = allow_external_images
         self.max_pixels = max_pixels
         self.bad: dict[str, str] = {}
-        entries = _library_entries(library, self.root)
-        self.action_names = [e['name'] for e in entries]
+        library = _dataset_library(library, self.root)
+        self.action_names = library.names if library is not None else []
         self._index = {n: i for i, n in enumerate(self.action_names)}
-        self._params = {e['name']: np.asarray(e['params'], np.float32)
-                        for e in entries if e.get('params') is not None}
+        self._params = ({a.name: a.params for a in library} if library is not None else {})
         index = self.root / INDEX
         if not index.is_file():
             raise FileNotFoundError(f'{index} not found: not a dataset directory')

@@ -1,6 +1,6 @@
 """Action selection: the action library, on-device preprocessing and the selector."""
+from ..actions.library import Action, ActionLibrary, Twist, load_library
 from .cache import LRUCache
-from .library import Action, ActionLibrary, Twist, load_library
 from .preprocess import ImagePreprocessor
 from .selector import ActionSelector, Selection, selection_to_json
 from .zero_shot import ZeroShotCLIP, is_zero_shot_checkpoint

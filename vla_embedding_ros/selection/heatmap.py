@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .action_space import ActionSpace
+from ..actions.space import ActionSpace
 
 MAX_RESOLUTION = 256
 

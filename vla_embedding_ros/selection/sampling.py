@@ -1,7 +1,7 @@
 """Choose a continuous action by derivative-free optimisation in the joint space (IBC style).
 
 The observation (frames + instruction) is encoded once into a query; candidates are vectors of
-an :class:`~.action_space.ActionSpace`, embedded by the action encoder and scored against the
+an :class:`~..actions.space.ActionSpace`, embedded by the action encoder and scored against the
 query. Following implicit behavioural cloning (Florence et al. 2021, Appendix B.1): draw
 ``samples`` uniform candidates, then for ``iterations`` rounds resample them in proportion to
 ``softmax(logits)``, add Gaussian noise of ``noise`` x the range (halved every round, by
@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .action_space import ActionSpace
+from ..actions.space import ActionSpace
 
 # 256k candidates x (param_dim + hidden + embed_dim) floats stays well under 1 GB.
 MAX_SAMPLES = 1 << 18

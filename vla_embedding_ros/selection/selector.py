@@ -17,10 +17,10 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ..actions.library import ActionLibrary, load_library
 from .accelerate import ImageEncoderRunner
 from .backends import OnnxRuntimeBackend, TorchBackend, check_backend
 from .cache import LRUCache
-from .library import ActionLibrary, load_library
 from .preprocess import ImagePreprocessor
 from .sampling import Refinement, SamplingConfig, refine
 from .zero_shot import ZeroShotCLIP, is_zero_shot_checkpoint
@@ -358,7 +358,7 @@ class ActionSelector:
         library = self._library
         if library is None or library.space is None:
             raise ValueError("sampled candidates need a library with a continuous 'space' "
-                             '(see selection/action_space.py)')
+                             '(see actions/space.py)')
         if getattr(self.model, 'supports_candidate_vectors', True) is False:
             raise ValueError(f'{type(self.model).__name__} cannot score sampled candidates')
         if not isinstance(instruction, str):

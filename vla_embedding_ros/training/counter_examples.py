@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..actions.space import ActionSpace
 from ..model.losses import LOGIT_SCALE_MAX, _scale
-from ..selection.action_space import ActionSpace
 
 # Shares of the K negatives (the rest are uniform).
 NEAR_MISS, OTHER_OBJECT, OTHER_PRIMITIVE = 0.2, 0.15, 0.15

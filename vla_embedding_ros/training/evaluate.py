@@ -31,11 +31,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..actions.library import ActionLibrary
 from ..data.tabletop import SPLIT_NAMES
 from ..model import VLAModel
 from ..model.pretrained_space import checkpoint_type, is_fine_tuned
 from ..package_share import package_file
-from ..selection.library import ActionLibrary
 from . import metrics
 from .evaluation import LibraryScorer, replay_demo_episodes, tabletop_ranks
 from .train import EVAL_SEED

@@ -13,10 +13,10 @@ from collections import Counter
 import numpy as np
 import torch
 
+from ..actions.library import ActionLibrary
 from ..data.tabletop import TabletopConfig, TabletopGenerator
 from ..data.tabletop.cameras import check_cameras, render_views
 from ..data.tabletop.generator import collate
-from ..selection.library import ActionLibrary
 from .counter_examples import ContinuousTargets, sample_counter_examples
 from .region import scene_labels
 

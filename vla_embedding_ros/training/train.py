@@ -28,6 +28,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
+from ..actions.library import ActionLibrary
 from ..data.dataset import BadSampleError
 from ..data.tabletop import ACTION_NAMES
 from ..files import make_shareable
@@ -35,7 +36,6 @@ from ..model import VLAConfig, VLAModel, resolve_device
 from ..model.losses import symmetric_infonce
 from ..model.pretrained_space import load_joint_model, new_pretrained_space, uses_pretrained_space
 from ..package_share import package_file
-from ..selection.library import ActionLibrary
 from ..selection.preprocess import ImagePreprocessor
 from . import camera_dropout, distributed, metrics, objectives
 from . import checkpoint as ckpt

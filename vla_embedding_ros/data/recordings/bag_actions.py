@@ -15,12 +15,7 @@ unit (say m/s against rad/s) from deciding the clusters alone.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
-import yaml
-
-from ...files import atomic_write_text
 
 NAME_TYPES = ('std_msgs/msg/String',)
 VECTOR_TYPES = ('std_msgs/msg/Float32MultiArray', 'std_msgs/msg/Float64MultiArray',
@@ -127,32 +122,3 @@ def names_library(names: list[str]) -> list[dict]:
     return [{'name': n, 'description': n,
              'params': [1.0 if j == i else 0.0 for j in range(len(names))]}
             for i, n in enumerate(names)]
-
-
-class LibraryFile:
-    """A library (list of action dicts + parameter names) that writes itself as YAML.
-
-    ``DatasetWriter(library=LibraryFile(...))`` stores it as the dataset's ``actions.yaml``.
-    """
-
-    def __init__(self, actions: list[dict], parameter_names: list[str], comment: str = ''):
-        dims = {len(a['params']) for a in actions}
-        if dims != {len(parameter_names)}:
-            raise ValueError(f'params have lengths {sorted(dims)}, parameter_names has '
-                             f'{len(parameter_names)}')
-        if not all(math.isfinite(v) for a in actions for v in a['params']):
-            raise ValueError('library params must be finite')
-        self.actions = actions
-        self.parameter_names = list(parameter_names)
-        self.comment = comment
-
-    @property
-    def names(self) -> list[str]:
-        return [a['name'] for a in self.actions]
-
-    def to_yaml(self, path) -> None:
-        """Write the library (``selection.library`` schema) atomically."""
-        doc = {'version': 1, 'parameter_names': self.parameter_names, 'actions': self.actions}
-        header = ''.join(f'# {line}\n' for line in self.comment.splitlines())
-        atomic_write_text(path, header + yaml.safe_dump(doc, sort_keys=False,
-                                                        default_flow_style=None, width=100))

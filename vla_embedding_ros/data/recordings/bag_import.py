@@ -36,12 +36,12 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from ...actions.library import ActionLibrary, load_library
 from ...files import atomic_write_text
 from ..dataset import DatasetWriter
 from .bag_actions import (
     ACTION_TYPES,
     NAME_TYPES,
-    LibraryFile,
     action_payload,
     cluster_library,
     default_parameter_names,
@@ -398,19 +398,24 @@ def _write_bag(scan: BagScan, pairing, writer: DatasetWriter, cfg: ImportConfig,
     return count[0], episode_ids
 
 
+def _built_library(actions: list[dict], parameter_names: list[str],
+                   comment: str) -> ActionLibrary:
+    """A library this importer made (validated like any other), its origin as the header."""
+    return ActionLibrary.from_dict({'parameter_names': parameter_names, 'actions': actions},
+                                   'vla-bag-to-dataset', comment)
+
+
 def _library(scans, cfg: ImportConfig, kind: str, pairings):
     """(library for the writer or None, names accepted or None, summary, label per action)."""
     if kind in NAME_TYPES:
         if cfg.library:
-            from ...selection.library import load_library
-
             library = load_library(cfg.library)
             return library, set(library.names), {'source': str(cfg.library),
                                                  'size': len(library)}, None
         seen = [p for scan in scans for p in scan.payloads if p is not None and p.strip()]
         actions = names_library(seen)
-        library = LibraryFile(actions, [a['name'] for a in actions],
-                              'Action library built by vla-bag-to-dataset from the action '
+        library = _built_library(actions, [a['name'] for a in actions],
+                                 'Action library built by vla-bag-to-dataset from the action '
                               'names seen\n(one-hot parameters, the name as description).')
         return library, None, {'source': 'names seen', 'size': len(actions)}, None
     if not cfg.cluster:
@@ -426,10 +431,10 @@ def _library(scans, cfg: ImportConfig, kind: str, pairings):
     k = min(cfg.cluster, len(np.unique(vectors, axis=0)))
     names = cfg.parameter_names or default_parameter_names(kind, vectors.shape[1])
     actions, labels, sizes = cluster_library(vectors, k, names, cfg.seed, twist='Twist' in kind)
-    library = LibraryFile(actions, names,
-                          f'Action library built by vla-bag-to-dataset: k-means (k={k}) '
-                          f'centres of the\n{cfg.action_topic} vectors; params are the '
-                          'centres.')
+    library = _built_library(actions, names,
+                             f'Action library built by vla-bag-to-dataset: k-means (k={k}) '
+                             f'centres of the\n{cfg.action_topic} vectors; params are the '
+                             'centres.')
     label = {owner: actions[j]['name'] for owner, j in zip(owners, labels.tolist(), strict=True)}
     summary = {'source': 'clusters', 'size': k, 'requested': cfg.cluster,
                'cluster_sizes': sizes.tolist()}

@@ -23,7 +23,6 @@ data files, and parquet columns that disagree with the shapes ``info.json`` decl
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -34,9 +33,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch.utils.data
 
+from ...actions.library import as_library, load_library
+from ...actions.matching import nearest_actions
 from ...encoded_image import DEFAULT_MAX_PIXELS, EncodedImageError, decode_bounded
 from ...files import read_text_bounded
-from ...selection.library import load_library
 from ..dataset import BadSampleError
 from . import lerobot_layout as L
 from .lerobot_video import VideoFrameError, VideoReaderCache
@@ -317,8 +317,9 @@ class LeRobotV3Dataset(torch.utils.data.Dataset):
         """Give every frame an action name (or None) and an index into the target library."""
         own_path = self.root / L.LIBRARY_PATH
         own = load_library(own_path) if own_path.is_file() else None
-        names, params = (_library(library) if library is not None
-                         else (own.names, own.params()) if own is not None else (None, None))
+        target = as_library(library) if library is not None else own
+        names, params = ((target.names, target.params()) if target is not None
+                         else (None, None))
         self.action_names = names or []
         n = len(frames['index'])
         self.unmapped_actions = 0
@@ -351,20 +352,11 @@ class LeRobotV3Dataset(torch.utils.data.Dataset):
             raise ValueError(f'{self.root}: its action vectors have {self.action_dim} values '
                              f'(meta/info.json features["action"]) but the library\'s params '
                              f'have {params.shape[1]}; they cannot be matched')
-        if max_distance is None:
-            max_distance = _half_min_gap(params)
-        best = np.empty(len(vectors), np.int64)
-        distance = np.empty(len(vectors))
-        square = (params**2).sum(1)
-        for start in range(0, len(vectors), 65536):   # bounded memory for [N, K] distances
-            v = vectors[start:start + 65536].astype(np.float64)
-            d2 = (v**2).sum(1)[:, None] - 2 * v @ params.T + square[None, :]
-            best[start:start + len(v)] = d2.argmin(1)
-            distance[start:start + len(v)] = np.sqrt(np.maximum(d2.min(1), 0.0))
+        best, distance = nearest_actions(vectors, params, max_distance)
         self.action_distance = distance
-        near = distance <= max_distance
+        near = best >= 0
         self.unmapped_actions = int((~near).sum())
-        labels = np.array(names, dtype=object)[best]
+        labels = np.array(names, dtype=object)[np.maximum(best, 0)]
         labels[~near] = None
         return labels
 
@@ -536,34 +528,9 @@ def _read_meta_parquet(path: Path, columns=None) -> pa.Table:
         raise ValueError(f'{path}: not a readable parquet file ({e})') from e
 
 
-def _library(library) -> tuple[list[str], np.ndarray | None]:
-    """(names, params [K, D] or None) of a library given as an ActionLibrary, a YAML path,
-    an object with ``actions`` (dicts), or a list of action dicts or names."""
-    if isinstance(library, (str, os.PathLike)):
-        library = load_library(library)
-    if callable(getattr(library, 'params', None)):
-        return list(library.names), np.asarray(library.params(), np.float64)
-    entries = getattr(library, 'actions', library)
-    entries = [{'name': a} if isinstance(a, str) else dict(a) for a in entries]
-    names = [str(e['name']) for e in entries]
-    params = [e.get('params') for e in entries]
-    if any(p is None for p in params) or len({len(p) for p in params}) != 1:
-        return names, None
-    return names, np.asarray(params, np.float64)
-
-
 def _seconds(stamp: float) -> float:
     """A float32 timestamp as the shortest float that reads back to it (0.1, not
     0.10000000149011612): what the writer was given, when it fit a float32."""
     return float(str(np.float32(stamp)))
 
 
-def _half_min_gap(params: np.ndarray) -> float:
-    """Half the smallest distance between two different library params (inf if < 2)."""
-    unique = np.unique(params, axis=0)
-    if len(unique) < 2:
-        return math.inf
-    square = (unique**2).sum(1)
-    d2 = square[:, None] + square[None, :] - 2 * unique @ unique.T   # [K, K], not [K, K, D]
-    np.fill_diagonal(d2, np.inf)
-    return float(np.sqrt(max(d2.min(), 0.0))) / 2

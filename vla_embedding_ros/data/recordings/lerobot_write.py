@@ -22,8 +22,6 @@ import json
 import math
 import numbers
 import os
-import shutil
-import tempfile
 from copy import deepcopy
 from pathlib import Path
 
@@ -32,8 +30,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ...files import publish_directory
-from ...selection.library import load_library
+from ...actions.library import load_library
+from ...files import StagedDirectory
 from ..dataset import save_library
 from . import lerobot_layout as L
 from .lerobot_video import CRF, GOP, PIX_FMT, PRESET, VideoEncoder, ticks_per_second
@@ -49,7 +47,7 @@ STATS_IMAGE_SIZE = 150
 MIN_VIDEO_SIDE = 8   # SVT-AV1 refuses smaller frames
 
 
-class LeRobotWriter:
+class LeRobotWriter(StagedDirectory):
     """Write a LeRobotDataset v3.0 directory atomically, one sample at a time.
 
     Args:
@@ -90,10 +88,6 @@ class LeRobotWriter:
                             ('video_files_size_in_mb', video_files_size_in_mb)):
             if not (isinstance(value, numbers.Real) and value > 0):
                 raise ValueError(f'{name} must be positive, got {value!r}')
-        self.root = Path(root)
-        self.overwrite = overwrite
-        if self.root.exists() and not overwrite:
-            raise FileExistsError(f'{self.root} exists; pass overwrite=True to replace it')
         self.fps = None if fps is None else float(fps)
         self.images, self.robot_type, self.crf = images, robot_type, crf
         self.chunks_size = int(chunks_size)
@@ -106,15 +100,13 @@ class LeRobotWriter:
                     or len(set(self._camera_names)) != len(self._camera_names)):
                 raise ValueError('camera_keys must be distinct names without "/", got '
                                  f'{list(camera_keys)}')
-        self.root.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f'.{self.root.name}.', suffix='.tmp',
-                                         dir=self.root.parent))
-        self.closed = False
+        super().__init__(root, overwrite)   # after the checks above: nothing left behind
+        self._tracks: list[_VideoTrack] = []
         try:
             (self.tmp / 'meta').mkdir()
             self.library = None if library is None else self._write_library(library)
         except BaseException:
-            self._discard()
+            self.abort()
             raise
         self.count = 0
         self._ticks = ticks_per_second(self.fps)
@@ -129,7 +121,6 @@ class LeRobotWriter:
         self._sizes: list[tuple[int, int]] = []
         self._dim = None if self.library is None else self.library.param_dim
         self._has_split = None
-        self._tracks: list[_VideoTrack] = []
         self._data = _DataFiles(self.tmp, self.chunks_size, data_files_size_in_mb)
         self._values: dict[str, list[np.ndarray]] = {}   # every frame's numeric columns
         self._histograms: list[np.ndarray] = []          # per camera [3, 256] pixel counts
@@ -380,21 +371,16 @@ class LeRobotWriter:
             ValueError: nothing was added (a LeRobot dataset needs a frame); nothing written.
             FileExistsError: ``root`` appeared meanwhile and ``overwrite`` is False.
         """
-        if self.closed:
-            return self.root
-        try:
-            if self.count == 0:
-                raise ValueError(f'{self.root}: no samples were added; nothing written')
-            self._finish_episode()
-            for track in self._tracks:
-                track.close()
-            self._data.close()
-            self._write_meta()
-        except BaseException:
-            self.abort()
-            raise
-        self.closed = True
-        return publish_directory(self.tmp, self.root, self.overwrite)
+        return super().close()
+
+    def _finish(self) -> None:
+        if self.count == 0:
+            raise ValueError(f'{self.root}: no samples were added; nothing written')
+        self._finish_episode()
+        for track in self._tracks:
+            track.close()
+        self._data.close()
+        self._write_meta()
 
     def _final_fps(self) -> int | float:
         if self.fps is not None:
@@ -436,26 +422,11 @@ class LeRobotWriter:
         stats = {f: {k: v.tolist() for k, v in s.items()} for f, s in stats.items()}
         (self.tmp / L.STATS_PATH).write_text(json.dumps(stats, indent=4) + '\n', encoding='utf-8')
 
-    def abort(self) -> None:
-        """Drop everything written so far; ``root`` is left as it was."""
-        for track in self._tracks if hasattr(self, '_tracks') else ():
+    def _drop(self) -> None:
+        for track in self._tracks:
             track.abort()
         if hasattr(self, '_data'):
             self._data.abort()
-        self.closed = True
-        self._discard()
-
-    def _discard(self) -> None:
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
-    def __enter__(self) -> LeRobotWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 class _Episode:

@@ -3,7 +3,7 @@
 Each action has a name (``pick_r1_c2``, ``push_left_r3_c0``), a description in words and a
 parameter vector ``[one-hot primitive (5), x, y]`` where (x, y) is the cell centre in [0, 1]
 image coordinates (x to the right, y down; row 0 is the far side, at the top of the image).
-The library is written in the YAML schema that ``selection.library`` loads.
+The library is written in the YAML schema that ``actions.library`` loads.
 """
 from __future__ import annotations
 

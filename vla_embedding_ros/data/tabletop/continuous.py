@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...selection.action_space import ActionSpace, ContinuousDim
+from ...actions.space import ActionSpace, ContinuousDim
 from .actions import PRIMITIVES, PUSH_STEPS, build_action_library
 from .generator import _choose_pairs
 from .language import make_instruction
@@ -44,7 +44,7 @@ _PLACEMENT_TRIES = 200
 
 def continuous_library():
     """The grid library's 80 actions plus the continuous space (one file for both modes)."""
-    from ...selection.library import ActionLibrary
+    from ...actions.library import ActionLibrary
     return ActionLibrary.from_dict({'version': 1,
                                     'parameter_names': CONTINUOUS_SPACE.parameter_names,
                                     'actions': build_action_library(),

@@ -25,15 +25,14 @@ from __future__ import annotations
 import math
 import numbers
 import os
-import tempfile
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 import yaml
 
-from ..files import read_text_bounded
-from .action_space import ActionSpace
+from ..files import atomic_write_text, read_text_bounded
+from .space import ActionSpace
 
 SCHEMA_VERSION = 1
 _TOP_KEYS = ('version', 'parameter_names', 'actions', 'space')
@@ -135,13 +134,15 @@ class ActionLibrary:
         parameter_names: one label per parameter dimension (the layout of every ``params``).
         space: an optional continuous :class:`ActionSpace` of the same layout; with one the
             library may have no fixed actions.
+        comment: free text written as the YAML file's ``#`` header (where it came from).
 
     Raises:
         ValueError: naming the entry (index and name) and field that is wrong.
     """
 
     def __init__(self, actions: Sequence[Action], parameter_names: Sequence[str],
-                 space: ActionSpace | None = None):
+                 space: ActionSpace | None = None, comment: str = ''):
+        self.comment = comment   # written as the YAML file's header (provenance), not data
         self.parameter_names = _check_parameter_names(list(parameter_names), 'library')
         dim = len(self.parameter_names)
         if space is not None and space.parameter_names != self.parameter_names:
@@ -194,6 +195,13 @@ class ActionLibrary:
         """Action descriptions in index order."""
         return [a.description for a in self.actions]
 
+    def texts(self) -> list[str]:
+        """The text each action is embedded with, in index order: its description, or its
+        name read as words when the description is empty ('push_left_r1_c2' ->
+        'push left r1 c2'). Training, evaluation and serving all embed these, so a model is
+        scored at run time on the texts it was trained on."""
+        return [a.description or a.name.replace('_', ' ') for a in self.actions]
+
     @property
     def param_dim(self) -> int:
         """Length of every parameter vector."""
@@ -222,7 +230,7 @@ class ActionLibrary:
 
     # -- (de)serialisation ------------------------------------------------------------------
     @classmethod
-    def from_dict(cls, data: Any, source: str = 'library') -> 'ActionLibrary':
+    def from_dict(cls, data: Any, source: str = 'library', comment: str = '') -> 'ActionLibrary':
         """Build a library from the parsed YAML structure, validating every field.
 
         Args:
@@ -286,7 +294,7 @@ class ActionLibrary:
             twist = entry.get('twist')
             twist = None if twist is None else _parse_twist(twist, where)
             actions.append(Action(name, description, np.asarray(params, np.float32), twist))
-        return cls(actions, names, space)
+        return cls(actions, names, space, comment)
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> 'ActionLibrary':
@@ -320,29 +328,12 @@ class ActionLibrary:
         return out
 
     def to_yaml(self, path: str | os.PathLike) -> None:
-        """Write the library to ``path`` atomically (temp file in the same folder + os.replace).
-
-        A reader (a running node reloading its library) never sees a half-written file.
-        """
-        path = os.fspath(path)
-        folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp',
-                                   dir=folder)
-        try:
-            # mkstemp makes the file 0600; keep the mode of the file being replaced (or 0644)
-            # so other users/processes can still read the library.
-            mode = os.stat(path).st_mode & 0o777 if os.path.exists(path) else 0o644
-            os.chmod(tmp, mode)
-            with os.fdopen(fd, 'w', encoding='utf-8') as f:
-                yaml.safe_dump(self.to_dict(), f, sort_keys=False, default_flow_style=None,
-                               width=100)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        """Write the library to ``path`` atomically (temp file in the same folder + rename),
+        ``comment`` as a ``#`` header. A reader (a running node reloading its library) never
+        sees a half-written file."""
+        header = ''.join(f'# {line}\n' for line in self.comment.splitlines())
+        atomic_write_text(path, header + yaml.safe_dump(self.to_dict(), sort_keys=False,
+                                                        default_flow_style=None, width=100))
 
 
 def _short_float(value: np.float32) -> float:
@@ -354,3 +345,31 @@ def _short_float(value: np.float32) -> float:
 def load_library(path: str | os.PathLike) -> ActionLibrary:
     """Load and validate an action library YAML file (see :meth:`ActionLibrary.from_yaml`)."""
     return ActionLibrary.from_yaml(path)
+
+
+def as_library(library: Any, parameter_names: Sequence[str] | None = None,
+               source: str = 'library') -> ActionLibrary:
+    """The one normaliser for the forms a library is handed around in, validated.
+
+    Args:
+        library: an :class:`ActionLibrary` (returned as is), a path to a library YAML, an
+            object with ``actions`` (dicts) and ``parameter_names``, or a list of action
+            dicts (``name``, ``description``, ``params``, ``twist``).
+        parameter_names: the layout of a bare list of action dicts (which carries none);
+            None labels its columns ``p0, p1, ...``.
+        source: prefix for error messages.
+
+    Raises:
+        ValueError: naming the entry and field that is wrong.
+    """
+    if isinstance(library, ActionLibrary):
+        return library
+    if isinstance(library, (str, os.PathLike)):
+        return load_library(library)
+    entries = list(getattr(library, 'actions', library))
+    names = getattr(library, 'parameter_names', parameter_names)
+    if names is None:   # a bare list carries no layout: label the columns by position
+        first = entries[0].get('params') if entries and isinstance(entries[0], dict) else None
+        names = [f'p{i}' for i in range(len(first) if isinstance(first, (list, tuple)) else 0)]
+    return ActionLibrary.from_dict({'parameter_names': list(names), 'actions': entries},
+                                   source, getattr(library, 'comment', ''))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import yaml
 
-from vla_embedding_ros.selection.library import Action, ActionLibrary, Twist, load_library
+from vla_embedding_ros.actions.library import Action, ActionLibrary, Twist, load_library
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = ['pick', 'push_left', 'x', 'y']

@@ -25,13 +25,19 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 HALF = (0.5, 0.5, 0.5)
-# Normalisation each model family was trained with, when the checkpoint has no
-# preprocessor_config.json; anything unknown gets the ImageNet statistics.
-_DEFAULT_NORM = {
+# Normalisation each model family was trained with (transformers' OPENAI_CLIP_* and
+# IMAGENET_STANDARD_* constants), used when the checkpoint has no preprocessor_config.json;
+# anything unknown gets the ImageNet statistics (default_normalisation).
+DEFAULT_NORM = {
     'clip': (CLIP_MEAN, CLIP_STD), 'clip_vision_model': (CLIP_MEAN, CLIP_STD),
     'siglip': (HALF, HALF), 'siglip_vision_model': (HALF, HALF),
     'vit': (HALF, HALF),
 }
+
+
+def default_normalisation(model_type: str | None) -> tuple[tuple, tuple]:
+    """(mean, std) a ``model_type`` was trained with, ImageNet's when unknown."""
+    return DEFAULT_NORM.get(model_type, (IMAGENET_MEAN, IMAGENET_STD))
 # Dual-encoder checkpoints: load only the tower we need, with its own model class.
 _VISION_TOWERS = {'clip': 'CLIPVisionModel', 'siglip': 'SiglipVisionModel'}
 _TEXT_TOWERS = {'clip': 'CLIPTextModel', 'siglip': 'SiglipTextModel'}
@@ -217,7 +223,7 @@ class VisionEncoder(nn.Module):
             self.hidden_size = int(vconf.hidden_size)
             self.trainable = cfg.trainable
             mean, std = (_read_preprocessor_norm(path)
-                         or _DEFAULT_NORM.get(config.model_type, (IMAGENET_MEAN, IMAGENET_STD)))
+                         or default_normalisation(config.model_type))
             self.source_path = path
             if not cfg.trainable:
                 _freeze(self.model)

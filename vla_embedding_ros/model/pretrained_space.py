@@ -11,7 +11,7 @@ own ``exp(logit_scale) * cos`` (+ ``logit_bias`` for SigLIP).
 ``encode_query``, ``encode_alignment``, ``encode_actions``, ``score``, ``scale``,
 ``logit_scale``, ``vision``/``text`` towers marked ``pretrained`` so the optimiser gives them
 ``optim.encoder_lr``, ``save_pretrained``). The frozen zero-shot scorer
-(:class:`~vla_embedding_ros.selection.zero_shot.ZeroShotCLIP`) is this class with its weights
+(:class:`~vla_embedding_ros.model.zero_shot.ZeroShotCLIP`) is this class with its weights
 frozen, so before the first update a fine-tuning run scores exactly as the zero-shot scorer.
 
 A fine-tuned model is saved as a plain Hugging Face checkpoint folder (``config.json`` with
@@ -35,6 +35,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..files import make_shareable, read_text_bounded
+from .encoders import default_normalisation
 
 SPACE_TYPES = ('clip', 'siglip')
 SPACE_FILE = 'vla_space.json'
@@ -42,12 +43,6 @@ SPACE_FORMAT = 'vla_embedding_ros.pretrained_space'
 SPACE_FORMAT_VERSION = 1
 PREPROCESSOR_FILE = 'preprocessor_config.json'
 DEFAULT_PROMPT = '{description}'
-# The normalisations these families were trained with (transformers' OPENAI_CLIP_* and
-# IMAGENET_STANDARD_* constants), used when the checkpoint has no preprocessor_config.json.
-DEFAULT_NORM = {
-    'clip': ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
-    'siglip': ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
-}
 # The checkpoint's submodules per tower (CLIP has separate projections; SigLIP's are inside).
 _TOWERS = {'vision': ('vision_model', 'visual_projection'),
            'text': ('text_model', 'text_projection')}
@@ -171,6 +166,10 @@ class PretrainedSpace(nn.Module):
     supports_candidate_vectors = False
     param_dim = None
 
+    def trained_range(self) -> None:
+        """No parameter vectors, so no trained range (actions are embedded from text)."""
+        return None
+
     def __init__(self, model: nn.Module, tokenizer: Any,
                  image_mean: Sequence[float] | None = None,
                  image_std: Sequence[float] | None = None,
@@ -185,7 +184,7 @@ class PretrainedSpace(nn.Module):
         self.clip = model
         self.tokenizer = tokenizer
         self.image_size = int(model.config.vision_config.image_size)
-        default_mean, default_std = DEFAULT_NORM[model_type]
+        default_mean, default_std = default_normalisation(model_type)
         self.image_mean = _norm(image_mean, 'image_mean', PREPROCESSOR_FILE) or default_mean
         self.image_std = _norm(image_std, 'image_std', PREPROCESSOR_FILE) or default_std
         self.max_length = int(model.config.text_config.max_position_embeddings)

@@ -62,6 +62,17 @@ class VLAModel(nn.Module):
     def param_dim(self) -> int:
         return self.config.action.param_dim
 
+    #: the action encoder embeds any parameter vector: N×D candidates can be scored.
+    supports_candidate_vectors = True
+
+    def trained_range(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Per-parameter (low, high) the action encoder was trained on, or None when the
+        checkpoint does not say (models trained before continuous actions)."""
+        low, high = self.config.action.continuous_low, self.config.action.continuous_high
+        if not low:
+            return None
+        return np.asarray(low, np.float32), np.asarray(high, np.float32)
+
     @property
     def device(self) -> torch.device:
         return self.logit_scale.device

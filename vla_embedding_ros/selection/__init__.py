@@ -3,7 +3,7 @@ from ..actions.library import Action, ActionLibrary, Twist, load_library
 from .cache import LRUCache
 from .preprocess import ImagePreprocessor
 from .selector import ActionSelector, Selection, selection_to_json
-from .zero_shot import ZeroShotCLIP, is_zero_shot_checkpoint
+from ..model.zero_shot import ZeroShotCLIP, is_zero_shot_checkpoint
 
 __all__ = [
     'Action', 'ActionLibrary', 'ActionSelector', 'ImagePreprocessor', 'LRUCache', 'Selection',

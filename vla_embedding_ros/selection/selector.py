@@ -18,12 +18,27 @@ import numpy as np
 import torch
 
 from ..actions.library import ActionLibrary, load_library
+from ..model.loading import (
+    is_local_folder_name,
+    load_scorer,
+    model_library_path,
+    uses_text_space,
+)
 from .accelerate import ImageEncoderRunner
 from .backends import OnnxRuntimeBackend, TorchBackend, check_backend
 from .cache import LRUCache
 from .preprocess import ImagePreprocessor
 from .sampling import Refinement, SamplingConfig, refine
-from .zero_shot import ZeroShotCLIP, is_zero_shot_checkpoint
+
+
+class CandidateError(ValueError):
+    """Candidate vectors the model cannot score. ``kind`` says what is wrong with them:
+    ``unsupported`` (this model scores no vectors), ``shape``, ``nonfinite`` or ``range``
+    (outside what the model was trained on); the node counts rejections by it."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclass
@@ -48,18 +63,6 @@ class Selection:
     top_scores: list[float] = field(default_factory=list)
     top_probs: list[float] = field(default_factory=list)
     refinement: Refinement | None = None   # sampled mode: what the optimisation saw
-
-
-def _model_param_dim(model: Any) -> int | None:
-    config = getattr(model, 'config', None)
-    action = getattr(config, 'action', None)
-    dim = getattr(action, 'param_dim', None)
-    return int(dim) if dim is not None else getattr(model, 'param_dim', None)
-
-
-def _descriptions(library: ActionLibrary) -> list[str]:
-    # An empty description still says something through the name ('push_left_r1_c2').
-    return [a.description or a.name.replace('_', ' ') for a in library]
 
 
 class ActionSelector:
@@ -114,7 +117,7 @@ class ActionSelector:
         self.text_cache = LRUCache(cache_size)
         self.preprocess = ImagePreprocessor(model.image_size, model.image_mean, model.image_std,
                                             model.device)
-        self.param_dim = _model_param_dim(model)
+        self.param_dim = model.param_dim
         self._library: ActionLibrary | None = None
         self._library_emb: torch.Tensor | None = None
         if library is not None:
@@ -141,20 +144,11 @@ class ActionSelector:
             FileNotFoundError: when no library is given and the checkpoint has none.
         """
         model_path = os.fspath(model_path)
-        looks_local = os.path.isabs(model_path) or model_path.startswith(('.', '~'))
-        if looks_local and not os.path.isdir(model_path):
+        if is_local_folder_name(model_path) and not os.path.isdir(model_path):
             raise FileNotFoundError(f'model directory {model_path} does not exist')
-        if library_path is None:
-            library_path = os.path.join(model_path, 'actions.yaml')
-            if not os.path.isfile(library_path):
-                raise FileNotFoundError(f'no action library given and {library_path} does not '
-                                        'exist; pass library_path')
-        library = load_library(library_path)
-        if is_zero_shot_checkpoint(model_path) or not os.path.isdir(model_path):
-            model = ZeroShotCLIP.from_pretrained(model_path, device=device)
-        else:
-            from ..model.vla_model import VLAModel
-            model = VLAModel.from_pretrained(model_path, device=device)
+        library = load_library(model_library_path(model_path, library_path))
+        model = load_scorer(model_path, device=device)
+        if not uses_text_space(model_path):
             kwargs.setdefault('checkpoint_dir', model_path)
         return cls(model, library, **kwargs)
 
@@ -186,7 +180,7 @@ class ActionSelector:
             return
         with torch.inference_mode():
             params = torch.from_numpy(np.array(library.params())).to(self.model.device)
-            emb = self.model.encode_actions(params, _descriptions(library))
+            emb = self.model.encode_actions(params, library.texts())
         # Swap both together: a select() running in another thread sees old or new, not a mix.
         self._library, self._library_emb = library, emb
 
@@ -212,36 +206,49 @@ class ActionSelector:
         return self.text_cache.info()
 
     # -- selection ----------------------------------------------------------------------------
-    def _check_candidates(self, candidates: Any) -> np.ndarray:
-        if getattr(self.model, 'supports_candidate_vectors', True) is False:
-            raise ValueError(f'{type(self.model).__name__} cannot score N×D candidate vectors '
-                             '(it embeds actions from descriptions); use a library or a '
-                             'trained VLA checkpoint')
+    def check_candidates(self, candidates: Any) -> np.ndarray:
+        """``candidates`` as a private float32 ``[N, param_dim]`` copy, checked for this
+        model: the one check of candidate vectors (:meth:`select` and the node's candidates
+        topic both use it).
+
+        Raises:
+            CandidateError: what is wrong with them, by kind.
+        """
+        if not self.model.supports_candidate_vectors:
+            raise CandidateError('unsupported', f'{type(self.model).__name__} cannot score N×D '
+                                 'candidate vectors (it embeds actions from descriptions); use '
+                                 'a library or a trained VLA checkpoint')
         try:
             # A private copy: the caller may reuse its buffer while this result is in use.
             arr = np.array(candidates, dtype=np.float32)
         except (TypeError, ValueError) as exc:
-            raise ValueError(f'candidates must be an N×D array of numbers: {exc}') from exc
+            raise CandidateError('shape', f'candidates must be an N×D array of numbers: '
+                                 f'{exc}') from exc
         if arr.ndim != 2:
-            raise ValueError(f'candidates must be a 2-D array N×D, got shape {arr.shape}')
+            raise CandidateError('shape', f'candidates must be a 2-D array N×D, got shape '
+                                 f'{arr.shape}')
         if arr.shape[0] == 0:
-            raise ValueError('candidates is empty: give at least one candidate vector')
+            raise CandidateError('shape', 'candidates is empty: give at least one candidate '
+                                 'vector')
         if self.param_dim is not None and arr.shape[1] != self.param_dim:
-            raise ValueError(f'candidates have width {arr.shape[1]}, the model expects '
-                             f'param_dim={self.param_dim}')
+            raise CandidateError('shape', f'candidates have width {arr.shape[1]}, the model '
+                                 f'expects param_dim={self.param_dim}')
         bad = np.argwhere(~np.isfinite(arr))
         if len(bad):
             row, col = bad[0]
-            raise ValueError(f'candidates contain non-finite values ({len(bad)}), first at '
-                             f'row {row}, column {col}: {arr[row, col]}')
-        low, high = _trained_range(self.model)
-        if low is not None:
+            raise CandidateError('nonfinite', f'candidates contain non-finite values '
+                                 f'({len(bad)}), first at row {row}, column {col}: '
+                                 f'{arr[row, col]}')
+        trained = self.model.trained_range()
+        if trained is not None:
+            low, high = trained
             outside = np.argwhere((arr < low - 1e-6) | (arr > high + 1e-6))
             if len(outside):
                 row, col = outside[0]
-                raise ValueError(f'candidate {row} column {col} is {arr[row, col]:g}, outside '
-                                 f'[{low[col]:g}, {high[col]:g}], the range the model was '
-                                 'trained on: its score there means nothing')
+                raise CandidateError('range', f'candidate {row} column {col} is '
+                                     f'{arr[row, col]:g}, outside [{low[col]:g}, '
+                                     f'{high[col]:g}], the range the model was trained on: '
+                                     'its score there means nothing')
         return arr
 
     def _check_knobs(self, top_k: int) -> tuple[int, float]:
@@ -252,18 +259,46 @@ class ActionSelector:
             raise ValueError(f'min_confidence must be in [0, 1], got {min_conf}')
         return int(top_k), min_conf
 
-    def warm_up(self, num_cameras: int = 1, instruction: str = 'warm up') -> float:
-        """Run one selection on blank frames so that lazy set-up (allocator, kernels, a
-        torch.compile or CUDA graph capture) happens now, not on the first real frame.
+    def warm_up(self, num_cameras: int = 1, instruction: str = 'warm up',
+                sampling: SamplingConfig | None = None) -> float:
+        """Run one decision of each kind the library offers on blank frames, so that lazy
+        set-up (allocator, kernels, a torch.compile or CUDA graph capture, the action encoder
+        on thousands of sampled candidates) happens now, not on the first real frame: a
+        library decision when it has fixed actions, a sampled one (``sampling``, default
+        :class:`SamplingConfig`) when it declares a space.
 
         Returns the seconds it took. The instruction's features stay in the LRU cache.
+
+        Raises:
+            ValueError: the library has a space this model cannot sample (a zero-shot scorer).
         """
         size = self.preprocess.size
         frames = [np.zeros((size[0], size[1], 3), np.uint8) for _ in range(num_cameras)]
         start = time.perf_counter()
-        if self._library is not None:
+        if self._library_emb is not None:
             self.select(frames, instruction)
+        if self._library is not None and self._library.space is not None:
+            self.select_sampled(frames, instruction, sampling)
         return time.perf_counter() - start
+
+    def _query(self, images: np.ndarray | Sequence[np.ndarray], instruction: str, color: str,
+               cameras: Sequence[int] | None) -> torch.Tensor | None:
+        """The fused query ``[1, E]`` of the frames and instruction (inference mode), or None
+        for an empty instruction: nothing to decide. The frames are checked either way."""
+        if not isinstance(instruction, str):
+            raise ValueError(f'instruction must be a string, got {type(instruction).__name__}')
+        instruction = instruction.strip()
+        with torch.inference_mode():
+            pixels = self.preprocess(images, color)  # validates frames even when abstaining
+            if not instruction:
+                return None
+            prepared = self.text_features(instruction)
+            if cameras is None:
+                return self.backend.query(pixels, prepared)
+            if len(cameras) != pixels.shape[0]:
+                raise ValueError(f'{pixels.shape[0]} frames but {len(cameras)} camera '
+                                 f'indices {list(cameras)}')
+            return self.backend.query(pixels, prepared, cameras=list(cameras))
 
     def select(self, images: np.ndarray | Sequence[np.ndarray], instruction: str,
                color: str = 'rgb', candidates: np.ndarray | None = None,
@@ -285,41 +320,24 @@ class ActionSelector:
             ValueError: bad frames, bad candidates, bad knobs, or nothing to choose from.
         """
         k, min_conf = self._check_knobs(self.top_k if top_k is None else top_k)
-        cand = None if candidates is None else self._check_candidates(candidates)
+        cand = None if candidates is None else self.check_candidates(candidates)
         library, library_emb = self._library, self._library_emb
         if cand is None and library is None:
             raise ValueError('no action library is set and no candidates were given')
         if cand is None and library_emb is None:
             raise ValueError('the library declares only a continuous space, no fixed actions: '
                              'use select_sampled (node: candidate_mode sampled)')
-        if not isinstance(instruction, str):
-            raise ValueError(f'instruction must be a string, got {type(instruction).__name__}')
-        instruction = instruction.strip()
+        query = self._query(images, instruction, color, cameras)
+        if query is None:
+            return _empty_instruction()
         with torch.inference_mode():
-            pixels = self.preprocess(images, color)  # validates frames even when abstaining
-            if not instruction:
-                return Selection(index=-1, name=None, vector=np.zeros(0, np.float32),
-                                 confidence=0.0, abstained=True, reason='empty instruction')
-            prepared = self.text_features(instruction)
-            if cameras is None:
-                query = self.backend.query(pixels, prepared)
-            else:
-                if len(cameras) != pixels.shape[0]:
-                    raise ValueError(f'{pixels.shape[0]} frames but {len(cameras)} camera '
-                                     f'indices {list(cameras)}')
-                query = self.backend.query(pixels, prepared, cameras=list(cameras))
             if cand is None:
                 actions = library_emb
             else:
                 actions = self.model.encode_actions(
                     torch.from_numpy(cand).to(self.model.device), None)
             logits = self.model.score(query, actions)[0].float()
-            probs = torch.softmax(logits, dim=-1)
-            k = min(k, logits.shape[0])
-            top_p, top_i = torch.topk(probs, k)
-            top_s = logits[top_i]
-        top_indices = top_i.cpu().tolist()
-        top_probs = top_p.cpu().tolist()
+            top_indices, top_scores, top_probs = _ranked(logits, k)
         best = top_indices[0]
         if cand is None:
             every = library.names     # built per access: once here, not once per index
@@ -329,14 +347,10 @@ class ActionSelector:
             names = [f'candidate_{i}' for i in top_indices]
             name, vector = None, cand[best].copy()
         confidence = top_probs[0]
-        abstained = confidence < min_conf
-        reason = (f'confidence {confidence:.3f} below min_confidence {min_conf:.3f}'
-                  if abstained else '')
         return Selection(index=best, name=name, vector=vector, confidence=confidence,
-                         abstained=abstained, reason=reason, top_names=names,
-                         top_indices=top_indices, top_scores=top_s.cpu().tolist(),
-                         top_probs=top_probs)
-
+                         abstained=confidence < min_conf,
+                         reason=_abstain_reason(confidence, min_conf), top_names=names,
+                         top_indices=top_indices, top_scores=top_scores, top_probs=top_probs)
 
     def select_sampled(self, images: np.ndarray | Sequence[np.ndarray], instruction: str,
                        sampling: SamplingConfig | None = None, color: str = 'rgb',
@@ -359,25 +373,12 @@ class ActionSelector:
         if library is None or library.space is None:
             raise ValueError("sampled candidates need a library with a continuous 'space' "
                              '(see actions/space.py)')
-        if getattr(self.model, 'supports_candidate_vectors', True) is False:
+        if not self.model.supports_candidate_vectors:
             raise ValueError(f'{type(self.model).__name__} cannot score sampled candidates')
-        if not isinstance(instruction, str):
-            raise ValueError(f'instruction must be a string, got {type(instruction).__name__}')
-        instruction = instruction.strip()
         space = library.space
-        with torch.inference_mode():
-            pixels = self.preprocess(images, color)
-            if not instruction:
-                return Selection(index=-1, name=None, vector=np.zeros(0, np.float32),
-                                 confidence=0.0, abstained=True, reason='empty instruction')
-            if cameras is None:
-                query = self.backend.query(pixels, self.text_features(instruction))
-            else:
-                if len(cameras) != pixels.shape[0]:
-                    raise ValueError(f'{pixels.shape[0]} frames but {len(cameras)} camera '
-                                     f'indices {list(cameras)}')
-                query = self.backend.query(pixels, self.text_features(instruction),
-                                           cameras=list(cameras))
+        query = self._query(images, instruction, color, cameras)
+        if query is None:
+            return _empty_instruction()
         with torch.inference_mode(sampling.gradient_steps == 0):
             query = query.clone()   # a normal tensor when gradient steps differentiate it
 
@@ -386,39 +387,43 @@ class ActionSelector:
 
             found = refine(score, space, sampling, self.model.device)
         final = torch.from_numpy(found.final_logits)
-        probs = torch.softmax(final, dim=0)
-        k = min(k, final.shape[0])
-        top_p, top_i = torch.topk(probs, k)
-        top_indices = top_i.tolist()
+        top_indices, top_scores, top_probs = _ranked(final, k)
         confidence = float(torch.softmax(torch.cat(
             [torch.tensor([found.best_logit]), final]), dim=0)[0])
-        abstained = confidence < min_conf
         return Selection(
             index=0, name=space.describe(found.best), vector=found.best,
-            confidence=confidence, abstained=abstained,
-            reason=(f'confidence {confidence:.3f} below min_confidence {min_conf:.3f}'
-                    if abstained else ''),
+            confidence=confidence, abstained=confidence < min_conf,
+            reason=_abstain_reason(confidence, min_conf),
             top_names=[space.describe(found.final[i]) for i in top_indices],
-            top_indices=top_indices, top_scores=final[top_i].tolist(),
-            top_probs=top_p.tolist(), refinement=found)
+            top_indices=top_indices, top_scores=top_scores, top_probs=top_probs,
+            refinement=found)
 
 
-def _trained_range(model: Any) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """Per-parameter (low, high) the model was trained on, or (None, None) when unknown."""
-    action = getattr(getattr(model, 'config', None), 'action', None)
-    low, high = (tuple(getattr(action, name, ())) for name in ('continuous_low',
-                                                              'continuous_high'))
-    if not low:
-        return None, None
-    return np.asarray(low, np.float32), np.asarray(high, np.float32)
+def _empty_instruction() -> Selection:
+    """An empty instruction says nothing: abstain without scoring."""
+    return Selection(index=-1, name=None, vector=np.zeros(0, np.float32), confidence=0.0,
+                     abstained=True, reason='empty instruction')
 
+
+def _ranked(logits: torch.Tensor, k: int) -> tuple[list[int], list[float], list[float]]:
+    """The ``k`` best of ``logits`` ``[N]``: indices, logits and probabilities (the softmax
+    over all N, so every candidate's probability counts)."""
+    probs = torch.softmax(logits, dim=-1)
+    top_p, top_i = torch.topk(probs, min(k, logits.shape[0]))
+    return top_i.cpu().tolist(), logits[top_i].cpu().tolist(), top_p.cpu().tolist()
+
+
+def _abstain_reason(confidence: float, min_confidence: float) -> str:
+    return (f'confidence {confidence:.3f} below min_confidence {min_confidence:.3f}'
+            if confidence < min_confidence else '')
 
 def check_trained_bounds(model: Any, space) -> None:
     """ValueError when ``space`` reaches beyond the continuous bounds the model was trained
     on (``action.continuous_low/high`` in its config; older models carry none)."""
-    low, high = _trained_range(model)
-    if low is None:
+    trained = model.trained_range()
+    if trained is None:
         return
+    low, high = trained
     start = len(space.options)
     for i, dim in enumerate(space.dims):
         j = start + i

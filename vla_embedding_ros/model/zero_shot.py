@@ -19,16 +19,11 @@ from typing import Any, Sequence
 
 import torch.nn as nn
 
-from ..model.pretrained_space import (
-    DEFAULT_NORM,
+from .pretrained_space import (
     DEFAULT_PROMPT,
-    SPACE_TYPES,
     PretrainedSpace,
     checkpoint_type,
 )
-
-ZERO_SHOT_MODEL_TYPES = SPACE_TYPES
-_DEFAULT_NORM = DEFAULT_NORM
 
 
 def is_zero_shot_checkpoint(model_path: str | os.PathLike) -> bool:

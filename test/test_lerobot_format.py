@@ -189,40 +189,6 @@ def test_parquet_images_are_lossless(tmp_path):
     assert ds.records[0]['action'] is None
 
 
-def test_irregular_timestamps_round_trip_exactly(tmp_path):
-    samples = _samples(8, seed=2)
-    given = [('a', 0.5), ('a', 0.5), ('a', 0.5), ('a', 0.62), ('a', 1.9),
-             ('b', 3.25), ('b', 3.2500001), ('b', 4.0)]
-    root = tmp_path / 'ds'
-    with LeRobotWriter(root, library=build_action_library()) as writer:
-        for s, (episode, t) in zip(samples, given, strict=True):
-            writer.add(s.image, s.instruction, action=s.action_name, episode=episode,
-                       timestamp=t)
-    stored = pq.read_table(root / 'data/chunk-000/file-000.parquet')['timestamp'].to_pylist()
-    assert stored[0] == np.float32(0.5) and stored[3] == np.float32(0.62)
-    assert stored[5] == np.float32(3.25)
-    for a, b in ((0, 1), (1, 2), (5, 6)):   # equal times were moved just after the previous
-        assert stored[a] < stored[b] < stored[a] + 1e-4
-    ds = LeRobotV3Dataset(root)
-    assert [item['timestamp'] for item in ds] == [float(str(np.float32(t))) for t in stored]
-    # Each frame is the one written at that time, not a neighbour 11 microseconds away, read
-    # in order (decoding forward) and backwards (a seek before every frame).
-    for order in (range(8), range(7, -1, -1)):
-        fresh = LeRobotV3Dataset(root)
-        for i in order:
-            errors = [_mae(fresh[i]['images'][0], s.image) for s in samples]
-            assert int(np.argmin(errors)) == i and errors[i] < VIDEO_MAE_BOUND
-    # In the MP4 itself, frame time == from_timestamp + timestamp (to half a 90 kHz tick).
-    episodes = pq.read_table(root / 'meta/episodes/chunk-000/file-000.parquet').to_pylist()
-    start = [r['videos/observation.images.cam0/from_timestamp'] for r in episodes]
-    assert start[1] > 1.9 and [r['episode_name'] for r in episodes] == ['a', 'b']
-    expected = [start[i >= 5] + t for i, t in enumerate(stored)]
-    with av.open(str(root / 'videos/observation.images.cam0/chunk-000/file-000.mp4')) as video:
-        stream = video.streams.video[0]
-        times = [float(f.pts * stream.time_base) for f in video.decode(stream)]
-    assert times == pytest.approx(expected, abs=1 / 180_000)
-
-
 def test_video_reader_picks_the_nearest_frame_within_tolerance(tmp_path):
     """Frames 0.1 s and 0.1003 s: a time 50 us after the first is that frame, whatever was
     decoded before; one 1 ms away from both is no frame."""

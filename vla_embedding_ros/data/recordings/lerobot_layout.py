@@ -49,6 +49,9 @@ ACTION = 'action'
 LIBRARY_INDEX = 'library_index'
 SPLIT = 'split'
 IMAGE_PREFIX = 'observation.images.'
+# Ours, per frame: the time the writer was given (float64). ``timestamp`` itself is
+# ``frame_index / fps``, the regular clock LeRobot's decoders find video frames by.
+SOURCE_TIMESTAMP = 'source_timestamp'
 # Ours, in the episodes parquet: the episode id the writer was given (int or str), as text.
 EPISODE_NAME = 'episode_name'
 

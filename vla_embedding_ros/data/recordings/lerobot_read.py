@@ -9,12 +9,18 @@ either format::
     instruction    the frame's task string
     action_index   position of the action's name in the library, -1 when it has none
     action_vector  float32 [D], the ``action`` column
-    action         the name ('' when none), episode (str), timestamp (float)
+    action         the name ('' when none), episode (str), timestamp (float: the time the
+                   writer was given, ``source_timestamp``, when the dataset keeps it; else
+                   the ``timestamp`` column)
 
 Action names (see FORMAT.md): a dataset from ``LeRobotWriter`` names them through its
 ``library_index`` column and ``meta/actions.yaml``. A dataset LeRobot recorded has only
 vectors; each is given the name of the library action with the nearest ``params``
 (Euclidean), if that is within ``max_action_distance``, and no name otherwise.
+
+Video frames are found at ``from_timestamp + timestamp`` of their file, whatever the timing:
+regular ``frame_index / fps`` (LeRobot's datasets and this package's exports) or the irregular
+times that exports before ``source_timestamp`` stored.
 
 What it refuses, with the file and field named: a folder without ``meta/info.json``, another
 ``codebase_version`` (v2.1 must first be converted with LeRobot's converter), missing meta or
@@ -254,7 +260,8 @@ class LeRobotV3Dataset(torch.utils.data.Dataset):
             schema = pq.read_schema(path)
         except (pa.ArrowException, OSError) as e:
             raise ValueError(f'{path}: not a readable parquet file ({e})') from e
-        optional = [c for c in (L.LIBRARY_INDEX, L.SPLIT) if c in schema.names]
+        optional = [c for c in (L.LIBRARY_INDEX, L.SPLIT, L.SOURCE_TIMESTAMP)
+                    if c in schema.names]
         declared = [k for k, f in self.features.items() if f['dtype'] != 'video']
         missing = [c for c in dict.fromkeys([*_COLUMNS, *declared]) if c not in schema.names]
         if missing:
@@ -278,6 +285,10 @@ class LeRobotV3Dataset(torch.utils.data.Dataset):
         for name in ('index', 'episode_index', 'task_index'):
             out[name] = table[name].to_numpy().astype(np.int64)
         out['timestamp'] = table['timestamp'].to_numpy().astype(np.float64)
+        # NaN: no source time (a LeRobot dataset, or an export older than the column).
+        out['source_timestamp'] = (
+            table[L.SOURCE_TIMESTAMP].to_numpy(zero_copy_only=False).astype(np.float64)
+            if L.SOURCE_TIMESTAMP in optional else np.full(n, np.nan))
         out['library_index'] = (table[L.LIBRARY_INDEX].to_numpy().astype(np.int64)
                                 if L.LIBRARY_INDEX in optional else np.full(n, -1, np.int64))
         out['split'] = np.array(table[L.SPLIT].to_pylist() if L.SPLIT in optional
@@ -423,7 +434,12 @@ class LeRobotV3Dataset(torch.utils.data.Dataset):
                 'action_vector': f['action'][i].copy(),
                 'action': label or '',
                 'episode': episode['name'],
-                'timestamp': _seconds(f['timestamp'][i])}
+                'timestamp': self._time(i)}
+
+    def _time(self, i: int) -> float:
+        """Frame ``i``'s time: the one the writer was given when kept, else ``timestamp``."""
+        source = self._frames['source_timestamp'][i]
+        return float(source) if np.isfinite(source) else _seconds(self._frames['timestamp'][i])
 
     def __getitem__(self, i: int) -> dict:
         if not -len(self) <= i < len(self):
@@ -458,7 +474,7 @@ class FrameRecords(Sequence):
         episode = ds._episodes.get(int(f['episode_index'][row]), {})
         return {'action': ds._labels[row], 'action_index': int(ds._label_index[row]),
                 'instruction': ds._tasks.get(int(f['task_index'][row])),
-                'episode': episode.get('name'), 'timestamp': _seconds(f['timestamp'][row]),
+                'episode': episode.get('name'), 'timestamp': ds._time(row),
                 'index': int(f['index'][row]), 'split': f['split'][row]}
 
 

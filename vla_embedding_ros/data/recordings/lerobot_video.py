@@ -2,11 +2,10 @@
 decoding the frame at a given time (random access for training).
 
 Encoding follows LeRobot's defaults (``configs/video.py``: libsvtav1, yuv420p, GOP 2, CRF 30,
-preset 12) with one difference: LeRobot numbers frames ``0, 1/fps, 2/fps...``, we give every
-frame an explicit presentation time on a fine clock, so recordings with irregular sample
-times keep them. The clock is 90 kHz (the MPEG clock) rounded up to a multiple of the frame
-rate when one is known, so a regular frame period is a whole number of ticks and a regular
-dataset's frame times are exactly LeRobot's ``k / fps``.
+preset 12). Every frame is given its presentation time on a fine clock: 90 kHz (the MPEG
+clock) rounded up to a multiple of a whole-number frame rate, so the writer's frames at
+``k / fps`` (LeRobot's timing, which its torchcodec decoder needs) are exact, and the reader
+also finds frames at any other times (exports older than ``source_timestamp``).
 
 Decoding seeks to the key frame at or before the wanted time and decodes forward; a GOP of 2
 makes that at most two frames. Readers stay open (an LRU of containers per process, reopened

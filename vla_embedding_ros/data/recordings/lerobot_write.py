@@ -10,8 +10,11 @@ What a sample becomes (see ``FORMAT.md``, section "LeRobotDataset v3"):
   into ``meta/actions.yaml`` (-1: none);
 - its episode id: a contiguous ``episode_index`` 0, 1, ...; the id itself is kept as text in
   the episodes parquet (``episode_name``);
-- its timestamp: stored as given (float32), and the video frame is shown at exactly
-  ``from_timestamp + timestamp`` of its file, so irregular sample times survive.
+- its time: ``timestamp`` is ``frame_index / fps`` (every episode starts at 0 and advances by
+  exactly 1/fps, as LeRobot records), and its video frame is shown at exactly
+  ``from_timestamp + timestamp`` of a constant-frame-rate file: LeRobot's default decoder
+  (torchcodec) finds a frame by ``round(time * fps)`` and misses any other timing. The time
+  the writer was given is kept, unchanged, as ``source_timestamp`` (float64).
 
 Everything is written under a hidden temp directory beside ``root`` and renamed into place by
 ``close()``; an exception inside ``with`` (or ``abort()``) deletes it.
@@ -39,7 +42,12 @@ from .lerobot_video import CRF, GOP, PIX_FMT, PRESET, VideoEncoder, ticks_per_se
 # Data rows are written as a parquet row group once this many bytes are buffered (or at the
 # end of an episode): small enough that a reader fetching one PNG decompresses little.
 ROW_GROUP_BYTES = 8 << 20
-# Without fps and without two samples in an episode to measure, frames last 1/30 s.
+# Without fps the rate is the median spacing of consecutive samples of an episode, measured
+# on the first samples: every frame time depends on the rate, so the writer holds samples
+# (bounded) until FPS_ESTIMATE_SPACINGS spacings are known or FPS_ESTIMATE_MAX_HELD samples
+# are held, then fixes it and writes them. No spacing at all: FALLBACK_FPS.
+FPS_ESTIMATE_SPACINGS = 16
+FPS_ESTIMATE_MAX_HELD = 32
 FALLBACK_FPS = 30
 # LeRobot's image statistics sample frames no larger than ~150 px (compute_stats
 # auto_downsample_height_width); histograms of a strided view are as good and cheaper.
@@ -56,8 +64,10 @@ class LeRobotWriter(StagedDirectory):
             ``build_action_library()`` returns), a path to a library YAML, or an object with
             ``to_yaml(path)``. Needed to give samples an action by name.
         overwrite: replace an existing ``root`` on close (otherwise FileExistsError).
-        fps: frame rate for ``info.json``; default: estimated from the median spacing of
-            the samples' timestamps (30 when no episode has two samples).
+        fps: the dataset's frame rate: frame k of an episode gets ``timestamp`` k / fps.
+            Default: the median spacing of the first samples' timestamps (see
+            ``FPS_ESTIMATE_SPACINGS``), rounded to a whole number of frames per second; 30
+            when none of the first ``FPS_ESTIMATE_MAX_HELD`` samples share an episode.
         images: ``'video'`` (AV1 MP4, lossy) or ``'parquet'`` (PNG in the data files).
         camera_keys: names of the cameras (``cam0`` or ``observation.images.cam0``);
             default ``cam0, cam1, ...``.
@@ -69,7 +79,8 @@ class LeRobotWriter(StagedDirectory):
         crf: AV1 quality (LeRobot: 30; lower is better and larger).
 
     Samples must come in order: the samples of an episode are consecutive, and within an
-    episode their timestamps do not decrease.
+    episode their timestamps do not decrease. The timestamps given are kept as
+    ``source_timestamp``; only their order matters to the frame times.
     """
 
     def __init__(self, root: str | os.PathLike, library=None, overwrite: bool = False,
@@ -108,10 +119,15 @@ class LeRobotWriter(StagedDirectory):
         except BaseException:
             self.abort()
             raise
-        self.count = 0
-        self._ticks = ticks_per_second(self.fps)
+        self.count = 0          # samples accepted
+        self._written = 0       # ... of which written (the others are held, see _held)
+        self._ticks = None if self.fps is None else ticks_per_second(self.fps)
         self._tasks: dict[str, int] = {}
         self._episode_keys: set = set()
+        self._episode_key = None           # the episode of the last accepted sample ...
+        self._last_given = -math.inf       # ... and its given timestamp
+        self._held: list[_Sample] = []     # accepted, not yet written (fps not known yet)
+        self._spacings: list[float] = []   # seconds between samples, for the fps estimate
         self._episodes: list[dict] = []       # finished episodes' rows for meta/episodes
         self._episode_splits: list[set] = []
         self._ep: _Episode | None = None
@@ -124,7 +140,6 @@ class LeRobotWriter(StagedDirectory):
         self._data = _DataFiles(self.tmp, self.chunks_size, data_files_size_in_mb)
         self._values: dict[str, list[np.ndarray]] = {}   # every frame's numeric columns
         self._histograms: list[np.ndarray] = []          # per camera [3, 256] pixel counts
-        self._spacings: list[int] = []                   # sample spacings, in ticks
 
     def _write_library(self, library):
         """Store the library as meta/actions.yaml (as DatasetWriter does) and load it back."""
@@ -154,22 +169,32 @@ class LeRobotWriter(StagedDirectory):
         frames = self._check_images(images, color)
         vector, library_index = self._check_action(action, action_vector)
         key = (isinstance(episode, str), episode)
-        new_episode = self._ep is None or key != self._ep.key
+        new_episode = key != self._episode_key
         if new_episode and key in self._episode_keys:
             raise ValueError(f'episode {episode!r} was written before and ended; the samples of '
                              'an episode must be consecutive')
         if split is not None and self._has_split is False:
             raise ValueError(f'split {split!r}: the first sample had no split, so this dataset '
                              'has no split column; give every sample a split or none')
-        stamp, ticks = self._check_time(timestamp, new_episode)
+        given = self._check_time(timestamp, new_episode)
 
         if self._features is None:
             self._setup(frames, vector.size, split is not None)
         if new_episode:
-            self._finish_episode()
-            self._start_episode(key, episode, ticks)
-        self._write_frame(frames, str(instruction), vector, library_index, stamp, ticks, split)
-        self._ep.last_given = float(timestamp)
+            self._episode_keys.add(key)
+            self._episode_key = key
+        elif self.fps is None and given > self._last_given:
+            self._spacings.append(given - self._last_given)
+        self._last_given = given
+        if self.fps is None:   # held: the caller may reuse its image buffers meanwhile
+            frames = [frame.copy() for frame in frames]
+        self._held.append(_Sample(frames, str(instruction), vector, library_index, key, episode,
+                                  given, split))
+        if self.fps is None and (len(self._spacings) >= FPS_ESTIMATE_SPACINGS
+                                 or len(self._held) >= FPS_ESTIMATE_MAX_HELD):
+            self._settle_fps()
+        if self.fps is not None:
+            self._write_held()
         self.count += 1
         return self.count - 1
 
@@ -231,31 +256,33 @@ class LeRobotWriter(StagedDirectory):
                              f'has {self._dim} ({origin})')
         return vector.astype(np.float32), index
 
-    def _check_time(self, timestamp, new_episode: bool) -> tuple[np.float32, int]:
-        """The float32 timestamp to store and its tick count within the episode.
-
-        A sample at the same time as the previous one (to the tick) is moved to the next
-        float32 value that lands on a later tick: video frames need strictly increasing
-        times, and the stored value must be the frame's time.
-        """
+    def _check_time(self, timestamp, new_episode: bool) -> float:
+        """The given timestamp as a float, refused when not finite or (within an episode)
+        earlier than the previous sample's. Equal times are fine: frames are placed by
+        their position in the episode, not by this time."""
         given = float(timestamp)
-        stamp = np.float32(given)
-        if not math.isfinite(given) or not np.isfinite(stamp):
-            raise ValueError(f'timestamp must be finite (and fit a float32), got {timestamp!r}')
-        ticks = round(float(stamp) * self._ticks)
-        if new_episode:
-            return stamp, ticks
-        ep = self._ep
-        if given < ep.last_given:
-            raise ValueError(f'episode {ep.id!r}: timestamp {given} is before the previous '
-                             f"sample's {ep.last_given}; an episode's samples must be in "
-                             'time order')
-        if ticks <= ep.last_ticks:
-            stamp = np.float32((ep.last_ticks + 1) / self._ticks)
-            while round(float(stamp) * self._ticks) <= ep.last_ticks:
-                stamp = np.nextafter(stamp, np.float32(np.inf), dtype=np.float32)
-            ticks = round(float(stamp) * self._ticks)
-        return stamp, ticks
+        if not math.isfinite(given):
+            raise ValueError(f'timestamp must be finite, got {timestamp!r}')
+        if not new_episode and given < self._last_given:
+            raise ValueError(f'episode {self._episode_key[1]!r}: timestamp {given} is before '
+                             f"the previous sample's {self._last_given}; an episode's samples "
+                             'must be in time order')
+        return given
+
+    def _settle_fps(self) -> None:
+        """Fix the frame rate from the spacings seen so far (see FPS_ESTIMATE_SPACINGS)."""
+        spacing = float(np.median(self._spacings)) if self._spacings else 1 / FALLBACK_FPS
+        self.fps = float(max(1, round(1 / spacing)))
+        self._ticks = ticks_per_second(self.fps)
+
+    def _write_held(self) -> None:
+        """Write the samples held so far, in order (the rate is known)."""
+        held, self._held = self._held, []
+        for sample in held:
+            if self._ep is None or sample.key != self._ep.key:
+                self._finish_episode()
+                self._start_episode(sample.key, sample.episode)
+            self._write_frame(sample)
 
     # -- layout, fixed by the first sample ----------------------------------------------------
     def _setup(self, frames: list[np.ndarray], dim: int, has_split: bool) -> None:
@@ -269,6 +296,7 @@ class LeRobotWriter(StagedDirectory):
                     L.LIBRARY_INDEX: {'dtype': 'int64', 'shape': [1], 'names': None}}
         if has_split:
             features[L.SPLIT] = {'dtype': 'string', 'shape': [1], 'names': None}
+        features[L.SOURCE_TIMESTAMP] = {'dtype': 'float64', 'shape': [1], 'names': None}
         kind = 'video' if self.images == 'video' else 'image'
         for key, (h, w) in zip(self._cameras, self._sizes, strict=True):
             features[key] = {'dtype': kind, 'shape': [h, w, 3],
@@ -277,35 +305,31 @@ class LeRobotWriter(StagedDirectory):
         features.update(deepcopy(L.DEFAULT_FEATURES))
         self._features = features
         self._schema = L.data_schema(features)
-        if self.images == 'video':
-            limit = self.video_files_size_in_mb * 2**20
-            self._tracks = [_VideoTrack(self.tmp, key, w, h, self._ticks, self.fps or FALLBACK_FPS,
-                                        limit, self.chunks_size, self.crf)
-                            for key, (h, w) in zip(self._cameras, self._sizes, strict=True)]
         self._histograms = [np.zeros((3, 256), np.int64) for _ in self._cameras]
 
     # -- episodes -------------------------------------------------------------------------------
-    def _start_episode(self, key, episode, ticks: int) -> None:
-        self._episode_keys.add(key)
-        self._ep = _Episode(key, episode, len(self._episodes), self.count, self._schema,
+    def _start_episode(self, key, episode) -> None:
+        self._ep = _Episode(key, episode, len(self._episodes), self._written, self._schema,
                             len(self._cameras))
         self._data.start_episode()
+        if self.images == 'video' and not self._tracks:   # the first episode: fps is known now
+            limit = self.video_files_size_in_mb * 2**20
+            self._tracks = [_VideoTrack(self.tmp, cam, w, h, self._ticks, self.fps, limit,
+                                        self.chunks_size, self.crf)
+                            for cam, (h, w) in zip(self._cameras, self._sizes, strict=True)]
         for track in self._tracks:
-            track.start_episode(ticks)
+            track.start_episode()
 
-    def _write_frame(self, frames, task, vector, library_index, stamp, ticks, split) -> None:
-        ep = self._ep
+    def _write_frame(self, sample: _Sample) -> None:
+        ep, task, vector = self._ep, sample.task, sample.vector
         task_index = self._tasks.setdefault(task, len(self._tasks))
         if task not in ep.tasks:
             ep.tasks.append(task)
-        ep.splits.add(split)
-        if ep.length:
-            self._spacings.append(ticks - ep.last_ticks)
-            ep.spacings.append(ticks - ep.last_ticks)
-        for c, frame in enumerate(frames):
+        ep.splits.add(sample.split)
+        for c, frame in enumerate(sample.frames):
             _count_pixels(self._histograms[c], ep.histograms[c], frame)
             if self._tracks:
-                self._tracks[c].write(frame, ticks)
+                self._tracks[c].write(frame)
             else:
                 ok, png = cv2.imencode('.png', np.ascontiguousarray(frame[:, :, ::-1]))
                 if not ok:
@@ -313,17 +337,19 @@ class LeRobotWriter(StagedDirectory):
                 ep.row_bytes += png.nbytes
                 ep.rows[self._cameras[c]].append(
                     {'bytes': png.tobytes(), 'path': f'frame-{ep.length:06d}.png'})
-        row = {L.ACTION: vector, L.LIBRARY_INDEX: library_index, 'timestamp': stamp,
-               'frame_index': ep.length, 'episode_index': ep.index, 'index': self.count,
-               'task_index': task_index}
+        # The frame's time on the dataset's regular clock, as LeRobot's recorder stores it.
+        stamp = np.float32(ep.length / self.fps)
+        row = {L.ACTION: vector, L.LIBRARY_INDEX: sample.library_index,
+               L.SOURCE_TIMESTAMP: sample.given, 'timestamp': stamp, 'frame_index': ep.length,
+               'episode_index': ep.index, 'index': self._written, 'task_index': task_index}
         for name, value in row.items():
             ep.rows[name].append(value)
             ep.values[name].append(value)
         if self._has_split:
-            ep.rows[L.SPLIT].append('' if split is None else str(split))
-        ep.row_bytes += 64 + 4 * vector.size
+            ep.rows[L.SPLIT].append('' if sample.split is None else str(sample.split))
+        ep.row_bytes += 72 + 4 * vector.size
         ep.length += 1
-        ep.last_ticks = ticks
+        self._written += 1
         if ep.row_bytes >= ROW_GROUP_BYTES:
             self._data.write(ep.take_rows())
 
@@ -336,9 +362,8 @@ class LeRobotWriter(StagedDirectory):
         row = {'episode_index': ep.index, 'tasks': ep.tasks, 'length': ep.length,
                'data/chunk_index': self._data.chunk, 'data/file_index': self._data.file,
                'dataset_from_index': ep.first, 'dataset_to_index': ep.first + ep.length}
-        duration = self._frame_ticks(ep)
         for track in self._tracks:
-            row.update(track.finish_episode(duration))
+            row.update(track.finish_episode())
         stats = {name: vector_stats(np.stack(values).reshape(ep.length, -1))
                  for name, values in ep.values.items()}
         for key, histogram in zip(self._cameras, ep.histograms, strict=True):
@@ -353,16 +378,6 @@ class LeRobotWriter(StagedDirectory):
         for name, values in ep.values.items():
             self._values.setdefault(name, []).append(np.stack(values).reshape(ep.length, -1))
 
-    def _frame_ticks(self, ep: _Episode) -> int:
-        """How long the episode's last frame lasts (its video runs to that frame's end)."""
-        if self.fps is not None:
-            spacing = self._ticks / self.fps
-        elif ep.spacings or self._spacings:
-            spacing = float(np.median(ep.spacings or self._spacings))
-        else:
-            spacing = self._ticks / FALLBACK_FPS
-        return max(1, round(spacing))
-
     # -- finishing --------------------------------------------------------------------------
     def close(self) -> Path:
         """Write the metadata and move the dataset into place (atomic rename).
@@ -376,6 +391,9 @@ class LeRobotWriter(StagedDirectory):
     def _finish(self) -> None:
         if self.count == 0:
             raise ValueError(f'{self.root}: no samples were added; nothing written')
+        if self.fps is None:   # fewer samples than the estimate waits for
+            self._settle_fps()
+        self._write_held()
         self._finish_episode()
         for track in self._tracks:
             track.close()
@@ -383,11 +401,7 @@ class LeRobotWriter(StagedDirectory):
         self._write_meta()
 
     def _final_fps(self) -> int | float:
-        if self.fps is not None:
-            return round(self.fps) if abs(self.fps - round(self.fps)) < 1e-9 else self.fps
-        if not self._spacings:
-            return FALLBACK_FPS
-        return max(1, round(self._ticks / float(np.median(self._spacings))))
+        return round(self.fps) if abs(self.fps - round(self.fps)) < 1e-9 else self.fps
 
     def _write_meta(self) -> None:
         fps = self._final_fps()
@@ -429,6 +443,15 @@ class LeRobotWriter(StagedDirectory):
             self._data.abort()
 
 
+class _Sample:
+    """A checked sample, held until the frame rate is known."""
+
+    def __init__(self, frames, task, vector, library_index, key, episode, given, split):
+        self.frames, self.task, self.vector = frames, task, vector
+        self.library_index, self.key, self.episode = library_index, key, episode
+        self.given, self.split = given, split
+
+
 class _Episode:
     """The episode being written: its rows not yet in parquet, and what its stats need."""
 
@@ -438,9 +461,8 @@ class _Episode:
         self.length = 0
         self.tasks: list[str] = []
         self.splits: set = set()
-        self.spacings: list[int] = []
-        self.last_given, self.last_ticks = -math.inf, None
-        self.values = {name: [] for name in (L.ACTION, L.LIBRARY_INDEX, 'timestamp',
+        self.values = {name: [] for name in (L.ACTION, L.LIBRARY_INDEX, L.SOURCE_TIMESTAMP,
+                                             'timestamp',
                                              'frame_index', 'episode_index', 'index',
                                              'task_index')}
         self.histograms = [np.zeros((3, 256), np.int64) for _ in range(cameras)]
@@ -506,47 +528,49 @@ class _DataFiles:
 
 
 class _VideoTrack:
-    """One camera's video files: the open encoder, where its episodes start and end."""
+    """One camera's video files: the open encoder, and where its episodes start and end.
 
-    def __init__(self, root: Path, key: str, width: int, height: int, ticks: int, rate: float,
+    Frames follow each other at exactly 1/fps (frame n of a file at n / fps), episodes back
+    to back, as LeRobot writes them: a constant-frame-rate file whose average rate is fps.
+    """
+
+    def __init__(self, root: Path, key: str, width: int, height: int, ticks: int, fps: float,
                  limit_bytes: float, chunks_size: int, crf: int):
         self.root, self.key, self.width, self.height = root, key, width, height
-        self.ticks, self.rate, self.limit, self.chunks_size = ticks, rate, limit_bytes, chunks_size
+        self.ticks, self.fps, self.limit, self.chunks_size = ticks, fps, limit_bytes, chunks_size
         self.crf = crf
         self.chunk = self.file = 0
         self.encoder: VideoEncoder | None = None
-        self.end = 0              # ticks: where the last episode in the current file ends
-        self.offset = 0           # ticks: the current episode's from_timestamp
-        self.last_pts = 0
+        self.frames = 0           # frames in the current file
+        self.first = 0            # the current episode's first frame in the file
         self.episode_bytes = 0
         self._bytes_at_start = 0
 
-    def start_episode(self, first_ticks: int) -> None:
+    def start_episode(self) -> None:
         if self.encoder is not None and self.encoder.bytes + self.episode_bytes >= self.limit:
             self.encoder.close()
-            self.encoder, self.end = None, 0
+            self.encoder, self.frames = None, 0
             self.chunk, self.file = L.next_chunk_file(self.chunk, self.file, self.chunks_size)
         if self.encoder is None:
             path = self.root / L.VIDEO_PATH.format(video_key=self.key, chunk_index=self.chunk,
                                                    file_index=self.file)
-            self.encoder = VideoEncoder(path, self.width, self.height, self.ticks, self.rate,
+            self.encoder = VideoEncoder(path, self.width, self.height, self.ticks, self.fps,
                                         crf=self.crf)
-        # Frame time in the file = from_timestamp + timestamp; a negative first timestamp
-        # moves the episode later so its frames still come after the previous episode's.
-        self.offset = self.end + max(0, -first_ticks)
+        self.first = self.frames
         self._bytes_at_start = self.encoder.bytes
 
-    def write(self, frame: np.ndarray, ticks: int) -> None:
-        self.last_pts = self.offset + ticks
-        self.encoder.write(frame, self.last_pts)
+    def write(self, frame: np.ndarray) -> None:
+        # Exact for a whole-number fps (the clock is a multiple of it); otherwise within
+        # half a tick of n / fps, far inside LeRobot's 0.1 ms tolerance.
+        self.encoder.write(frame, round(self.frames * self.ticks / self.fps))
+        self.frames += 1
 
-    def finish_episode(self, duration: int) -> dict:
-        self.end = self.last_pts + duration
+    def finish_episode(self) -> dict:
         self.episode_bytes = self.encoder.bytes - self._bytes_at_start
         prefix = f'videos/{self.key}/'
         return {prefix + 'chunk_index': self.chunk, prefix + 'file_index': self.file,
-                prefix + 'from_timestamp': self.offset / self.ticks,
-                prefix + 'to_timestamp': self.end / self.ticks}
+                prefix + 'from_timestamp': self.first / self.fps,
+                prefix + 'to_timestamp': self.frames / self.fps}
 
     def close(self) -> None:
         if self.encoder is not None:

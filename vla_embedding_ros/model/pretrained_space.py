@@ -425,19 +425,15 @@ def uses_pretrained_space(model_cfg: Any) -> bool:
     return isinstance(model_cfg, dict) and 'init' in model_cfg
 
 
-def new_pretrained_space(model_cfg: dict, optim: Any, device: torch.device) -> PretrainedSpace:
+def new_pretrained_space(model_cfg: dict, device: torch.device) -> PretrainedSpace:
     """The model of a ``model.init: clip|siglip`` run, loaded from its checkpoint, trainable.
+    (Which training terms such a model cannot serve is the trainer's to check:
+    ``training/model_factory.check``.)
 
     Raises:
-        ValueError: a bad ``model:`` section, a checkpoint of another family, or optimiser
-            terms that need patch tokens (``optim.region_weight``/``target_cell_weight``).
+        ValueError: a bad ``model:`` section or a checkpoint of another family.
     """
     cfg = PretrainedSpaceConfig.from_dict(model_cfg)
-    for name in ('region_weight', 'target_cell_weight'):
-        if getattr(optim, name, 0) > 0:
-            raise ValueError(f'optim.{name} needs the patch tokens of a conv/transformer-'
-                             f'fusion model; model.init: {cfg.init} scores with the '
-                             f"checkpoint's pooled projections: set optim.{name}=0")
     if os.path.isdir(cfg.name_or_path):
         kind = checkpoint_type(cfg.name_or_path)
         if kind is None:

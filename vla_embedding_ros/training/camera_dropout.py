@@ -22,15 +22,22 @@ from __future__ import annotations
 import torch
 
 
-def check(optim, fusion_type: str | None, num_cameras: int) -> None:
-    """ValueError naming the field when the dropout settings cannot be honoured.
-
-    ``fusion_type``: the model's fusion ('transformer', 'late', 'gated'), None for a model
-    without a camera mask (``model.init: clip|siglip``)."""
+def check_rates(optim) -> None:
+    """ValueError naming the field when a dropout rate is outside [0, 1)."""
     for name in ('camera_dropout', 'image_dropout'):
         rate = getattr(optim, name)
         if not 0.0 <= rate < 1.0:
             raise ValueError(f'optim.{name} must be in [0, 1), got {rate}')
+
+
+def check(optim, fusion_type: str | None, num_cameras: int) -> None:
+    """ValueError naming the field when the dropout settings cannot be honoured.
+
+    ``fusion_type``: the model's fusion ('transformer', 'late', 'gated'), None for a model
+    without a camera mask (``model.init: clip|siglip``). With one camera, ``image_dropout``
+    is honoured (it leaves the camera out: an instruction-only sample) and ``camera_dropout``
+    is refused (it would always put the camera back)."""
+    check_rates(optim)
     if optim.camera_dropout <= 0 and optim.image_dropout <= 0:
         return
     which = 'optim.camera_dropout' if optim.camera_dropout > 0 else 'optim.image_dropout'

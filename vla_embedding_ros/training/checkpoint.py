@@ -6,10 +6,6 @@
 
 A checkpoint is assembled in a hidden temporary directory and renamed into place, then `last`
 is repointed; a kill at any moment leaves either the old or the new checkpoint, never half of one.
-
-Test hook: ``VLA_TEST_SLOW_SAVE=<step>:<seconds>`` makes the save of checkpoint ``<step>`` sleep
-after the model files are written and before the training state is, so a test can SIGKILL a
-run mid-save (test/test_reliability_training.py). It changes nothing else and is unset in use.
 """
 from __future__ import annotations
 
@@ -19,7 +15,6 @@ import random
 import re
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +57,6 @@ def save_checkpoint(run_dir: Path, step: int, model, training_state: dict,
         model.save_pretrained(staging / MODEL_DIR)
         for name, source in (extra_files or {}).items():
             shutil.copyfile(source, staging / MODEL_DIR / name)
-        _test_slow_save(step)
         torch.save(dict(training_state, step=step), staging / STATE_FILE)
         make_shareable(staging)
         _fsync_tree(staging)
@@ -79,15 +73,6 @@ def save_checkpoint(run_dir: Path, step: int, model, training_state: dict,
     _point_last(root, final.name)
     _prune(root, keep_last)
     return final
-
-
-def _test_slow_save(step: int) -> None:
-    """The VLA_TEST_SLOW_SAVE hook (see the module docstring)."""
-    spec = os.environ.get('VLA_TEST_SLOW_SAVE', '')
-    if spec:
-        slow_step, seconds = spec.split(':')
-        if int(slow_step) == step:
-            time.sleep(float(seconds))
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:

@@ -70,7 +70,7 @@ def decide_sampled(model, space, queries: torch.Tensor, sampling: SamplingConfig
 def decide_grid(model, library, queries: torch.Tensor) -> np.ndarray:
     """The best fixed library action for each query row, as a vector of the space."""
     params = torch.tensor(library.params(), device=model.device)
-    actions = model.encode_actions(params, [a.description for a in library.actions])
+    actions = model.encode_actions(params, library.texts())
     best = model.score(queries, actions).argmax(dim=1).cpu().numpy()
     return library.params()[best]
 

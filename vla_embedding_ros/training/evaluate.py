@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 from pathlib import Path
 
@@ -33,8 +32,9 @@ import torch
 
 from ..actions.library import ActionLibrary
 from ..data.tabletop import SPLIT_NAMES
+from ..files import atomic_write_text
 from ..model import VLAModel
-from ..model.pretrained_space import checkpoint_type, is_fine_tuned
+from ..model.loading import load_scorer, model_kind, model_library_path
 from ..package_share import package_file
 from . import metrics
 from .evaluation import LibraryScorer, replay_demo_episodes, tabletop_ranks
@@ -45,6 +45,7 @@ SPLITS = ['val', 'unseen_combo', 'paraphrase', 'reworded', 'clutter']
 NOVELTY = {'': 'new frame + verb', '+colour': '+ new colour word',
            '+shape': '+ new shape word', '+colour+shape': '+ new colour and shape words'}
 FUSIONS = ['late', 'gated', 'transformer']
+BLANKED = 'instruction only (image blanked)'   # the baseline's name in the report
 
 
 def novelty(template: str) -> str:
@@ -53,47 +54,24 @@ def novelty(template: str) -> str:
     return plus + slots
 
 
-def library_path_for(model_dir: Path, fallback: str | None) -> Path:
-    """``--library``, else the model's own ``actions.yaml``; a raw CLIP/SigLIP folder has
-    none, and is scored against the package's tabletop library (the benchmark's)."""
-    if fallback:
-        return Path(fallback)
-    own = Path(model_dir) / 'actions.yaml'
-    if not own.is_file() and checkpoint_type(model_dir) is not None:
-        return Path(package_file('config', 'tabletop_actions.yaml'))
-    return own
+def tabletop_library() -> Path:
+    """The benchmark's library: what a raw CLIP/SigLIP folder (which has none) is scored on."""
+    return Path(package_file('config', 'tabletop_actions.yaml'))
 
 
-def _library_for(model_dir: Path, fallback: str | None) -> ActionLibrary:
-    return ActionLibrary.from_yaml(library_path_for(model_dir, fallback))
-
-
-def model_kind(model_dir: Path) -> str:
-    """What a model folder is, as the report says it: 'zero-shot clip' (a raw CLIP/SigLIP
-    checkpoint: nothing trained), 'fine-tuned siglip' (one trained by vla-train with
-    model.init) or 'trained' (a VLAModel)."""
-    kind = checkpoint_type(model_dir)
-    if kind is None:
-        return 'trained'
-    return f'{"fine-tuned" if is_fine_tuned(model_dir) else "zero-shot"} {kind}'
-
-
-def load_eval_model(model_dir: Path, device: str, action_prompt: str | None = None):
-    """A VLAModel folder, or a CLIP/SigLIP folder (raw or fine-tuned) as the zero-shot
-    scorer; ``action_prompt`` overrides a CLIP/SigLIP folder's action prompt."""
-    if checkpoint_type(model_dir) is not None:
-        from ..selection.zero_shot import ZeroShotCLIP
-        return ZeroShotCLIP.from_pretrained(model_dir, device=device,
-                                            action_prompt=action_prompt)
-    return VLAModel.from_pretrained(model_dir, device=device)
+def library_path_for(model_dir: Path, library: str | None) -> Path:
+    """``--library``, else the model's own ``actions.yaml``, else (a raw CLIP/SigLIP folder)
+    the tabletop library (``model/loading.model_library_path``)."""
+    return model_library_path(model_dir, library, fallback=tabletop_library())
 
 
 def evaluate_model(model_dir: Path, splits: list[str], num: int, seed: int, device: str,
                    library_path: str | None = None, blank: bool = False,
                    image_size: int = 96, action_prompt: str | None = None) -> dict:
     """Metrics per split (and per primitive) on `num` fresh samples rendered at image_size."""
-    model = load_eval_model(Path(model_dir), device, action_prompt)
-    scorer = LibraryScorer(model, _library_for(Path(model_dir), library_path))
+    model = load_scorer(model_dir, device, action_prompt)
+    scorer = LibraryScorer(model, ActionLibrary.from_yaml(library_path_for(model_dir,
+                                                                           library_path)))
     report = {}
     for split in splits:
         ranks, templates = tabletop_ranks(scorer, split, num, seed, image_size, blank)
@@ -119,7 +97,7 @@ def evaluate_dataset(model_dir: Path, dataset: Path, library_path: Path, num: in
     each scored against the whole library; ``blank`` greys every image."""
     from .sources import recorded_source
 
-    model = load_eval_model(Path(model_dir), device, action_prompt)
+    model = load_scorer(model_dir, device, action_prompt)
     library = ActionLibrary.from_yaml(library_path)
     scorer = LibraryScorer(model, library, batch_size)
     kind, _ = dataset_path_parts(dataset)
@@ -219,78 +197,124 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+class UsageError(Exception):
+    """A command-line mistake: vla-eval prints it and exits with 2."""
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.task == 'continuous':
-        return continuous_main(args)
+    try:
+        if args.task == 'continuous':
+            return continuous_main(args)
+        check_grid_args(args)
+        models = named_models(args.model, args.compare)
+        runs = list(args.runs)
+        if args.train_variants:
+            for fusion, path in train_variants(args.train_variants, args.overrides,
+                                               Path(args.variants_dir)).items():
+                models[f'{fusion} (same budget)'] = path
+                runs.append(str(Path(path).parents[2]))
+        kinds = {name: model_kind(path) for name, path in models.items()}
+        check_action_prompt(args.action_prompt, kinds)
+    except UsageError as err:
+        print(f'vla-eval: {err}', file=sys.stderr)
+        return 2
+    library_path = library_path_for(models['model'], args.library)
+    announce_zero_shot(models, kinds, args.library)
+    report = score_tabletop(models, kinds, library_path, args)
+    if args.dataset:
+        score_dataset(report, models, library_path, args)
+    print_report(report, kinds, args)
+    if args.text_prior:
+        report['text_prior'] = measure_text_prior(models['model'], kinds['model'], args)
+    if args.replay_streams > 0:
+        report['closed_loop_replay'] = replay_report(models['model'], kinds['model'],
+                                                     library_path, args)
+    write_outputs(report, runs, args)
+    return 0
+
+
+def check_grid_args(args) -> None:
+    """Fill in the default splits; UsageError for flags that contradict each other."""
     if args.splits is None:
         args.splits = [] if args.dataset else list(SPLITS)
     if args.replay_streams < 0 or args.episodes < 1:
-        print('vla-eval: --replay-streams must be >= 0 and --episodes >= 1', file=sys.stderr)
-        return 2
+        raise UsageError('--replay-streams must be >= 0 and --episodes >= 1')
     unknown = [s for s in args.splits if s not in SPLIT_NAMES]
     if unknown:
-        print(f'vla-eval: unknown split(s) {unknown}; choose from {", ".join(SPLIT_NAMES)}',
-              file=sys.stderr)
-        return 2
+        raise UsageError(f'unknown split(s) {unknown}; choose from {", ".join(SPLIT_NAMES)}')
     if args.plot and not (args.runs or args.train_variants):
-        print('vla-eval: --plot draws the training curves of --runs DIR [DIR ...] (or of '
-              '--train-variants); none given', file=sys.stderr)
-        return 2
-    models = {'model': Path(args.model)}
-    for item in args.compare:
+        raise UsageError('--plot draws the training curves of --runs DIR [DIR ...] (or of '
+                         '--train-variants); none given')
+
+
+def named_models(model: str, compare: list[str]) -> dict[str, Path]:
+    """``{'model': --model, NAME: DIR for each --compare NAME=DIR}``."""
+    models = {'model': Path(model)}
+    for item in compare:
         name, _, path = item.partition('=')
         if not path:
-            print(f'vla-eval: --compare wants NAME=DIR, got {item!r}', file=sys.stderr)
-            return 2
+            raise UsageError(f'--compare wants NAME=DIR, got {item!r}')
         models[name] = Path(path)
-    runs = list(args.runs)
-    if args.train_variants:
-        for fusion, path in train_variants(args.train_variants, args.overrides,
-                                           Path(args.variants_dir)).items():
-            models[f'{fusion} (same budget)'] = path
-            runs.append(str(Path(path).parents[2]))
+    return models
 
-    kinds = {name: model_kind(path) for name, path in models.items()}
-    if args.action_prompt is not None:
-        if all(kind == 'trained' for kind in kinds.values()):
-            print('vla-eval: --action-prompt applies to CLIP/SigLIP folders; none is given',
-                  file=sys.stderr)
-            return 2
-        if '{description}' not in args.action_prompt:
-            print(f'vla-eval: --action-prompt must contain {{description}}, got '
-                  f'{args.action_prompt!r}', file=sys.stderr)
-            return 2
-    library_path = library_path_for(models['model'], args.library)
-    library = ActionLibrary.from_yaml(library_path)
-    report: dict = {'chance': metrics.chance(len(library)), 'seed': args.seed, 'num': args.num,
-                    'models': {}, 'model_kinds': kinds}
+
+def check_action_prompt(action_prompt: str | None, kinds: dict[str, str]) -> None:
+    """--action-prompt needs a CLIP/SigLIP model to apply to, and a {description} slot."""
+    if action_prompt is None:
+        return
+    if all(kind == 'trained' for kind in kinds.values()):
+        raise UsageError('--action-prompt applies to CLIP/SigLIP folders; none is given')
+    if '{description}' not in action_prompt:
+        raise UsageError(f'--action-prompt must contain {{description}}, got '
+                         f'{action_prompt!r}')
+
+
+def announce_zero_shot(models: dict[str, Path], kinds: dict[str, str],
+                       library: str | None) -> None:
+    """Say which models are raw checkpoints scored with nothing trained, and on what."""
     for name, kind in kinds.items():
         if kind.startswith('zero-shot'):
             print(f'{name}: {models[name]} is a raw {kind.split()[1]} checkpoint, evaluated '
                   "ZERO-SHOT (no training): each action is scored by its description through "
                   "the checkpoint's own text tower, against the library "
-                  f'{library_path_for(models[name], args.library)}')
+                  f'{library_path_for(models[name], library)}')
+
+
+def score_tabletop(models: dict[str, Path], kinds: dict[str, str], library_path: Path,
+                   args) -> dict:
+    """The report's skeleton and every model's tabletop metrics, plus the instruction-only
+    baseline (the main model with every image blanked)."""
+    library = ActionLibrary.from_yaml(library_path)
+    report: dict = {'chance': metrics.chance(len(library)), 'seed': args.seed, 'num': args.num,
+                    'models': {}, 'model_kinds': kinds}
     kw = dict(splits=args.splits, num=args.num, seed=args.seed, device=args.device,
               library_path=args.library, image_size=args.image_size,
               action_prompt=args.action_prompt)
     for name, path in models.items():
         report['models'][name] = evaluate_model(path, **kw)
-    report['models']['instruction only (image blanked)'] = evaluate_model(
-        models['model'], blank=True, **kw)
-    if args.dataset:
-        dataset = Path(args.dataset)
-        _, own = dataset_path_parts(dataset)
-        data_library = Path(args.library) if args.library else own if own.is_file() \
-            else library_path
-        report['dataset'] = {'path': str(dataset), 'library': str(data_library),
-                             'chance': metrics.chance(len(ActionLibrary.from_yaml(
-                                 data_library)))}
-        for name, path in [*models.items(), ('instruction only (image blanked)',
-                                             models['model'])]:
-            report['models'][name]['dataset'] = evaluate_dataset(
-                path, dataset, data_library, args.num, args.seed, args.device,
-                blank=name.startswith('instruction only'), action_prompt=args.action_prompt)
+    report['models'][BLANKED] = evaluate_model(models['model'], blank=True, **kw)
+    return report
+
+
+def score_dataset(report: dict, models: dict[str, Path], library_path: Path, args) -> None:
+    """Every model (and the blanked baseline) on --dataset, against --library, else the
+    dataset's own actions.yaml, else the models' library."""
+    dataset = Path(args.dataset)
+    _, own = dataset_path_parts(dataset)
+    data_library = Path(args.library) if args.library else own if own.is_file() \
+        else library_path
+    report['dataset'] = {'path': str(dataset), 'library': str(data_library),
+                         'chance': metrics.chance(len(ActionLibrary.from_yaml(data_library)))}
+    for name, path in [*models.items(), (BLANKED, models['model'])]:
+        report['models'][name]['dataset'] = evaluate_dataset(
+            path, dataset, data_library, args.num, args.seed, args.device,
+            blank=name == BLANKED, action_prompt=args.action_prompt)
+
+
+def print_report(report: dict, kinds: dict[str, str], args) -> None:
+    """A table per split (and for --dataset) with every model, then the main model per
+    primitive and, for reworded, by what is new."""
 
     def label(name: str) -> str:
         kind = kinds.get(name, 'trained')
@@ -315,39 +339,47 @@ def main(argv=None) -> int:
             print(metrics.format_table(list(main_report[split]['per_novelty'].items()),
                                        title=f'\n-- {label("model")}, {split}, by what is '
                                              'new --'))
-    if args.text_prior:
-        from .text_prior import format_prior, text_prior
-        model = load_eval_model(models['model'], args.device, args.action_prompt)
-        encode = model.encode_text
-        if kinds['model'] != 'trained':   # unit embeddings; text_prior reads .pooled
-            from types import SimpleNamespace
 
-            def encode(texts, _encode=model.encode_text):
-                return SimpleNamespace(pooled=_encode(texts))
-        report['text_prior'] = text_prior(encode)
-        print(format_prior(report['text_prior']))
-    if args.replay_streams > 0:
-        from ..selection.selector import ActionSelector
-        if args.action_prompt is not None and kinds['model'] != 'trained':
-            selector = ActionSelector(
-                load_eval_model(models['model'], args.device, args.action_prompt),
-                ActionLibrary.from_yaml(library_path))
-        else:
-            selector = ActionSelector.from_pretrained(models['model'], str(library_path),
-                                                      device=args.device)
-        report['closed_loop_replay'] = {}
-        for split in args.splits:
-            replay = replay_streams(selector, args.replay_streams, args.episodes, split)
-            report['closed_loop_replay'][split] = replay
-            print(format_replay(replay))
+
+def measure_text_prior(model_dir: Path, kind: str, args) -> dict:
+    """--text-prior: the frozen text encoder's own prior, printed and returned."""
+    from .text_prior import format_prior, text_prior
+    model = load_scorer(model_dir, args.device, args.action_prompt)
+    encode = model.encode_text
+    if kind != 'trained':   # unit embeddings; text_prior reads .pooled
+        from types import SimpleNamespace
+
+        def encode(texts, _encode=model.encode_text):
+            return SimpleNamespace(pooled=_encode(texts))
+    prior = text_prior(encode)
+    print(format_prior(prior))
+    return prior
+
+
+def replay_report(model_dir: Path, kind: str, library_path: Path, args) -> dict:
+    """--replay-streams: the demo's closed-loop episode streams of each split, replayed
+    in-process by an ActionSelector of the main model; printed and returned per split."""
+    from ..selection.selector import ActionSelector
+    if args.action_prompt is not None and kind != 'trained':
+        selector = ActionSelector(load_scorer(model_dir, args.device, args.action_prompt),
+                                  ActionLibrary.from_yaml(library_path))
+    else:
+        selector = ActionSelector.from_pretrained(model_dir, str(library_path),
+                                                  device=args.device)
+    replays = {}
+    for split in args.splits:
+        replays[split] = replay_streams(selector, args.replay_streams, args.episodes, split)
+        print(format_replay(replays[split]))
+    return replays
+
+
+def write_outputs(report: dict, runs: list[str], args) -> None:
+    """--json (the whole report) and --plot (the training curves of the runs)."""
     if args.json:
-        tmp = Path(args.json).with_suffix('.json.tmp')
-        tmp.write_text(json.dumps(report, indent=2))
-        os.replace(tmp, args.json)
+        atomic_write_text(args.json, json.dumps(report, indent=2))
     if args.plot and runs:
         from .plot import plot_runs
         print(f'curves: {plot_runs([Path(r) for r in runs], Path(args.plot))}')
-    return 0
 
 
 def continuous_main(args) -> int:
@@ -356,28 +388,21 @@ def continuous_main(args) -> int:
     splits = args.splits or ['val', 'unseen_combo']
     unknown = [s for s in splits if s not in SPLIT_NAMES]
     if unknown:
-        print(f'vla-eval: unknown split(s) {unknown}', file=sys.stderr)
-        return 2
-    library = _library_for(Path(args.model), args.library)
+        raise UsageError(f'unknown split(s) {unknown}')
+    library_path = library_path_for(Path(args.model), args.library)
+    library = ActionLibrary.from_yaml(library_path)
     if library.space is None:
-        print(f'vla-eval: --task continuous needs a library with a continuous space; '
-              f'{library_path_for(Path(args.model), args.library)} has none (pass --library '
-              'config/tabletop_continuous_actions.yaml)', file=sys.stderr)
-        return 2
-    models = {'model': VLAModel.from_pretrained(args.model, device=args.device)}
-    for item in args.compare:
-        name, _, path = item.partition('=')
-        if not path:
-            print(f'vla-eval: --compare wants NAME=DIR, got {item!r}', file=sys.stderr)
-            return 2
-        models[name] = VLAModel.from_pretrained(path, device=args.device)
+        raise UsageError(f'--task continuous needs a library with a continuous space; '
+                         f'{library_path} has none (pass --library '
+                         'config/tabletop_continuous_actions.yaml)')
+    models = {name: VLAModel.from_pretrained(path, device=args.device)
+              for name, path in named_models(args.model, args.compare).items()}
     report = continuous_report(models, library, splits, args.num, args.seed, args.image_size)
     print(format_continuous(report, args.num, args.seed))
     if args.json:
-        tmp = Path(args.json).with_suffix('.json.tmp')
-        tmp.write_text(json.dumps({'task': 'continuous', 'num': args.num, 'seed': args.seed,
-                                   'splits': report}, indent=2))
-        os.replace(tmp, args.json)
+        atomic_write_text(args.json, json.dumps({'task': 'continuous', 'num': args.num,
+                                                 'seed': args.seed, 'splits': report},
+                                                indent=2))
     return 0
 
 

@@ -19,9 +19,8 @@ class LibraryScorer:
         self.preprocess = ImagePreprocessor(model.image_size, model.image_mean, model.image_std,
                                             model.device)
         params = torch.tensor(library.params(), device=model.device)
-        with torch.inference_mode():
-            descriptions = [a.description for a in library.actions]
-            self.actions = model.encode_actions(params, descriptions)
+        with torch.inference_mode():   # the texts training and the selector embed too
+            self.actions = model.encode_actions(params, library.texts())
 
     @torch.inference_mode()
     def logits(self, images: np.ndarray, instructions: list[str],

@@ -8,50 +8,43 @@ Every step scores each query against the whole action library with the multi-pos
 contrastive loss (samples sharing an action are all positives), optionally plus an
 image<->instruction alignment term.
 """
+# This module wires a run and its loop (and is vla-train's entry point); the parts are modules
+# of their own: objectives.py (each lane's checks, batches and loss), model_factory.py,
+# source_factory.py, optimizer.py (optimiser, schedule, guarded update), run_logs.py,
+# checkpoint.py and export.py.
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
-import math
 import os
 import random
-import shutil
 import sys
-import tempfile
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from tqdm import tqdm
 
 from ..actions.library import ActionLibrary
 from ..data.dataset import BadSampleError
 from ..data.tabletop import ACTION_NAMES
-from ..files import make_shareable
-from ..model import VLAConfig, VLAModel, resolve_device
-from ..model.losses import symmetric_infonce
-from ..model.pretrained_space import load_joint_model, new_pretrained_space, uses_pretrained_space
-from ..package_share import package_file
-from ..selection.preprocess import ImagePreprocessor
-from . import camera_dropout, distributed, metrics, objectives
+from ..model import resolve_device
 from . import checkpoint as ckpt
-from .augment import Augmenter
+from . import distributed, metrics, model_factory, objectives
+from . import optimizer as optim
 from .config import TrainConfig, continued_config, load_config
 from .continuous_eval import evaluate_continuous
-from .counter_examples import counter_example_loss
 from .evaluation import LibraryScorer, dataset_ranks, tabletop_ranks
-from .region import RegionSupervision
-from .sources import RECORDED, ContinuousTabletopSource, TabletopSource, recorded_source
-from .step_forward import StepForward
-from .text_cache import TextFeatureCache
+from .export import export_model
+from .optimizer import lr_lambda
+from .run_logs import RunLogs, write_run_config
+from .source_factory import held_out_source, library_for, make_source
 
+# Names other modules import from here: the trainer's parts now live in their own modules.
+__all__ = ['EVAL_SEED', 'Trainer', 'export_model', 'library_for', 'lr_lambda', 'main']
 log = logging.getLogger('vla_train')
 EVAL_SEED = 10_007  # evaluation streams never share a seed with the training stream
-AUGMENT_SEED = 7_919  # the augmentation generator's offset from the run's seed
 
 
 def seed_everything(seed: int) -> None:
@@ -60,71 +53,10 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def lr_lambda(cfg: TrainConfig):
-    """Linear warm-up, then cosine decay to min_lr_ratio of the peak."""
-    o = cfg.optim
-
-    def factor(step: int) -> float:
-        if step < o.warmup_steps:
-            return (step + 1) / max(1, o.warmup_steps)
-        progress = min(1.0, (step - o.warmup_steps) / max(1, o.steps - o.warmup_steps))
-        return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-    return factor
-
-
-def build_optimizer(model: VLAModel, cfg: TrainConfig,
-                    extra: torch.nn.Module | None = None) -> torch.optim.Optimizer:
-    """AdamW; pretrained encoders (when trainable) get encoder_lr; no decay on norms/biases.
-    ``extra``: training-only modules (auxiliary heads) optimised with the model."""
-    groups: dict[tuple[float, float], list[torch.nn.Parameter]] = {}
-    pretrained = set()
-    for part in (model.vision, model.text):
-        if getattr(part, 'pretrained', False):
-            pretrained.update(id(p) for p in part.parameters())
-    named = list(model.named_parameters())
-    if extra is not None:
-        named += [(f'aux.{n}', p) for n, p in extra.named_parameters()]
-    for name, param in named:
-        if not param.requires_grad:
-            continue
-        lr = cfg.optim.encoder_lr if id(param) in pretrained else cfg.optim.lr
-        decay = 0.0 if param.ndim < 2 or 'norm' in name or 'embed' in name \
-            else cfg.optim.weight_decay
-        groups.setdefault((lr, decay), []).append(param)
-    return torch.optim.AdamW([{'params': ps, 'lr': lr, 'weight_decay': wd}
-                              for (lr, wd), ps in groups.items()])
-
-
-def autocast_for(device: torch.device, amp: str):
-    """bf16/fp16 autocast on CUDA only; CPU autocast is slower than fp32 for these sizes."""
-    if device.type != 'cuda' or amp == 'none':
-        return nullcontext(), None
-    dtype = torch.float16 if amp == 'fp16' else torch.bfloat16
-    scaler = torch.amp.GradScaler('cuda') if dtype == torch.float16 else None
-    return torch.autocast('cuda', dtype=dtype), scaler
-
-
-def library_for(data) -> Path:
-    """The action library to train against: ``data.library`` when set, else the dataset's own
-    ``actions.yaml`` (jsonl; a dataset written by vla-bag-to-dataset carries one) or the
-    package's tabletop library."""
-    if data.library:
-        return Path(data.library)
-    if data.source in RECORDED:
-        own = Path(data.path) / ('meta/actions.yaml' if data.source == 'lerobot'
-                                 else 'actions.yaml')
-        if not own.is_file():
-            raise ValueError(f'data.library is not set and the dataset has no {own}: name the '
-                             'library its action names come from (--set data.library=...)' + (
-                                 '; a LeRobot dataset\'s action vectors are then named by the '
-                                 'library action with the nearest parameters'
-                                 if data.source == 'lerobot' else ''))
-        log.info('action library: the dataset\'s own %s', own)
-        return own
-    return Path(package_file('config', 'tabletop_actions.yaml'))
-
-
 class Trainer:
+    """One run: its model, objective (``training/objectives.py``), optimiser, checkpoints and
+    logs, built from a config (or, with ``resume``, from the run's last checkpoint)."""
+
     def __init__(self, cfg: TrainConfig, resume: bool = False):
         start, state = None, None
         if resume:
@@ -137,12 +69,11 @@ class Trainer:
             state = ckpt.load_training_state(start)
             cfg = continued_config(state['config'], cfg)
         self.cfg = cfg
-        if cfg.optim.warmup_steps >= cfg.optim.steps:
-            log.warning('optim.warmup_steps %d >= optim.steps %d: the whole run is warm-up and '
-                        'the learning rate never reaches optim.lr; lower warmup_steps (e.g. '
-                        '--set optim.warmup_steps=%d)', cfg.optim.warmup_steps,
-                        cfg.optim.steps, max(1, cfg.optim.steps // 10))
-        objectives.check(cfg.optim)
+        lane = objectives.lane_for(cfg)
+        # Every setting the run cannot honour is refused here, by name, before anything is built.
+        optim.check(cfg.optim)
+        lane.check(cfg)
+        model_factory.check(cfg)
         self.ctx, self.device = distributed.setup(resolve_device(cfg.device))
         if self.ctx.is_main:
             log.info('world size %d, effective batch %d (%d per rank), %s',
@@ -155,35 +86,23 @@ class Trainer:
         self.library_path = library_for(cfg.data)
         self.library = ActionLibrary.from_yaml(self.library_path)
         seed_everything(cfg.seed)
-        self.continuous = cfg.data.source == 'tabletop_continuous'
-        self.source = self._make_source()
-        if start is not None:
-            self.model = load_joint_model(start / ckpt.MODEL_DIR, device=self.device)
-        else:
-            self.model = self._new_model()
+        self.continuous = lane is objectives.CounterExampleObjective
+        self.source = make_source(cfg, self.library, self.library_path, self.ctx)
+        self.model = model_factory.make_model(
+            cfg, self.library, self.library_path, self.device,
+            resume_from=start / ckpt.MODEL_DIR if start is not None else None)
         self.model.train()
-        fusion_cfg = getattr(getattr(self.model, 'config', None), 'fusion', None)
-        camera_dropout.check(cfg.optim, getattr(fusion_cfg, 'type', None),
-                             len(cfg.data.cameras))
-        self.camera_dropout = camera_dropout.CameraDropout(cfg.optim.camera_dropout,
-                                                           cfg.optim.image_dropout)
-        self.library_params = torch.tensor(self.library.params(), device=self.device)
-        self.descriptions = [a.description for a in self.library.actions]
-        self.region = self._region_supervision()
-        self.head = self._projection_head()
-        aux = {name: m for name, m in (('region', self.region), ('head', self.head)) if m}
-        self.optimizer = build_optimizer(self.model, cfg,
-                                         torch.nn.ModuleDict(aux) if aux else None)
+        self.objective = lane(cfg, self.model, self.source, self.library, self.device,
+                              self.ctx)
+        o = self.objective   # its parts, under the names tests and benches read
+        self.region, self.head, self.preprocess, self.augment = \
+            o.region, o.head, o.preprocess, o.augment
+        self.optimizer = optim.build_optimizer(self.model, cfg, o.training_modules())
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg))
-        self.autocast, self.scaler = autocast_for(self.device, cfg.optim.amp)
-        self.preprocess = ImagePreprocessor(self.model.image_size, self.model.image_mean,
-                                            self.model.image_std, self.device)
-        self.augment = self._augmenter()
-        frozen_text = not any(p.requires_grad for p in self.model.text.parameters())
-        self.text_features = (TextFeatureCache(self.model.encode_text) if frozen_text
-                              else self.model.encode_text)
+        self.autocast, self.scaler = optim.autocast_for(self.device, cfg.optim.amp)
+        self.update = optim.Updater(self.optimizer, self.scheduler, self.scaler,
+                                    cfg.optim.grad_clip, self.ctx)
         self.step = 0
-        self.skipped_steps = 0
         self._warned_eval = False
         if state is not None:
             self._restore(start, state)
@@ -191,161 +110,21 @@ class Trainer:
             # Ranks share the model's initial weights (DDP broadcasts rank 0's) but not their
             # dropout masks.
             torch.manual_seed(distributed.rank_seed(cfg.seed, self.ctx))
-        o = cfg.optim
-        idle_heads = o.align_weight <= 0 or (self.region is not None and min(
-            o.region_weight, o.target_cell_weight) <= 0)
-        self.forward = distributed.wrap(
-            StepForward(self.model, self.text_features, self.region, self.head), self.ctx,
-            self.device,
-            find_unused=idle_heads)
+        self.forward = o.wrap()
 
     @property
     def effective_batch(self) -> int:
         """Samples per optimisation step over all ranks."""
         return self.cfg.optim.batch_size * self.ctx.world_size
 
-    def _make_source(self):
-        d = self.cfg.data
-        if d.source == 'tabletop':
-            # Every rank draws its own scenes: a seed of its own.
-            return TabletopSource('train', distributed.rank_seed(self.cfg.seed, self.ctx),
-                                  d.image_size, d.objects, d.phrasings, d.cameras)
-        if list(d.cameras) != ['top']:
-            raise ValueError(f'data.cameras {d.cameras} names tabletop views; a {d.source} '
-                             "dataset's cameras are its own (leave data.cameras: [top])")
-        if d.source == 'tabletop_continuous':
-            if self.library.space is None:
-                raise ValueError(f"data.source tabletop_continuous needs a library with a "
-                                 f"continuous 'space'; {self.library_path} has none (use "
-                                 'config/tabletop_continuous_actions.yaml)')
-            return ContinuousTabletopSource(
-                'train', distributed.rank_seed(self.cfg.seed, self.ctx), d.image_size,
-                d.objects, d.phrasings, self.library.space, self.cfg.optim.counter_examples,
-                self.cfg.optim.positive_jitter)
-        if d.source in RECORDED:
-            # Every rank walks the same shuffled order and takes its own slice of each
-            # global batch (disjoint shards, and results independent of the world size).
-            source = recorded_source(d.source, d.path, self.library, self.cfg.seed,
-                                     strict=d.strict,
-                                     allow_external_images=d.allow_external_images,
-                                     library_path=str(self.library_path),
-                                     max_unknown=d.max_unknown_actions)
-            source.shard(self.ctx.rank, self.ctx.world_size)
-            return source
-        raise ValueError(f"data.source must be 'tabletop', 'tabletop_continuous', 'jsonl' or "
-                         f"'lerobot', got "
-                         f'{d.source!r}')
+    @property
+    def skipped_steps(self) -> int:
+        """Updates skipped for a non-finite loss or gradient (saved with the run)."""
+        return self.update.skipped_steps
 
-    def _new_model(self) -> VLAModel:
-        if self.cfg.init_from:
-            # Fine-tuning: the checkpoint's architecture and weights; `model:` is ignored.
-            model = VLAModel.from_pretrained(self.cfg.init_from, device=self.device)
-            if 'action' in self.cfg.model:
-                self._replace_action_encoder(model)
-            width = self.library.param_dim
-            if model.param_dim != width:
-                raise ValueError(f'init_from {self.cfg.init_from}: the model scores actions '
-                                 f'of {model.param_dim} parameters, the library '
-                                 f'{self.library_path} has {width}')
-            log.info('initialised from %s', self.cfg.init_from)
-            return model
-        if uses_pretrained_space(self.cfg.model):
-            # model.init: clip|siglip: the checkpoint's own joint space, fine-tuned end to
-            # end (model/pretrained_space.py)
-            return new_pretrained_space(self.cfg.model, self.cfg.optim, self.device)
-        model_cfg = dict(self.cfg.model)
-        model_cfg['action'] = self._action_settings(model_cfg.get('action', {}))
-        model = VLAModel(VLAConfig.from_dict(model_cfg)).to(self.device)
-        model.action.set_param_stats(*self._param_stats())
-        return model
-
-    def _action_settings(self, action: dict) -> dict:
-        """``model.action`` completed from the library: its width and, with a continuous
-        space, which parameters are continuous and the bounds training samples."""
-        action = dict(action, param_dim=self.library.param_dim)
-        space = self.library.space
-        if space is not None:
-            low, high = space.bounds()
-            action['continuous_dims'] = list(range(len(space.options), space.param_dim))
-            action['continuous_low'] = [0.0] * len(space.options) + low.tolist()
-            action['continuous_high'] = [1.0] * len(space.options) + high.tolist()
-        return action
-
-    def _param_stats(self) -> tuple[np.ndarray, np.ndarray]:
-        """Mean and std the action encoder standardises with: of the space's uniform
-        distribution when there is one (what training samples), else of the library."""
-        space = self.library.space
-        if space is None:
-            params = self.library.params()
-            return params.mean(axis=0), params.std(axis=0)
-        share = 1.0 / max(1, len(space.options))
-        low, high = space.bounds()
-        mean = np.concatenate([np.full(len(space.options), share), (low + high) / 2])
-        std = np.concatenate([np.full(len(space.options), math.sqrt(share * (1 - share))),
-                              (high - low) / math.sqrt(12)])
-        return mean.astype(np.float32), std.astype(np.float32)
-
-    def _replace_action_encoder(self, model: VLAModel) -> None:
-        """Fine-tuning with ``model.action`` set: a new action encoder of those settings on the
-        checkpoint's image, text and fusion weights (e.g. Fourier features for a continuous
-        space on top of a grid-trained model)."""
-        from ..model.config import ActionConfig, _build
-        from ..model.encoders import ActionEncoder
-        settings = self._action_settings(self.cfg.model['action'])
-        config = _build(ActionConfig, settings, 'model.action.')
-        model.config.action = config
-        model.config.validate()
-        model.action = ActionEncoder(config, model.config.embed_dim,
-                                     model.text.hidden_size).to(self.device)
-        model.action.set_param_stats(*self._param_stats())
-        log.info('init_from %s with a new action encoder (model.action: %s)',
-                 self.cfg.init_from, settings)
-
-    def _augmenter(self) -> Augmenter | None:
-        """data.augment's Augmenter, or None when it is off; says which, and why, in one
-        line. Every rank holds the same generator and augments its own slice of the global
-        batch (the same augmented batches at any world size, like the recorded sources)."""
-        aug = self.cfg.data.augment
-        on, why = aug.active(self.cfg.data.source)
-        if self.ctx.is_main:
-            log.info('image augmentation %s (%s)%s', 'on' if on else 'off', why,
-                     f': {aug.describe()}' if on else '')
-        if not on:
-            return None
-        return Augmenter(aug, self.model.image_mean, self.model.image_std, self.device,
-                         self.cfg.seed + AUGMENT_SEED, self.ctx.rank, self.ctx.world_size)
-
-    def _projection_head(self) -> objectives.ProjectionHead | None:
-        width = self.cfg.optim.projection_dim
-        if width <= 0:
-            return None
-        with torch.no_grad():  # the joint space's width, whichever model builds it
-            dim = self.model.encode_actions(self.library_params[:1],
-                                            self.descriptions[:1]).shape[-1]
-        return objectives.ProjectionHead(dim, width).to(self.device)
-
-    def _region_supervision(self) -> RegionSupervision | None:
-        o = self.cfg.optim
-        if o.region_weight <= 0 and o.target_cell_weight <= 0:
-            return None
-        if not hasattr(self.source, 'next_labelled_batch'):
-            log.warning('region_weight/target_cell_weight: the %s source has no scene ground '
-                        'truth; training without those terms', self.cfg.data.source)
-            return None
-        fusion = self.model.config.fusion
-        tokens = fusion.type == 'transformer'   # only token fusion has fused patch tokens
-        if o.target_cell_weight > 0 and not tokens:
-            raise ValueError('optim.target_cell_weight needs model.fusion.type: transformer')
-        region = RegionSupervision(self.model.vision.hidden_size,
-                                   fusion.d_model if tokens else None, self.model.vision.grid)
-        cameras = list(self.cfg.data.cameras)
-        if 'top' not in cameras:   # the labels are per top-view cell (training/region.py)
-            log.warning('region_weight/target_cell_weight: data.cameras %s has no top view, '
-                        'whose cells the labels describe; training without those terms',
-                        cameras)
-            return None
-        region.camera = cameras.index('top')
-        return region.to(self.device).train()
+    @skipped_steps.setter
+    def skipped_steps(self, count: int) -> None:
+        self.update.skipped_steps = count
 
     def _restore(self, checkpoint: Path, state: dict) -> None:
         if self.region is not None and state.get('region'):
@@ -375,98 +154,12 @@ class Trainer:
         self.skipped_steps = int(state.get('skipped_steps', 0))
         log.info('resumed from %s at step %d', checkpoint, self.step)
 
-    # -- one optimisation step -------------------------------------------------------------
     def train_step(self) -> dict:
-        loss = self._continuous_loss() if self.continuous else self._library_loss()
-        return self._update(loss)
-
-    def _continuous_loss(self) -> torch.Tensor:
-        """Counter-example InfoNCE on a continuous space (training/counter_examples.py): each
-        demonstration against optim.counter_examples sampled negatives of its own."""
-        o = self.cfg.optim
-        images, instructions, examples = self.source.next_continuous_batch(o.batch_size)
-        examples = examples.to(self.device)
-        b, c = images.shape[:2]
-        pixels = self.preprocess(list(images.reshape(b * c, *images.shape[2:])))
+        """Draw the objective's next batch, compute its loss, update (or skip, counted)."""
+        batch = self.objective.next_batch()
         with self.autocast:
-            out = self.forward(pixels, list(instructions), c, examples.flat(), None)
-            return counter_example_loss(out['query'].float(), out['actions'].float(), examples,
-                                        out['logit_scale'])
-
-    def _library_loss(self) -> torch.Tensor:
-        """The library objective (+ alignment and region terms) of the next batch."""
-        o = self.cfg.optim
-        labels = None
-        if self.region is not None:
-            images, instructions, targets, labels = \
-                self.source.next_labelled_batch(o.batch_size)
-            labels = {k: torch.as_tensor(v, device=self.device) for k, v in labels.items()}
-        else:
-            images, instructions, targets = self.source.next_batch(o.batch_size)
-        b, c = images.shape[:2]
-        camera_mask = self.camera_dropout.sample(b, c)   # None unless optim.*_dropout
-        pixels = self.preprocess(list(images.reshape(b * c, *images.shape[2:])))
-        if self.augment is not None:   # per frame, on the device (training/augment.py)
-            pixels = self.augment(pixels)
-        targets = torch.as_tensor(targets, device=self.device)
-        ctx = self.ctx
-        with self.autocast:
-            out = self.forward(pixels, list(instructions), c, self.library_params,
-                               self.descriptions, labels, o.region_weight,
-                               o.target_cell_weight, o.align_weight > 0,
-                               camera_mask=camera_mask)
-            # The in-batch terms see the global batch: every rank computes the same loss.
-            loss = objectives.query_action_loss(
-                distributed.gather_batch(out['query'].float(), ctx), out['actions'].float(),
-                distributed.gather_batch(targets, ctx), out['logit_scale'], o)
-            if 'align' in out:
-                image_emb, text_emb = (distributed.gather_batch(e.float(), ctx)
-                                       for e in out['align'])
-                loss = loss + o.align_weight * symmetric_infonce(image_emb, text_emb, None,
-                                                                 out['logit_scale'])
-            if 'attribute_loss' in out:
-                loss = loss + o.region_weight * out['attribute_loss']
-            if 'target_loss' in out:
-                loss = loss + o.target_cell_weight * out['target_loss']
-        return loss
-
-    def _update(self, loss: torch.Tensor) -> dict:
-        """Backward, clip and step, or skip (counted) when the loss or gradient is not finite."""
-        self.optimizer.zero_grad(set_to_none=True)
-        if not self._all_finite(loss):
-            # A bad batch must not poison the weights: skip the update, keep the count. Every
-            # rank skips together (one rank's NaN in a per-rank term is everyone's skip).
-            self.skipped_steps += 1
-            log.warning('step %d: non-finite loss (%s), update skipped', self.step, loss.item())
-            if self.ctx.distributed:  # DDP expects the backward of every forward
-                (loss * 0).backward()
-                self.optimizer.zero_grad(set_to_none=True)
-            return {'loss': float('nan'), 'skipped': True}
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-            self.scaler.unscale_(self.optimizer)
-        else:
-            loss.backward()
-        params = [p for group in self.optimizer.param_groups for p in group['params']]
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, self.cfg.optim.grad_clip)
-        if not torch.isfinite(grad_norm):  # gradients are averaged: the same on every rank
-            self.skipped_steps += 1
-            self.optimizer.zero_grad(set_to_none=True)
-            log.warning('step %d: non-finite gradient, update skipped', self.step)
-            return {'loss': loss.item(), 'skipped': True}
-        if self.scaler is not None:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
-        self.scheduler.step()
-        return {'loss': loss.item(), 'grad_norm': grad_norm.item(), 'skipped': False}
-
-    def _all_finite(self, loss: torch.Tensor) -> bool:
-        finite = torch.isfinite(loss.detach()).to(torch.float32).reshape(1)
-        if self.ctx.distributed:
-            torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
-        return bool(finite.item())
+            loss = self.objective.loss(batch)
+        return self.update(loss, self.step)
 
     # -- evaluation, checkpoints, logs ---------------------------------------------------
     def evaluate(self) -> dict[str, dict]:
@@ -488,9 +181,7 @@ class Trainer:
             self._warned_eval = True
         if self.cfg.data.val_path:
             # A fresh source each time: every evaluation scores the same held-out samples.
-            held_out = recorded_source(
-                self.cfg.data.source, self.cfg.data.val_path, self.library, EVAL_SEED,
-                strict=True, allow_external_images=self.cfg.data.allow_external_images)
+            held_out = held_out_source(self.cfg, self.library, EVAL_SEED)
             ranks = dataset_ranks(scorer, held_out, self.cfg.schedule.eval_samples)
             results['val_dataset'] = metrics.summarise(ranks)
         return results
@@ -539,7 +230,7 @@ class Trainer:
         logs = None
         if main:  # one process writes the run's files; the others only train
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            _write_yaml_atomic(self.run_dir / 'config.yaml', cfg.to_dict())
+            write_run_config(self.run_dir, cfg.to_dict())
             logs = RunLogs(self.run_dir, self.step)
         bar = tqdm(total=cfg.optim.steps, initial=self.step, disable=not (progress and main),
                    dynamic_ncols=True, desc=cfg.run_name)
@@ -583,88 +274,6 @@ class Trainer:
             first = next(iter(bad.items()))
             log.warning('%d bad dataset sample(s) skipped (use --strict to fail instead); '
                         'first: %s: %s', len(bad), *first)
-
-
-class RunLogs:
-    """train.csv, eval.csv and TensorBoard events under the run directory.
-
-    On resume, rows written after the resumed step (by the interrupted run) are dropped so the
-    CSV reads as one uninterrupted run.
-    """
-
-    TRAIN_FIELDS = ['step', 'loss', 'lr', 'samples_per_s', 'logit_scale', 'skipped_steps']
-    EVAL_FIELDS = ['step', 'split', 'n', 'top1', 'top5', 'mrr']
-
-    def __init__(self, run_dir: Path, start_step: int):
-        from torch.utils.tensorboard import SummaryWriter
-        self.train_path = run_dir / 'train.csv'
-        self.eval_path = run_dir / 'eval.csv'
-        for path, fields in ((self.train_path, self.TRAIN_FIELDS),
-                             (self.eval_path, self.EVAL_FIELDS)):
-            _truncate_csv(path, fields, start_step)
-        self.writer = SummaryWriter(str(run_dir / 'tensorboard'), purge_step=start_step or None)
-
-    def train(self, row: dict) -> None:
-        _append_csv(self.train_path, self.TRAIN_FIELDS, row)
-        for key in ('loss', 'lr', 'samples_per_s', 'logit_scale'):
-            self.writer.add_scalar(f'train/{key}', row[key], row['step'])
-
-    def evaluation(self, step: int, results: dict) -> None:
-        for split, m in results.items():
-            _append_csv(self.eval_path, self.EVAL_FIELDS, {'step': step, 'split': split, **m})
-            for key in ('top1', 'top5', 'mrr'):
-                self.writer.add_scalar(f'eval/{split}/{key}', m[key], step)
-
-    def close(self) -> None:
-        self.writer.close()
-
-
-def _truncate_csv(path: Path, fields: list[str], start_step: int) -> None:
-    if not path.exists():
-        with open(path, 'w', newline='') as handle:
-            csv.DictWriter(handle, fields).writeheader()
-        return
-    with open(path, newline='') as handle:
-        rows = [r for r in csv.DictReader(handle) if int(r['step']) <= start_step]
-    tmp = path.with_suffix('.csv.tmp')
-    with open(tmp, 'w', newline='') as handle:
-        writer = csv.DictWriter(handle, fields)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
-
-
-def _append_csv(path: Path, fields: list[str], row: dict) -> None:
-    with open(path, 'a', newline='') as handle:
-        csv.DictWriter(handle, fields, extrasaction='ignore').writerow(row)
-
-
-def _write_yaml_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f'.{path.name}.tmp')
-    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
-    os.replace(tmp, path)
-
-
-def export_model(checkpoint: Path, target: Path) -> None:
-    """Copy a checkpoint's pretrained_model to `target` atomically (replacing what was there)."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f'.{target.name}-', dir=target.parent))
-    try:
-        shutil.copytree(checkpoint / ckpt.MODEL_DIR, staging, dirs_exist_ok=True)
-        keep = [p for p in target.glob('*') if p.is_file() and
-                not (staging / p.name).exists()] if target.exists() else []
-        for extra in keep:  # e.g. a hand-written model card stays with the model
-            shutil.copy2(extra, staging / extra.name)
-        make_shareable(staging)
-        backup = target.with_name(f'.{target.name}.old')
-        if target.exists():
-            os.replace(target, backup)
-        os.replace(staging, target)
-        shutil.rmtree(backup, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def parse_args(argv=None) -> argparse.Namespace:

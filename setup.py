@@ -49,6 +49,7 @@ setup(
             f'vla-action-selector = {PACKAGE}.ros.action_selector_node:main',
             f'vla-tabletop-sim = {PACKAGE}.ros.tabletop_sim_node:main',
             f'vla-episode-recorder = {PACKAGE}.ros.episode_recorder_node:main',
+            f'vla-instruct = {PACKAGE}.ros.instruct:main',
             f'vla-dds-profile = {PACKAGE}.ros.dds_transport:main',
             f'vla-export-onnx = {PACKAGE}.model.onnx_export:main',
         ],

@@ -14,11 +14,21 @@ ROS_ENV := AMENT_PREFIX_PATH=$(abspath $(VENV)) ROS_DOMAIN_ID=$(DOMAIN_ID) RMW_I
 
 venv: $(STAMP)
 
+# requirements.txt pins torch with no index: on a machine without a local wheel, pip takes
+# PyPI's torch, the CUDA build (GBs). PIP_EXTRA_INDEX names an extra index to search too, e.g.
+#   make demo PIP_EXTRA_INDEX=https://download.pytorch.org/whl/cpu
+# where pip prefers torch's +cpu wheel. Empty by default, so the default install never
+# contacts it and works where it cannot be reached. pip shows its progress (GBs take a while).
+PIP_EXTRA_INDEX ?=
+PIP_INSTALL = $(PY) -m pip install --disable-pip-version-check --progress-bar on \
+	$(if $(PIP_EXTRA_INDEX),--extra-index-url $(PIP_EXTRA_INDEX))
+
 $(STAMP): requirements.txt setup.py
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (or run: make PYTHON=python3 ...)"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	@echo "installing requirements.txt into $(VENV): torch is large (the CUDA build GBs)"
+	$(PIP_INSTALL) -r requirements.txt
+	$(PIP_INSTALL) --no-deps -e .
 	touch $(STAMP)
 
 test: $(STAMP)

@@ -87,8 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help='jsonl: index.jsonl + PNGs; lerobot: LeRobotDataset v3.0 '
                              '(default: %(default)s)')
     parser.add_argument('--fps', type=float,
-                        help='lerobot: the fps info.json declares (default: from the median '
-                             'spacing of the samples; frame times are stored exactly either way)')
+                        help='lerobot: the fps of the export (default: the median spacing of '
+                             'the first samples, rounded; 30 when unknown): timestamp is '
+                             'frame_index / fps, the recorded times stay in source_timestamp')
     parser.add_argument('--lerobot-images', choices=LEROBOT_IMAGES, default='video',
                         help='lerobot: AV1 MP4 per camera (lossy, small) or PNGs inside the '
                              'parquet (lossless) (default: %(default)s)')

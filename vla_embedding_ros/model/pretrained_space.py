@@ -455,13 +455,3 @@ def new_pretrained_space(model_cfg: dict, device: torch.device) -> PretrainedSpa
         raise ValueError(f'model.init is {cfg.init!r} but {cfg.name_or_path} is a '
                          f'{space.model_type} checkpoint: set model.init: {space.model_type}')
     return space
-
-
-def load_joint_model(directory: str | os.PathLike, device: str | torch.device = 'auto'):
-    """A checkpoint's ``pretrained_model/`` of either kind, trainable: a CLIP/SigLIP folder
-    as :class:`PretrainedSpace`, anything else as :class:`VLAModel` (in eval mode, as its
-    ``from_pretrained`` returns it)."""
-    if checkpoint_type(directory) is not None:
-        return PretrainedSpace.from_pretrained(directory, device)
-    from .vla_model import VLAModel
-    return VLAModel.from_pretrained(directory, device=device)

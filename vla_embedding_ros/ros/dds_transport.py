@@ -45,8 +45,11 @@ def main(argv=None) -> int:
         export FASTDDS_DEFAULT_PROFILES_FILE=$(vla-dds-profile)
     """
     import argparse
+    import inspect
 
-    argparse.ArgumentParser(description=main.__doc__.split('\n\n')[0]).parse_args(argv)
+    argparse.ArgumentParser(prog='vla-dds-profile', description=inspect.cleandoc(main.__doc__),
+                            formatter_class=argparse.RawDescriptionHelpFormatter
+                            ).parse_args(argv)
     print(large_frames_profile())
     return 0
 

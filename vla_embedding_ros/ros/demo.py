@@ -44,7 +44,7 @@ def _args(argv):
     from ..package_share import package_file
     from .selector_params import default_model_path
 
-    ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    ap = argparse.ArgumentParser(prog='vla-demo', description=__doc__.split('\n\n')[0])
     ap.add_argument('--episodes', type=int, default=20, help='episodes to run (default 20)')
     ap.add_argument('--task', default='grid', choices=('grid', 'continuous'),
                     help='grid: named cell actions (candidate_mode library); continuous: '

@@ -290,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     from ..tabletop.splits import SPLIT_NAMES
 
     parser = argparse.ArgumentParser(
-        prog='python -m vla_embedding_ros.data.recordings.bag_record',
+        prog='vla-record-tabletop-bag',
         description='Record tabletop expert demonstrations to a rosbag2 bag (no ROS needed).')
     parser.add_argument('--out', required=True, help='bag directory to create')
     parser.add_argument('--episodes', type=int, default=100)

@@ -75,3 +75,42 @@ def draw_sampled_overlay(image: np.ndarray, color: str, instruction: str, heatma
         cv2.circle(canvas, (int(x), int(y)), size, (255, 0, 0), 2, cv2.LINE_AA)
         cv2.drawMarker(canvas, (int(x), int(y)), (255, 0, 0), cv2.MARKER_CROSS, size * 2, 2)
     return draw_overlay(canvas, 'rgb', instruction, names, probs, abstained, reason)
+
+
+def short_name(name: str) -> str:
+    """A candidate name cut to fit a line of the overlay."""
+    return name if len(name) < 40 else name[:37] + '...'
+
+
+def decision_overlay(selector, frames: list[np.ndarray], color: str, decision,
+                     heatmap_size: int, cameras: list[int] | None = None) -> np.ndarray:
+    """The debug image of a decision (:class:`.selector_outputs.Decision`) on ``frames``
+    (the first camera's frame drawn on).
+
+    Sampled mode (``selection.refinement`` set) adds the score over the table for the chosen
+    primitive (a heatmap of ``heatmap_size`` cells per side: a model evaluation, so it costs
+    time), the first and last candidate sets and the choice; ``cameras`` as in
+    ``ActionSelector.select`` (the present cameras' indices when one is missing).
+    """
+    selection, abstained, reason = decision.selection, decision.abstained, decision.reason
+    instruction = decision.job.instruction
+    names = [short_name(n) for n in (selection.top_names if selection else [])]
+    probs = selection.top_probs if selection else []
+    found = selection.refinement if selection is not None else None
+    if found is None:
+        return draw_overlay(frames[0], color, instruction or '', names, probs, abstained,
+                            reason)
+    from ..selection.heatmap import option_mask, score_map, unit_coordinates
+
+    space = selector.library.space
+    smap = score_map(selector, frames, instruction, selection.vector, heatmap_size, color,
+                     cameras=cameras)
+    # Only the candidates of the chosen primitive lie on this heatmap's plane.
+    initial = found.initial[option_mask(space, found.initial, smap.option)]
+    final = found.final[option_mask(space, found.final, smap.option)]
+    return draw_sampled_overlay(
+        frames[0], color, instruction or '', smap.logits,
+        unit_coordinates(space, initial, smap.dims),
+        unit_coordinates(space, final, smap.dims),
+        unit_coordinates(space, selection.vector, smap.dims), names,
+        selection.top_probs, abstained, reason)

@@ -118,7 +118,7 @@ class _Listener:
         from diagnostic_msgs.msg import DiagnosticArray
         from std_msgs.msg import String
 
-        from .tabletop_sim_node import RESULTS_QOS
+        from .qos import RESULTS_QOS
 
         self.node = rclpy.create_node('vla_demo_listener', context=context)
         self.results: list[dict] = []

@@ -6,24 +6,25 @@ every parameter declared here with its default.
 """
 from __future__ import annotations
 
-import os
 import re
 from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
-from ..package_share import package_file
+from ..selection.accelerate import COMPILE_MODES, PRECISIONS
+from ..selection.backends import BACKENDS
+from ..selection.backends import TEXT_PRECISIONS as ONNX_TEXT
+from ..selection.sampling import MAX_SAMPLES
+from .selector_setup import (
+    AUTO_SAMPLES,
+    default_model_path,
+    sample_count_for,  # noqa: F401  (part of this module's API)
+)
 
 MODES = ('continuous', 'on_instruction')
 TRANSPORTS = ('raw', 'compressed')
-PRECISIONS = ('fp32', 'bf16', 'fp16')              # selection.accelerate.PRECISIONS
-COMPILE_MODES = ('none', 'torch_compile', 'cuda_graph')   # selection.accelerate.COMPILE_MODES
-BACKENDS = ('torch', 'onnxruntime')                       # selection.backends.BACKENDS
-ONNX_TEXT = ('fp32', 'int8')                              # selection.backends.TEXT_PRECISIONS
 MISSING_CAMERA = ('abstain', 'decide')
 CANDIDATE_MODES = ('library', 'sampled')
-MAX_SAMPLES = 1 << 18                                     # selection.sampling.MAX_SAMPLES
-AUTO_SAMPLES = {'cpu': 1024, 'cuda': 16384}               # sample_count 0, by device type
 _PROVIDER_RE = re.compile(r'^\s*(auto|[A-Za-z]+(\s*,\s*[A-Za-z]+)*)\s*$')
 _DEVICE_RE = re.compile(r'^(auto|cpu|cuda(:\d+)?)$')
 # Parameters that change what configure loads: settable only while unconfigured.
@@ -31,12 +32,6 @@ LOAD_PARAMS = ('model_path', 'library_path', 'device', 'precision', 'compile', '
                'backend', 'onnx_path', 'onnx_providers', 'onnx_text')
 # Parameters that change which topics exist: settable only while not active.
 TOPIC_PARAMS = ('image_topics', 'image_transport')
-
-
-def default_model_path() -> str:
-    """The shipped model: ``share/vla_embedding_ros/models/tabletop`` if installed there,
-    else ``models/tabletop`` of the source tree (editable installs, ``make demo``)."""
-    return os.path.dirname(package_file('models', 'tabletop', 'config.json'))
 
 
 def _float(description: str, lo: float, hi: float, **kw: Any) -> ParameterDescriptor:
@@ -230,11 +225,6 @@ def check_value(name: str, value: Any) -> str:
     return ''
 
 
-def sample_count_for(value: int, device_type: str) -> int:
-    """The effective sample count: ``value``, or with 0 the default for the device type."""
-    return int(value) or AUTO_SAMPLES.get(device_type, AUTO_SAMPLES['cpu'])
-
-
 def check_change(name: str, value: Any, state: str) -> str:
     """Like :func:`check_value`, also refusing changes the lifecycle state cannot take now."""
     if name in LOAD_PARAMS and state not in ('unconfigured', 'finalized'):
@@ -243,3 +233,4 @@ def check_change(name: str, value: Any, state: str) -> str:
     if name in TOPIC_PARAMS + ('diagnostics_period_s',) and state == 'active':
         return f'{name} can only change while not active: deactivate, set it, then activate'
     return check_value(name, value)
+

@@ -200,3 +200,19 @@ class LogLimiter:
             self._last[kind] = now
             held, self._held[kind] = self._held[kind], 0
             return True, held
+
+    def log(self, logger, kind: str, text: str, level: str, period: float | None = None) -> None:
+        """Log ``text`` at ``level`` (info, warning, error) on ``logger`` if :meth:`allow`
+        lets ``kind`` through now, with the count held back since its last line."""
+        allowed, held = self.allow(kind, period)
+        if not allowed:
+            return
+        text += f' [{held} more since the last report]' if held else ''
+        # One call site per severity: rclpy's logger refuses a call site whose severity
+        # changes between calls (it caches per file:line), so no getattr(logger, level).
+        if level == 'info':
+            logger.info(text)
+        elif level == 'warning':
+            logger.warning(text)
+        else:
+            logger.error(text)

@@ -38,7 +38,6 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.duration import Duration
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.time import Time
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image
@@ -58,19 +57,11 @@ from ..data.tabletop.continuous import (
     position_error,
 )
 from .image_conversion import numpy_to_image
+from .qos import CAMERA_QOS, LATCHED_QOS, RESULTS_QOS
 
 ACTION_TOPIC = 'action_selector/selected_action'
 VECTOR_TOPIC = 'action_selector/action_vector'
 TASKS = ('grid', 'continuous')
-CAMERA_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
-                        reliability=ReliabilityPolicy.BEST_EFFORT,
-                        durability=DurabilityPolicy.VOLATILE)
-LATCHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
-                         reliability=ReliabilityPolicy.RELIABLE,
-                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
-RESULTS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
-                         reliability=ReliabilityPolicy.RELIABLE,
-                         durability=DurabilityPolicy.VOLATILE)
 
 
 def _float(desc: str, lo: float, hi: float) -> ParameterDescriptor:

@@ -1,0 +1,34 @@
+"""The QoS profiles of the package's nodes, in one place so the selector and the simulators
+(tabletop_sim, and the simulators that follow it) publish and subscribe with matching ones.
+
+Tests and benches import these to talk to the nodes with the QoS the nodes use.
+"""
+from __future__ import annotations
+
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+# The selector's camera subscriptions. Depth 5 as ROS's own sensor-data profile: with depth 1
+# a burst of bad frames on the topic displaced good ones inside DDS, before any callback could
+# count them (bench/soak.py --stress, 60 s, 2 cores burning: 52% of good frames decided at
+# depth 1, 83% at depth 5). The callback still keeps only the newest frame per camera, so
+# latency does not queue up.
+SENSOR_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5,
+                        reliability=ReliabilityPolicy.BEST_EFFORT,
+                        durability=DurabilityPolicy.VOLATILE)
+# A simulator's camera: only the newest frame matters (the selector's SENSOR_QOS matches it).
+CAMERA_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                        reliability=ReliabilityPolicy.BEST_EFFORT,
+                        durability=DurabilityPolicy.VOLATILE)
+# The instruction (and a success rate): the last message reaches a node that starts later.
+LATCHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                         reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+# Decisions, candidates and cmd_vel: every message counts, none is replayed to late joiners.
+RELIABLE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
+                          reliability=ReliabilityPolicy.RELIABLE,
+                          durability=DurabilityPolicy.VOLATILE)
+INSTRUCTION_QOS = RELIABLE_QOS   # the volatile twin of the latched instruction subscription
+# A simulator's episode results: a burst of quick episodes must not overwrite unread ones.
+RESULTS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
+                         reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.VOLATILE)

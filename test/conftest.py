@@ -18,7 +18,7 @@ import pytest  # noqa: E402
 @pytest.fixture(scope='module')
 def text_path(tmp_path_factory):
     """A tiny BERT saved with save_pretrained (the training tests' frozen text encoder)."""
-    from model_fixtures import make_tiny_bert
+    from support.models import make_tiny_bert
     return make_tiny_bert(tmp_path_factory.mktemp('bert'))
 
 

@@ -2,13 +2,14 @@
 import numpy as np
 import pytest
 import torch
+from support.bags import ACTION, CAM_A, INSTR, twist_bag
+from support.models import make_tiny_bert, tiny_vla_config
 
-from model_fixtures import make_tiny_bert, tiny_vla_config
+from vla_embedding_ros.actions.library import load_library
 from vla_embedding_ros.data.dataset import JSONLDataset
 from vla_embedding_ros.data.recordings.bag_import import ImportConfig, convert_bags
 from vla_embedding_ros.data.recordings.bag_record import record_tabletop_episodes
 from vla_embedding_ros.model import VLAModel
-from vla_embedding_ros.actions.library import load_library
 from vla_embedding_ros.training import checkpoint as ckpt
 from vla_embedding_ros.training.config import TrainConfig
 from vla_embedding_ros.training.evaluation import LibraryScorer
@@ -57,8 +58,6 @@ def test_train_on_converted_bag_and_score_its_samples(tmp_path):
 
 def test_train_on_clustered_twist_actions(tmp_path):
     """Twist actions named by k-means clusters train against their own (6-D) library."""
-    from test_bag_import import ACTION, CAM_A, INSTR, twist_bag
-
     twist_bag(tmp_path / 'bag')
     convert_bags([tmp_path / 'bag'], tmp_path / 'ds',
                  ImportConfig(image_topics=[CAM_A], instruction_topic=INSTR,

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from support.models import make_tiny_bert, make_tiny_siglip, make_tiny_vit, tiny_vla_config
 
-from model_fixtures import make_tiny_bert, make_tiny_siglip, make_tiny_vit, tiny_vla_config
+from vla_embedding_ros.actions.library import ActionLibrary
 from vla_embedding_ros.data.tabletop import TabletopConfig, TabletopGenerator
 from vla_embedding_ros.model import VLAModel
 from vla_embedding_ros.model.deploy import QueryPlan, query_flops
-from vla_embedding_ros.actions.library import ActionLibrary
 from vla_embedding_ros.selection.preprocess import ImagePreprocessor
 
 SHIPPED = Path(__file__).resolve().parents[1] / 'models' / 'tabletop'

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_reliability_training import config, text_path  # noqa: F401 (fixture)
+from support.training import config
 
 from vla_embedding_ros.training import evaluate as vla_eval
 from vla_embedding_ros.training.train import Trainer

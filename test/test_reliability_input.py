@@ -6,7 +6,6 @@ input, then checks that (a) the node still answers a good frame, (b) /diagnostic
 bad input under ``rejected`` by kind, and (c) the log says so at most once per kind per
 LOG_PERIOD_S (no log storm). Floods run at ~1 kHz for a second or two each.
 """
-import json
 import os
 import signal
 import subprocess
@@ -18,20 +17,16 @@ import pytest
 
 rclpy = pytest.importorskip('rclpy')
 
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from std_msgs.msg import Float32MultiArray, MultiArrayDimension, String  # noqa: E402
-from test_ros_support import Harness, frame, image_msg, make_text_checkpoint  # noqa: E402
+from support.fault_client import RED, Client, selector_overrides  # noqa: E402
+from support.ros import Harness, frame, image_msg, make_text_checkpoint  # noqa: E402
 
 from vla_embedding_ros.ros.action_selector_node import (  # noqa: E402
-    LATCHED_QOS,
     LOG_PERIOD_S,
-    SENSOR_QOS,
     ActionSelectorNode,
 )
 from vla_embedding_ros.ros.image_conversion import numpy_to_compressed  # noqa: E402
-
-RED = 'pick up the red cube'
 
 
 def rss_mb(pid: int) -> float:
@@ -76,65 +71,6 @@ class NodeProcess:
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
-
-
-class Client:
-    """Publishers for every input, recorders of scores and diagnostics."""
-
-    def __init__(self, h: Harness, ns: str = ''):
-        n = h.node
-        self.h = h
-        self.image = n.create_publisher(Image, f'{ns}image', SENSOR_QOS)
-        self.compressed = n.create_publisher(CompressedImage, f'{ns}image/compressed',
-                                             SENSOR_QOS)
-        self.instruction = n.create_publisher(String, f'{ns}instruction', LATCHED_QOS)
-        self.candidates = n.create_publisher(Float32MultiArray, f'{ns}candidates', 10)
-        self.scores, self.diags = [], []
-        self.node_name = f'{ns}action_selector'.strip('/')
-        n.create_subscription(String, f'/{self.node_name}/scores',
-                              lambda m: self.scores.append(json.loads(m.data)), 100)
-        n.create_subscription(DiagnosticArray, '/diagnostics', self._on_diag, 10)
-
-    def _on_diag(self, msg: DiagnosticArray) -> None:
-        for status in msg.status:
-            if status.hardware_id == "/" + self.node_name:
-                self.diags.append({kv.key: kv.value for kv in status.values})
-
-    def say(self, text: str) -> None:
-        self.instruction.publish(String(data=text))
-        self.h.spin_for(0.1)
-
-    def decide(self, instruction=RED, seed=0, timeout=10.0) -> dict:
-        """Send (instruction and) a good frame; return the scores of the decision on it."""
-        if instruction is not None:
-            self.say(instruction)
-        stamp = self.h.now()
-        self.image.publish(image_msg(frame(seed), stamp))
-        key = {'sec': stamp.sec, 'nanosec': stamp.nanosec}
-        assert self.h.spin_until(lambda: any(s['stamp'] == key for s in self.scores),
-                                 timeout), 'the node stopped answering good frames'
-        return [s for s in self.scores if s['stamp'] == key][-1]
-
-    def rejected(self) -> dict[str, int]:
-        if not self.diags or self.diags[-1]['rejected'] == 'none':
-            return {}
-        pairs = (p.split('=') for p in self.diags[-1]['rejected'].split(', '))
-        return {k: int(v) for k, v in pairs}
-
-    def wait_rejected(self, kind: str, at_least: int, timeout=5.0) -> int:
-        self.h.spin_until(lambda: self.rejected().get(kind, 0) >= at_least, timeout)
-        return self.rejected().get(kind, 0)
-
-    def flood(self, publish, seconds: float, rate: float = 1000.0) -> tuple[int, float]:
-        """Call ``publish(i)`` at ``rate`` Hz for ``seconds``; return (count, achieved Hz)."""
-        start, i = time.monotonic(), 0
-        while (now := time.monotonic()) - start < seconds:
-            if i < (now - start) * rate:
-                publish(i)
-                i += 1
-            else:
-                self.h.executor.spin_once(timeout_sec=0.0005)
-        return i, i / (time.monotonic() - start)
 
 
 @pytest.fixture(scope='module')
@@ -255,7 +191,7 @@ def test_an_8k_frame_is_processed_when_the_guard_allows_it(ckpt):
     with Harness('reliability_8k') as h:
         client = Client(h, ns='/eightk/')
         node = h.start(ActionSelectorNode(
-            context=h.context, namespace='/eightk', parameter_overrides=_overrides(ckpt)))
+            context=h.context, namespace='/eightk', parameter_overrides=selector_overrides(ckpt)))
         assert h.spin_until(lambda: node.state == 'active', 30.0)
         assert h.spin_until(lambda: client.image.get_subscription_count() > 0)
         client.say(RED)
@@ -267,19 +203,12 @@ def test_an_8k_frame_is_processed_when_the_guard_allows_it(ckpt):
         assert node.stats.snapshot()['rejected'] == {}
 
 
-def _overrides(ckpt, **params):
-    from rclpy.parameter import Parameter
-    base = {'model_path': ckpt, 'device': 'cpu', 'max_rate_hz': 0.0, 'max_image_age_s': 0.0,
-            'diagnostics_period_s': 0.2, **params}
-    return [Parameter(k, value=v) for k, v in base.items()]
-
-
 def test_corrupt_compressed_jpeg_is_rejected_and_good_ones_answered(ckpt):
     with Harness('reliability_jpeg') as h:
         client = Client(h, ns='/jpeg/')
         node = h.start(ActionSelectorNode(
             context=h.context, namespace='/jpeg',
-            parameter_overrides=_overrides(ckpt, image_transport='compressed')))
+            parameter_overrides=selector_overrides(ckpt, image_transport='compressed')))
         assert h.spin_until(lambda: node.state == 'active', 30.0)
         assert h.spin_until(lambda: client.compressed.get_subscription_count() > 0)
         client.say(RED)

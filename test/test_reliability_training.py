@@ -14,9 +14,8 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from test_training import losses, tiny_config
+from support.training import LIBRARY_PATH, config, losses
 
-from model_fixtures import make_tiny_bert
 from vla_embedding_ros.data.dataset import BadSampleError, DatasetWriter
 from vla_embedding_ros.data.tabletop import ACTION_NAMES
 from vla_embedding_ros.model import VLAModel
@@ -26,30 +25,16 @@ from vla_embedding_ros.training.train import Trainer
 from vla_embedding_ros.training.train import main as train_main
 
 REPO = Path(__file__).resolve().parents[1]
-LIBRARY = str(REPO / 'config' / 'tabletop_actions.yaml')
 
 
-@pytest.fixture(scope='module')
-def text_path(tmp_path_factory):
-    return make_tiny_bert(tmp_path_factory.mktemp('bert'))
-
-
-def config(tmp_path, text_path, steps=6, **data) -> TrainConfig:
-    """test_training's tiny config: 1 thread, no evaluation (only training is under test)."""
-    raw = tiny_config(tmp_path, text_path, steps=steps).to_dict()
-    raw['threads'] = 1
-    raw['data']['library'] = LIBRARY
-    raw['data'].update(data)
-    raw['schedule'].update(eval_splits=[], eval_every=1000)
-    return TrainConfig.from_dict(raw)
-
+# text_path: conftest.py
 
 @pytest.fixture()
 def damaged_dataset(tmp_path):
     """12 samples; sample 3's image is missing, sample 5's is not a PNG any more."""
     rng = np.random.default_rng(0)
     root = tmp_path / 'data'
-    with DatasetWriter(root, library=LIBRARY) as writer:
+    with DatasetWriter(root, library=LIBRARY_PATH) as writer:
         for i in range(12):
             writer.add(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8),
                        'push the red ball left', action=ACTION_NAMES[i % len(ACTION_NAMES)])

@@ -5,38 +5,26 @@ by field name before a model is built."""
 import json
 import os
 import shutil
-import struct
-import zlib
 
 import cv2
 import numpy as np
 import pytest
 import torch
-from test_reliability_training import LIBRARY, config, text_path  # noqa: F401 (fixture)
+from support import models as fx
+from support.images import png_declaring
+from support.training import LIBRARY_PATH as LIBRARY
+from support.training import config
 
-import model_fixtures as fx
+from vla_embedding_ros.actions.library import ActionLibrary
 from vla_embedding_ros.data.dataset import BadSampleError, DatasetWriter, JSONLDataset
 from vla_embedding_ros.data.recordings.bag_images import ImageDecodeError, decode_compressed
 from vla_embedding_ros.data.tabletop import ACTION_NAMES
 from vla_embedding_ros.encoded_image import EncodedImageError, declared_size, decode_bounded
 from vla_embedding_ros.files import MAX_TEXT_FILE_BYTES
 from vla_embedding_ros.model import VLAModel
-from vla_embedding_ros.actions.library import ActionLibrary
 from vla_embedding_ros.training import checkpoint as ckpt
 from vla_embedding_ros.training.train import Trainer
 from vla_embedding_ros.training.train import main as train_main
-
-
-def png_declaring(width: int, height: int) -> bytes:
-    """A PNG whose header says ``width`` x ``height`` RGB, followed by one compressed row only
-    (what a decoder must allocate is declared; what it gets is a few bytes)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack('>I', len(data)) + kind + data
-                + struct.pack('>I', zlib.crc32(kind + data) & 0xffffffff))
-    header = struct.pack('>IIBBBBB', width, height, 8, 2, 0, 0, 0)
-    return (b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', header)
-            + chunk(b'IDAT', zlib.compress(bytes(1 + 3 * width))) + chunk(b'IEND', b''))
-
 
 # -- encoded images: the header decides before the decoder runs ------------------------------
 

@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip('rclpy')
 
-from test_ros_support import make_tabletop_checkpoint  # noqa: E402
+from support.ros import make_tabletop_checkpoint  # noqa: E402
 
 from vla_embedding_ros.selection.selector import ActionSelector  # noqa: E402
 from vla_embedding_ros.training.evaluate import replay_streams  # noqa: E402

@@ -1,7 +1,6 @@
 """action_selector over real DDS: outputs and stamps, lifecycle, parameters, debug image,
 several cameras, QoS warnings. The node spins in a background executor of a fresh Context;
 the test's own node publishes frames and instructions and listens to every output."""
-import json
 import threading
 import time
 
@@ -9,8 +8,6 @@ import pytest
 
 rclpy = pytest.importorskip('rclpy')
 
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
-from geometry_msgs.msg import Twist  # noqa: E402
 from lifecycle_msgs.msg import Transition  # noqa: E402
 from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
 from rcl_interfaces.srv import SetParameters  # noqa: E402
@@ -18,19 +15,10 @@ from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import Float32MultiArray, MultiArrayDimension, String  # noqa: E402
-from test_ros_support import (  # noqa: E402
-    TEXT_ACTIONS,
-    Harness,
-    frame,
-    image_msg,
-    make_text_checkpoint,
-)
+from support.ros import TEXT_ACTIONS, Harness, frame, make_text_checkpoint  # noqa: E402
+from support.selector_client import Client  # noqa: E402
 
-from vla_embedding_ros.ros.action_selector_node import (  # noqa: E402
-    LATCHED_QOS,
-    SENSOR_QOS,
-    ActionSelectorNode,
-)
+from vla_embedding_ros.ros.action_selector_node import ActionSelectorNode  # noqa: E402
 from vla_embedding_ros.selection import ActionSelector  # noqa: E402
 
 NAME = {instruction: name for name, instruction, _, _ in TEXT_ACTIONS}
@@ -39,48 +27,6 @@ NAME = {instruction: name for name, instruction, _, _ in TEXT_ACTIONS}
 @pytest.fixture(scope='module')
 def ckpt(tmp_path_factory):
     return make_text_checkpoint(tmp_path_factory.mktemp('ros_selector'))
-
-
-class Client:
-    """Publishers for the node's inputs and recorders of all its outputs."""
-
-    def __init__(self, h: Harness, image_topics=('image',)):
-        n = h.node
-        self.h = h
-        self.instruction = n.create_publisher(String, 'instruction', LATCHED_QOS)
-        self.images = [n.create_publisher(Image, t, SENSOR_QOS) for t in image_topics]
-        self.candidates = n.create_publisher(Float32MultiArray, 'candidates', 10)
-        self.actions, self.scores, self.vectors, self.twists, self.diags = [], [], [], [], []
-        n.create_subscription(String, '/action_selector/selected_action',
-                              lambda m: self.actions.append(m.data), 10)
-        n.create_subscription(String, '/action_selector/scores',
-                              lambda m: self.scores.append(json.loads(m.data)), 10)
-        n.create_subscription(Float32MultiArray, '/action_selector/action_vector',
-                              self.vectors.append, 10)
-        n.create_subscription(Twist, 'cmd_vel', self.twists.append, 10)
-        n.create_subscription(DiagnosticArray, '/diagnostics', self.diags.append, 10)
-
-    def wait_connected(self, node):
-        assert self.h.spin_until(lambda: node.state == 'active', 30.0), node.state
-        assert self.h.spin_until(lambda: all(p.get_subscription_count() for p in self.images)
-                                 and self.instruction.get_subscription_count())
-
-    def send(self, instruction=None, seed=0, camera=0, array=None):
-        """Publish (instruction and) one frame; return the frame's stamp."""
-        if instruction is not None:
-            self.instruction.publish(String(data=instruction))
-            self.h.spin_for(0.1)
-        stamp = self.h.now()
-        self.images[camera].publish(image_msg(frame(seed) if array is None else array, stamp))
-        return stamp
-
-    def decide(self, instruction=None, seed=0, timeout=5.0):
-        """Send a frame and wait for the scores of a decision on that frame."""
-        stamp = self.send(instruction, seed)
-        key = {'sec': stamp.sec, 'nanosec': stamp.nanosec}
-        assert self.h.spin_until(lambda: any(s['stamp'] == key for s in self.scores),
-                                 timeout), f'no decision on frame {key}'
-        return stamp, [s for s in self.scores if s['stamp'] == key][-1]
 
 
 def _selector(h, ckpt, **params):

@@ -4,12 +4,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from support.models import make_tiny_bert, tiny_vla_config
 
-from model_fixtures import make_tiny_bert, tiny_vla_config
+from vla_embedding_ros.actions.library import ActionLibrary
+from vla_embedding_ros.actions.space import ActionSpace
 from vla_embedding_ros.model import VLAConfig, VLAModel
 from vla_embedding_ros.selection import ActionSelector
-from vla_embedding_ros.actions.space import ActionSpace
-from vla_embedding_ros.actions.library import ActionLibrary
 from vla_embedding_ros.selection.sampling import MAX_SAMPLES, SamplingConfig, refine
 
 SPACE = ActionSpace.from_dict({'choice': {'name': 'primitive', 'options': ['a', 'b', 'c']},

@@ -4,8 +4,8 @@ import json
 import numpy as np
 import pytest
 import torch
+from support.models import IMAGE_SIZE, make_tiny_bert, tiny_vla_config
 
-from model_fixtures import IMAGE_SIZE, make_tiny_bert, tiny_vla_config
 from vla_embedding_ros.model.vla_model import VLAModel
 from vla_embedding_ros.selection import (
     Action,

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from support.models import make_tiny_clip
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 from transformers import (
     AutoModel,
@@ -18,7 +19,6 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
-from model_fixtures import make_tiny_clip
 from vla_embedding_ros.selection import (
     Action,
     ActionLibrary,

@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from support.training import losses, tiny_config
 
-from model_fixtures import tiny_vla_config
 from vla_embedding_ros.model import VLAModel
 from vla_embedding_ros.training import checkpoint as ckpt
 from vla_embedding_ros.training import evaluate as vla_eval
@@ -15,28 +15,8 @@ from vla_embedding_ros.training.config import TrainConfig, apply_override, load_
 from vla_embedding_ros.training.train import Trainer, export_model, lr_lambda
 from vla_embedding_ros.training.train import main as train_main
 
-LIBRARY = 'config/tabletop_actions.yaml'
-
-
 # text_path and repo_cwd: conftest.py
 pytestmark = pytest.mark.usefixtures('repo_cwd')
-
-
-def tiny_config(tmp_path, text_path, steps=6, **optim) -> TrainConfig:
-    model = tiny_vla_config(text_path=text_path, fusion='transformer', dropout=0.1).to_dict()
-    return TrainConfig.from_dict({
-        'run_name': 'tiny', 'output_dir': str(tmp_path / 'runs'), 'seed': 3, 'device': 'cpu',
-        'model': model,
-        'data': {'source': 'tabletop', 'library': LIBRARY, 'image_size': 48},
-        'optim': {'steps': steps, 'batch_size': 8, 'lr': 3e-3, 'warmup_steps': 2, **optim},
-        'schedule': {'log_every': 1, 'eval_every': 3, 'save_every': 3, 'eval_samples': 20,
-                     'eval_splits': ['val', 'unseen_combo'], 'keep_last': 5},
-    })
-
-
-def losses(run_dir) -> dict[int, float]:
-    with open(run_dir / 'train.csv', newline='') as handle:
-        return {int(r['step']): float(r['loss']) for r in csv.DictReader(handle)}
 
 
 def test_short_run_writes_loadable_checkpoints_and_logs(tmp_path, text_path):

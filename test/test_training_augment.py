@@ -6,7 +6,7 @@ import logging
 import numpy as np
 import pytest
 import torch
-from test_reliability_training import config, text_path  # noqa: F401 (fixture)
+from support.training import config
 
 from vla_embedding_ros.data.dataset import DatasetWriter
 from vla_embedding_ros.data.tabletop import (

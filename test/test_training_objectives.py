@@ -4,7 +4,7 @@ settings are refused by name."""
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_training import losses, tiny_config
+from support.training import losses, tiny_config
 
 from vla_embedding_ros.training import checkpoint as ckpt
 from vla_embedding_ros.training.train import Trainer

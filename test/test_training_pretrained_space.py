@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from support.models import HIDDEN, IMAGE_SIZE, PATCH_SIZE, make_clip_tokenizer, make_word_tokenizer
 
-from model_fixtures import HIDDEN, IMAGE_SIZE, PATCH_SIZE, make_clip_tokenizer, make_word_tokenizer
 from vla_embedding_ros.data.tabletop import TabletopConfig, TabletopGenerator
 from vla_embedding_ros.model import VLAModel, library_contrastive_loss
 from vla_embedding_ros.model.pretrained_space import PretrainedSpace

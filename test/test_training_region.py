@@ -6,7 +6,7 @@ import logging
 import numpy as np
 import pytest
 import torch
-from test_training import losses, tiny_config
+from support.training import losses, tiny_config
 
 from vla_embedding_ros.data.dataset import DatasetWriter
 from vla_embedding_ros.data.tabletop import (

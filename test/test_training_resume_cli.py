@@ -2,7 +2,7 @@
 run's settings, refuses overrides that would change what the run learns (by name), and takes
 the ones that are safe (a longer optim.steps)."""
 import yaml
-from test_reliability_training import config, text_path  # noqa: F401 (fixture)
+from support.training import config
 
 from vla_embedding_ros.training import checkpoint as ckpt
 from vla_embedding_ros.training.train import Trainer

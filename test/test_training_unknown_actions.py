@@ -9,7 +9,8 @@ import sys
 import numpy as np
 import pytest
 import yaml
-from test_reliability_training import LIBRARY, config, text_path  # noqa: F401 (fixture)
+from support.training import LIBRARY_PATH as LIBRARY
+from support.training import config
 
 from vla_embedding_ros.data.dataset import DatasetWriter
 from vla_embedding_ros.data.tabletop import ACTION_NAMES

@@ -34,7 +34,7 @@ def make_text_checkpoint(root) -> str:
     """Save the instruction-decides tiny model (see the module docstring); return its dir."""
     import torch
 
-    from model_fixtures import make_tiny_bert, tiny_vla_config
+    from support.models import make_tiny_bert, tiny_vla_config
     from vla_embedding_ros.model.vla_model import VLAModel
     from vla_embedding_ros.selection import Action, ActionLibrary, ActionSelector, Twist
 
@@ -65,7 +65,7 @@ def make_tabletop_checkpoint(root) -> str:
     """A tiny untrained VLAModel over the 80-action tabletop library (for loop mechanics)."""
     import torch
 
-    from model_fixtures import make_tiny_bert, tiny_vla_config
+    from support.models import make_tiny_bert, tiny_vla_config
     from vla_embedding_ros.data.tabletop import write_action_library
     from vla_embedding_ros.model.vla_model import VLAModel
 

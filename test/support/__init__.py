@@ -1,0 +1,12 @@
+"""What the tests share and that is not a test: no test module imports another.
+
+bags             rosbag2 topic names, frames that say which frame they are, a Twist bag
+fault_client     the reliability tests' client: every input kind, rejection counts, floods
+images           encoded images that lie about their size
+models           tiny real Hugging Face models built and saved in-process (no downloads)
+ros              the ROS tests' harness (a fresh rclpy Context each) and tiny checkpoints
+selector_client  the in-process selector node tests' client: inputs in, every output recorded
+training         tiny training configs and the loss log reader
+
+Fixtures the tests share are in ../conftest.py.
+"""

@@ -27,7 +27,7 @@ setup(
                             'scripts/episode_recorder']),
     ],
     install_requires=['setuptools'],
-    extras_require={'test': ['pytest']},
+    extras_require={'test': ['pytest', 'pytest-timeout']},
     zip_safe=True,
     maintainer='vla_embedding_ros maintainers',
     maintainer_email='maintainers@vla-embedding-ros.dev',

@@ -1,4 +1,6 @@
-"""Shared test set-up: isolate DDS traffic and make ament_index find the venv."""
+"""Shared test set-up: isolate DDS traffic and make ament_index find the venv; fail the test
+that leaves the process real-time, or leaves threads or rclpy contexts behind; turn a hang
+into a named failure (support/hangs.py). Helpers the tests share live in support/."""
 import os
 import sys
 
@@ -13,6 +15,10 @@ os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
 
 
 import pytest  # noqa: E402
+from support.leaks import Snapshot  # noqa: E402
+
+# The per-test limit itself is in setup.cfg (timeout, timeout_method).
+pytest_plugins = ['support.hangs']
 
 
 @pytest.fixture(scope='module')
@@ -42,3 +48,34 @@ def no_test_leaves_the_process_real_time():
         os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
         pytest.fail(f'this test left the main thread real-time (policy {policy}, '
                     f'priority {priority})')
+
+
+def _uses_ros(request) -> bool:
+    module = getattr(request, 'module', None)
+    return module is not None and 'rclpy' in vars(module)
+
+
+@pytest.fixture(autouse=True)
+def no_ros_test_leaves_threads_or_contexts(request):
+    """A ROS test must stop what it started: its executor threads and its rclpy contexts (a
+    live context keeps a DDS participant and Fast DDS's threads running into later tests)."""
+    if not _uses_ros(request):
+        yield
+        return
+    before = Snapshot()
+    yield
+    if leaks := before.leaks():
+        pytest.fail(f'{request.node.nodeid} left behind:\n{leaks}', pytrace=False)
+
+
+@pytest.fixture(scope='module', autouse=True)
+def no_ros_module_leaves_threads_or_contexts(request):
+    """The same for what a ROS module's fixtures start and stop (a node process's client)."""
+    if not _uses_ros(request):
+        yield
+        return
+    before = Snapshot()
+    yield
+    if leaks := before.leaks():
+        pytest.fail(f'{request.module.__name__}\'s fixtures left behind:\n{leaks}',
+                    pytrace=False)

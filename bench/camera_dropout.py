@@ -97,8 +97,8 @@ def evaluate(args) -> list[tuple[str, dict]]:
     import numpy as np
     import torch
 
-    from vla_embedding_ros.model import VLAModel
     from vla_embedding_ros.actions.library import ActionLibrary
+    from vla_embedding_ros.model import VLAModel
     from vla_embedding_ros.training.evaluation import LibraryScorer, tabletop_ranks
 
     torch.set_num_threads(max(1, args.threads))

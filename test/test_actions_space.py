@@ -6,8 +6,8 @@ import pytest
 import torch
 import yaml
 
-from vla_embedding_ros.actions.space import ActionSpace
 from vla_embedding_ros.actions.library import ActionLibrary, load_library
+from vla_embedding_ros.actions.space import ActionSpace
 
 SPACE = {'choice': {'name': 'primitive', 'options': ['pick', 'push']},
          'continuous': [{'name': 'x', 'low': 0.0, 'high': 1.0},

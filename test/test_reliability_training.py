@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from support.training import LIBRARY_PATH, config, losses
 
+from support.training import LIBRARY_PATH, config, losses
 from vla_embedding_ros.data.dataset import BadSampleError, DatasetWriter
 from vla_embedding_ros.data.tabletop import ACTION_NAMES
 from vla_embedding_ros.model import VLAModel
@@ -73,12 +73,37 @@ def test_strict_fails_naming_the_missing_then_the_corrupt_file(tmp_path, text_pa
                        strict=True)).run(progress=False)
 
 
-def _train_process(cfg: TrainConfig, tmp_path, env_extra: dict, resume=False):
+# vla-train in a process of its own whose save of checkpoint SLOW_STEP sleeps between the
+# model files and the training state (the only torch.save of a save), so the test can SIGKILL
+# it mid-save; nothing else differs from `python -m vla_embedding_ros.training.train`.
+SLOW_SAVE = """
+import sys, time
+import torch
+from vla_embedding_ros.training.train import main
+
+SLOW_STEP, SECONDS = {step}, {seconds}
+save = torch.save
+
+def slow_save(obj, f, *args, **kwargs):
+    if isinstance(obj, dict) and obj.get('step') == SLOW_STEP:
+        time.sleep(SECONDS)
+    return save(obj, f, *args, **kwargs)
+
+torch.save = slow_save
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _train_process(cfg: TrainConfig, tmp_path, slow_step: int, seconds: float, resume=False):
     config_path = tmp_path / f'{cfg.run_name}.yaml'
     config_path.write_text(yaml.safe_dump(cfg.to_dict()))
-    cmd = [sys.executable, '-m', 'vla_embedding_ros.training.train', '--config',
-           str(config_path), '--no-progress'] + (['--resume'] if resume else [])
-    env = dict(os.environ, OMP_NUM_THREADS='1', **env_extra)
+    script = tmp_path / 'slow_save_train.py'
+    script.write_text(SLOW_SAVE.format(step=slow_step, seconds=seconds))
+    cmd = [sys.executable, str(script), '--config', str(config_path), '--no-progress'] + (
+        ['--resume'] if resume else [])
+    env = dict(os.environ, OMP_NUM_THREADS='1',
+               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO),
+                                                        os.environ.get('PYTHONPATH')])))
     return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
 
@@ -86,8 +111,8 @@ def _train_process(cfg: TrainConfig, tmp_path, env_extra: dict, resume=False):
 def test_sigkill_during_save_keeps_the_last_good_checkpoint_and_resume_is_exact(tmp_path,
                                                                                text_path):
     cfg = config(tmp_path / 'killed', text_path, steps=6)
-    # The test hook: the save of checkpoint 6 sleeps between the weights and the state.
-    proc = _train_process(cfg, tmp_path, {'VLA_TEST_SLOW_SAVE': '6:60'})
+    # The save of checkpoint 6 sleeps between the weights and the state.
+    proc = _train_process(cfg, tmp_path, slow_step=6, seconds=60)
     root = ckpt.checkpoints_dir(cfg.run_dir)
     deadline = time.monotonic() + 120
     try:

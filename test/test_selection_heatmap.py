@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from vla_embedding_ros.actions.library import load_library
 from vla_embedding_ros.data.tabletop.continuous import CONTINUOUS_SPACE
 from vla_embedding_ros.selection import ActionSelector
 from vla_embedding_ros.selection.heatmap import (
@@ -13,7 +14,6 @@ from vla_embedding_ros.selection.heatmap import (
     score_map,
     unit_coordinates,
 )
-from vla_embedding_ros.actions.library import load_library
 
 ROOT = Path(__file__).resolve().parents[1]
 

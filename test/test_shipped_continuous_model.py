@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from vla_embedding_ros.actions.library import ActionLibrary
 from vla_embedding_ros.model import VLAModel
 from vla_embedding_ros.selection import ActionSelector
-from vla_embedding_ros.actions.library import ActionLibrary
 from vla_embedding_ros.selection.sampling import SamplingConfig
 from vla_embedding_ros.training.continuous_eval import continuous_scenes, evaluate_continuous
 

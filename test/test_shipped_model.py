@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from vla_embedding_ros.model import VLAModel
 from vla_embedding_ros.actions.library import ActionLibrary
+from vla_embedding_ros.model import VLAModel
 from vla_embedding_ros.training import metrics
 from vla_embedding_ros.training.evaluation import LibraryScorer, tabletop_ranks
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from support.models import HIDDEN, IMAGE_SIZE, PATCH_SIZE, make_clip_tokenizer, make_word_tokenizer
 
+from support.models import HIDDEN, IMAGE_SIZE, PATCH_SIZE, make_clip_tokenizer, make_word_tokenizer
 from vla_embedding_ros.data.tabletop import TabletopConfig, TabletopGenerator
 from vla_embedding_ros.model import VLAModel, library_contrastive_loss
 from vla_embedding_ros.model.pretrained_space import PretrainedSpace
@@ -133,7 +133,8 @@ def _batch_loss(trainer, batch) -> float:
         pixels = trainer.preprocess(list(images.reshape(b * c, *images.shape[2:])))
         query = trainer.model.fuse(trainer.model.encode_images(pixels),
                                    trainer.model.encode_text(instructions), c)
-        actions = trainer.model.encode_actions(trainer.library_params, trainer.descriptions)
+        actions = trainer.model.encode_actions(trainer.objective.library_params,
+                                               trainer.objective.texts)
         return library_contrastive_loss(query, actions, torch.as_tensor(targets),
                                         trainer.model.logit_scale).item()
 

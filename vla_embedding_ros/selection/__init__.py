@@ -1,9 +1,9 @@
 """Action selection: the action library, on-device preprocessing and the selector."""
 from ..actions.library import Action, ActionLibrary, Twist, load_library
+from ..model.zero_shot import ZeroShotCLIP, is_zero_shot_checkpoint
 from .cache import LRUCache
 from .preprocess import ImagePreprocessor
 from .selector import ActionSelector, Selection, selection_to_json
-from ..model.zero_shot import ZeroShotCLIP, is_zero_shot_checkpoint
 
 __all__ = [
     'Action', 'ActionLibrary', 'ActionSelector', 'ImagePreprocessor', 'LRUCache', 'Selection',

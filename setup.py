@@ -24,7 +24,7 @@ setup(
         share('models/tabletop'),
         share('models/tabletop_continuous'),
         (f'lib/{PACKAGE}', ['scripts/action_selector', 'scripts/tabletop_sim',
-                            'scripts/episode_recorder']),
+                            'scripts/episode_recorder', 'scripts/instruct']),
     ],
     install_requires=['setuptools'],
     extras_require={'test': ['pytest', 'pytest-timeout']},

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from support.models import make_tiny_bert, tiny_vla_config
 
+from support.models import make_tiny_bert, tiny_vla_config
 from vla_embedding_ros.actions.library import ActionLibrary
 from vla_embedding_ros.actions.space import ActionSpace
 from vla_embedding_ros.model import VLAConfig, VLAModel
@@ -130,3 +130,34 @@ def test_candidates_outside_the_trained_range_are_refused(continuous_model_dir):
     with pytest.raises(ValueError, match=r'candidate 1 column 4 is 1.5, outside \[0, 1\]'):
         selector.select(frame, 'pick up the red cube',
                         candidates=np.array([[1, 0, 0, 0.5, 0.5], [1, 0, 0, 0.5, 1.5]]))
+
+
+def test_warm_up_covers_the_sampled_search(continuous_model_dir):
+    # The library declares only a space: the warm-up runs the sampled search (with the given
+    # settings), not a library decision that would raise.
+    selector = ActionSelector.from_pretrained(continuous_model_dir, device='cpu')
+    calls = []
+    search = selector.select_sampled
+    selector.select_sampled = lambda *a, **kw: calls.append(a) or search(*a, **kw)
+    config = SamplingConfig(samples=32, iterations=1)
+    assert selector.warm_up(num_cameras=1, sampling=config) > 0
+    assert len(calls) == 1 and calls[0][2] is config
+    assert 'warm up' in selector.text_cache
+
+
+def test_select_and_select_sampled_check_their_inputs_alike(continuous_model_dir):
+    selector = ActionSelector.from_pretrained(continuous_model_dir, device='cpu')
+    frame = np.zeros((32, 32, 3), np.uint8)
+    candidates = np.array([[1, 0, 0, 0.5, 0.5]], np.float32)
+    config = SamplingConfig(samples=16, iterations=0)
+    calls = {'select': lambda **kw: selector.select(candidates=candidates, **kw),
+             'select_sampled': lambda **kw: selector.select_sampled(sampling=config, **kw)}
+    for name, call in calls.items():
+        with pytest.raises(ValueError, match='instruction must be a string'):
+            call(images=frame, instruction=None)
+        with pytest.raises(ValueError, match=r'1 frames but 2 camera indices \[0, 1\]'):
+            call(images=frame, instruction='pick', cameras=[0, 1])
+        empty = call(images=frame, instruction=' ')
+        assert (empty.abstained, empty.reason, empty.index) == (True, 'empty instruction', -1), name
+        with pytest.raises(ValueError):   # bad frames are refused even with nothing to decide
+            call(images=np.zeros((4, 4), np.uint8), instruction=' ')

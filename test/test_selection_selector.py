@@ -4,8 +4,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from support.models import IMAGE_SIZE, make_tiny_bert, tiny_vla_config
 
+from support.models import IMAGE_SIZE, make_tiny_bert, tiny_vla_config
 from vla_embedding_ros.model.vla_model import VLAModel
 from vla_embedding_ros.selection import (
     Action,
@@ -236,3 +236,32 @@ def test_selection_to_json_round_trips(selector):
     assert data['name'] == result.name and data['top_probs'] == result.top_probs
     assert data['vector'] == pytest.approx(result.vector.tolist())
     assert (data['stamp'], data['latency_ms']) == (1.5, 3.0)
+
+
+@pytest.mark.parametrize('bad, kind', [
+    (np.zeros((3, 5), np.float32), 'shape'),
+    (np.zeros((0, 4), np.float32), 'shape'),
+    ([['a', 'b', 'c', 'd']], 'shape'),
+    (np.array([[0, 0, np.inf, 0]], np.float32), 'nonfinite'),
+])
+def test_check_candidates_names_the_kind(selector, bad, kind):
+    # The node counts rejected candidates by this kind (candidates_shape, ...).
+    from vla_embedding_ros.selection.selector import CandidateError
+
+    with pytest.raises(CandidateError) as info:
+        selector.check_candidates(bad)
+    assert info.value.kind == kind
+    good = np.ones((2, 4), np.float64)
+    checked = selector.check_candidates(good)
+    assert checked.dtype == np.float32 and checked.shape == (2, 4)
+    good[0, 0] = 7.0
+    assert checked[0, 0] == 1.0   # a private copy: the caller's buffer may change
+
+
+def test_warm_up_decides_once_and_caches_the_instruction(model):
+    selector = ActionSelector(model, _library())
+    seconds = selector.warm_up(num_cameras=2, instruction='warm up please')
+    assert seconds > 0
+    assert selector.cache_info()['size'] == 1 and 'warm up please' in selector.text_cache
+    # Without a library there is nothing to warm up on, and no error either.
+    assert ActionSelector(model, None).warm_up() >= 0

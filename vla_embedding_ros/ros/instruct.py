@@ -21,15 +21,13 @@ import time
 import rclpy
 from rclpy.duration import Duration
 from rclpy.executors import ExternalShutdownException
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.utilities import remove_ros_args
 from std_msgs.msg import String
 
 # The action_selector's latched instruction QoS (DESIGN.md section 4): the last instruction
 # reaches a node that starts later, as long as this process runs.
-LATCHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
-                         reliability=ReliabilityPolicy.RELIABLE,
-                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+from .qos import LATCHED_QOS
+
 POLL_S = 0.05
 
 

@@ -71,8 +71,14 @@ def test_counter_example_training_runs_resumes_and_loads_in_the_selector(tmp_pat
 def test_fine_tuning_a_grid_model_swaps_in_a_fourier_action_encoder(tmp_path, text_path):
     grid = VLAModel(tiny_vla_config(text_path=text_path))
     grid.save_pretrained(tmp_path / 'grid')
+    # Only when asked (init_replace): a model.action section alone keeps the grid's encoder.
+    kept = Trainer(continuous_config(tmp_path / 'kept', text_path, steps=1,
+                                     init_from=str(tmp_path / 'grid')))
+    assert kept.model.action.fourier is None
+    for name, value in grid.action.state_dict().items():
+        assert torch.equal(value, kept.model.action.state_dict()[name]), name
     cfg = continuous_config(tmp_path / 'ft', text_path, steps=1,
-                            init_from=str(tmp_path / 'grid'))
+                            init_from=str(tmp_path / 'grid'), init_replace=['action'])
     trainer = Trainer(cfg)
     assert trainer.model.action.fourier is not None
     assert trainer.model.config.action.fourier_features == 8

@@ -180,7 +180,7 @@ def test_sigkilled_distributed_run_resumes_exactly(setup, two_processes):
     stopped_at = int(ckpt.latest_checkpoint(run_dir).name)
     assert stopped_at < STEPS, 'killed after the end: nothing left to resume'
     out = torchrun(config, '--resume')
-    assert f'at step {stopped_at}' in out
+    assert f'from step {stopped_at} of {STEPS}' in out
     # Exact up to float noise: the frozen text encoder's cache is refilled after the resume,
     # batching sentences differently (the single-process resume test allows the same).
     assert_same_weights(final_weights(run_dir), final_weights(straight), steps=STEPS)

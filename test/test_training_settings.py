@@ -71,6 +71,8 @@ REFUSED = {
     'data.allow_external_images': True,
     'data.max_unknown_actions': 0.9,
     'data.num_workers': 2,
+    'data.val_episodes': 0.2,
+    'data.max_action_distance': 1.0,
 }
 # Settings honoured another way, each checked by its own test below.
 ELSEWHERE = {

@@ -47,8 +47,10 @@ def set_rng_state(state: dict) -> None:
 
 
 def save_checkpoint(run_dir: Path, step: int, model, training_state: dict,
-                    extra_files: dict[str, Path] | None = None, keep_last: int = 3) -> Path:
-    """Write checkpoint `step` atomically and point `last` at it; returns its directory."""
+                    extra_files: dict[str, Path] | None = None, keep_last: int = 3,
+                    extra_text: dict[str, str] | None = None) -> Path:
+    """Write checkpoint `step` atomically and point `last` at it; returns its directory.
+    ``extra_files`` (copied) and ``extra_text`` (written) go beside the model."""
     root = checkpoints_dir(run_dir)
     root.mkdir(parents=True, exist_ok=True)
     final = root / f'{step:08d}'
@@ -57,6 +59,8 @@ def save_checkpoint(run_dir: Path, step: int, model, training_state: dict,
         model.save_pretrained(staging / MODEL_DIR)
         for name, source in (extra_files or {}).items():
             shutil.copyfile(source, staging / MODEL_DIR / name)
+        for name, text in (extra_text or {}).items():
+            (staging / MODEL_DIR / name).write_text(text)
         torch.save(dict(training_state, step=step), staging / STATE_FILE)
         make_shareable(staging)
         _fsync_tree(staging)

@@ -43,6 +43,14 @@ class DataConfig:
     # jsonl: the largest fraction of samples whose action the library lacks (left out, with a
     # warning) before the run refuses to start: past it the library is most likely the wrong one.
     max_unknown_actions: float = 0.5
+    # jsonl/lerobot: whole episodes held out of training and scored as the eval split
+    # held_out_episodes (training/held_out.py): auto (a tenth of them without data.val_path,
+    # else none), a fraction below 1, a count of episodes, or 0. Seeded by `seed`.
+    val_episodes: object = 'auto'
+    # lerobot: how far (Euclidean, in library params units) a vector without a library_index
+    # may be from the nearest library action and still take its name; auto = half the
+    # smallest distance between two library actions (data/recordings/lerobot_read.py).
+    max_action_distance: object = 'auto'
     num_workers: int = 0
     # tabletop: the camera views of each scene, in order (data/tabletop/cameras.py): 'top'
     # (the render) and/or 'oblique' (a perspective warp, as from the front at ~45 degrees).
@@ -104,6 +112,9 @@ class TrainConfig:
     device: str = 'auto'
     threads: int = 0                  # torch CPU threads; 0 keeps torch's default
     init_from: str = ''               # fine-tune this model dir instead of a new model
+    # Parts of the init_from model to build anew from `model:` instead of keeping them
+    # (model_factory.REPLACEABLE: 'action'). Empty: every part is kept and `model:` unused.
+    init_replace: list = field(default_factory=list)
     model: dict = field(default_factory=dict)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -254,3 +265,23 @@ def continued_config(saved: dict, requested: TrainConfig) -> TrainConfig:
     for key in changed:
         _set_dotted(merged, key, copy.deepcopy(new[key]), 'the resumed run')
     return TrainConfig.from_dict(merged, source='the resumed run')
+
+
+def changed_settings(saved: dict, cfg: TrainConfig) -> dict[str, tuple]:
+    """``{setting: (saved value, value in cfg)}`` for every setting ``cfg`` changes."""
+    old = dotted_leaves(TrainConfig.from_dict(saved, source='the saved run').to_dict())
+    new = dotted_leaves(cfg.to_dict())
+    return {k: (old.get(k), new.get(k)) for k in sorted(old.keys() | new.keys())
+            if old.get(k) != new.get(k)}
+
+
+def resumed_config(saved: dict, overrides: list[str]) -> TrainConfig:
+    """What ``vla-train --resume`` asks for: the saved run's own settings with only the
+    command line's ``--set`` overrides applied. The YAML file names the run (``output_dir``,
+    ``run_name``) and nothing else: its ``optim.steps: 7000`` must not turn a resumed 20-step
+    run into a 7,000-step one. Whether the overrides are allowed is
+    :func:`continued_config`'s to say."""
+    raw = copy.deepcopy(saved)
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    return TrainConfig.from_dict(raw, source='--resume --set')

@@ -78,7 +78,7 @@ def dataset_ranks(scorer: LibraryScorer, source, num: int) -> np.ndarray:
     was_training = scorer.model.training
     scorer.model.eval()
     try:
-        n = min(num, len(source.dataset))
+        n = min(num, len(source))
         images, instructions, targets = source.next_batch(n)
         ranks = []
         for start in range(0, n, scorer.batch_size):

@@ -19,8 +19,23 @@ log = logging.getLogger('vla_train')
 PATCH_TOKEN_TERMS = ('region_weight', 'target_cell_weight')
 
 
+# Parts of an init_from model that init_replace may build anew from `model:`.
+REPLACEABLE = ('action',)
+
+
 def check(cfg) -> None:
-    """ValueError naming the first ``optim.*`` setting the configured model cannot honour."""
+    """ValueError naming the first ``optim.*`` or ``init_replace`` setting the configured
+    model cannot honour."""
+    replace = cfg.init_replace
+    if not isinstance(replace, list) or not all(isinstance(p, str) for p in replace):
+        raise ValueError(f'init_replace must be a list of model parts, got {replace!r}')
+    unknown = sorted(set(replace) - set(REPLACEABLE))
+    if unknown:
+        raise ValueError(f'init_replace: unknown part(s) {unknown}; replaceable: '
+                         f'{list(REPLACEABLE)}')
+    if replace and not cfg.init_from:
+        raise ValueError(f'init_replace {replace} replaces parts of the init_from model, and '
+                         'init_from is not set')
     if uses_pretrained_space(cfg.model):
         for name in PATCH_TOKEN_TERMS:
             if getattr(cfg.optim, name) > 0:
@@ -37,15 +52,23 @@ def make_model(cfg, library: ActionLibrary, library_path: Path, device,
     if resume_from is not None:
         return load_trainable(resume_from, device=device)
     if cfg.init_from:
-        # Fine-tuning: the checkpoint's architecture and weights; `model:` is ignored.
+        # Fine-tuning: the checkpoint's architecture and weights, every part kept unless
+        # init_replace names it (every config has a `model.action` section, so its mere
+        # presence must not start a fine-tune from a random action encoder).
         model = VLAModel.from_pretrained(cfg.init_from, device=device)
-        if 'action' in cfg.model:
+        if 'action' in cfg.init_replace:
             _replace_action_encoder(model, cfg, library, device)
         if model.param_dim != library.param_dim:
             raise ValueError(f'init_from {cfg.init_from}: the model scores actions of '
                              f'{model.param_dim} parameters, the library {library_path} has '
-                             f'{library.param_dim}')
-        log.info('initialised from %s', cfg.init_from)
+                             f'{library.param_dim}' + (
+                                 '' if 'action' in cfg.init_replace else
+                                 '; set init_replace: [action] for a new action encoder '
+                                 '(from model.action) of the library\'s width'))
+        if not cfg.init_replace:
+            log.info('init_from %s: fine-tuning every part of it (the config\'s model: '
+                     'section is not used; init_replace: [action] would start a new action '
+                     'encoder)', cfg.init_from)
         return model
     if uses_pretrained_space(cfg.model):
         # model.init: clip|siglip: the checkpoint's own joint space, fine-tuned end to end
@@ -87,12 +110,12 @@ def param_stats(library: ActionLibrary) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _replace_action_encoder(model: VLAModel, cfg, library: ActionLibrary, device) -> None:
-    """Fine-tuning with ``model.action`` set: a new action encoder of those settings on the
-    checkpoint's image, text and fusion weights (e.g. Fourier features for a continuous
-    space on top of a grid-trained model)."""
+    """Fine-tuning with ``init_replace: [action]``: a new action encoder of the
+    ``model.action`` settings on the checkpoint's image, text and fusion weights (e.g.
+    Fourier features for a continuous space on top of a grid-trained model)."""
     from ..model.config import ActionConfig, _build
     from ..model.encoders import ActionEncoder
-    settings = action_settings(cfg.model['action'], library)
+    settings = action_settings(cfg.model.get('action', {}), library)
     config = _build(ActionConfig, settings, 'model.action.')
     model.config.action = config
     model.config.validate()

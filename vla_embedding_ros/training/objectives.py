@@ -300,7 +300,7 @@ CONTINUOUS_REFUSES = {
     'optim.target_cell_weight': _NO_LABELS,
     **{f'data.{name}': _DATASET_ONLY for name in (
         'path', 'val_path', 'strict', 'allow_external_images', 'max_unknown_actions',
-        'num_workers')},
+        'num_workers', 'val_episodes', 'max_action_distance')},
 }
 
 

@@ -11,9 +11,13 @@ import yaml
 from ..files import atomic_write_text
 
 
-def write_run_config(run_dir: Path, config: dict) -> None:
-    """``run_dir/config.yaml``: the settings the run trains with (after --set and resume)."""
-    atomic_write_text(run_dir / 'config.yaml', yaml.safe_dump(config, sort_keys=False))
+def write_run_config(run_dir: Path, config: dict, note: str = '') -> None:
+    """``run_dir/config.yaml``: the settings the run trains with (after --set and resume),
+    and ``note`` as a closing comment (what a setting resolved to, e.g. the held-out
+    episodes), so the file still loads as a training config."""
+    comment = ''.join(f'# {line}\n' for line in note.splitlines())
+    atomic_write_text(run_dir / 'config.yaml',
+                      yaml.safe_dump(config, sort_keys=False) + comment)
 
 
 class RunLogs:

@@ -36,6 +36,12 @@ def library_for(data) -> Path:
 def make_source(cfg, library: ActionLibrary, library_path: Path, ctx: distributed.Context):
     """The training stream of ``data.source`` on this rank."""
     d = cfg.data
+    if d.source not in RECORDED:
+        for name in ('val_episodes', 'max_action_distance'):
+            if getattr(d, name) not in ('auto', 0):
+                raise ValueError(f'data.{name} is a setting of recorded datasets (data.source '
+                                 f'jsonl/lerobot); data.source {d.source} validates on its '
+                                 'own splits (schedule.eval_splits): leave it auto')
     if d.source == 'tabletop':
         # Every rank draws its own scenes: a seed of its own.
         return TabletopSource('train', distributed.rank_seed(cfg.seed, ctx), d.image_size,
@@ -57,11 +63,31 @@ def make_source(cfg, library: ActionLibrary, library_path: Path, ctx: distribute
         source = recorded_source(d.source, d.path, library, cfg.seed, strict=d.strict,
                                  allow_external_images=d.allow_external_images,
                                  library_path=str(library_path),
-                                 max_unknown=d.max_unknown_actions)
+                                 max_unknown=d.max_unknown_actions,
+                                 max_action_distance=action_distance(d))
+        held = source.hold_out_episodes(d.val_episodes, cfg.seed, d.source, d.val_path)
+        if held is not None and ctx.is_main:
+            log.info('%s', held.describe(d.path, cfg.seed))
+        elif ctx.is_main and not d.val_path:
+            log.warning('no held-out episodes (data.val_episodes %s, %d episode(s)): the run '
+                        'is not validated on %s', d.val_episodes,
+                        len({str(r.get('episode', '')) for r in source.dataset.records}),
+                        d.path)
         source.shard(ctx.rank, ctx.world_size)
         return source
     raise ValueError(f"data.source must be 'tabletop', 'tabletop_continuous', 'jsonl' or "
                      f"'lerobot', got {d.source!r}")
+
+
+def action_distance(data) -> float | None:
+    """``data.max_action_distance`` as the LeRobot reader takes it (None = its default)."""
+    value = data.max_action_distance
+    if value == 'auto':
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f'data.max_action_distance must be auto or a distance > 0 (.inf: '
+                         f'always the nearest action), got {value!r}')
+    return float(value)
 
 
 def held_out_source(cfg, library: ActionLibrary, seed: int):

@@ -7,6 +7,7 @@ run would have drawn.
 """
 from __future__ import annotations
 
+import copy
 import logging
 from collections import Counter
 
@@ -18,6 +19,7 @@ from ..data.tabletop import TabletopConfig, TabletopGenerator
 from ..data.tabletop.cameras import check_cameras, render_views
 from ..data.tabletop.generator import collate
 from .counter_examples import ContinuousTargets, sample_counter_examples
+from .held_out import HeldOutEpisodes, choose_episodes, held_out_count
 from .region import scene_labels
 
 log = logging.getLogger(__name__)
@@ -149,9 +151,19 @@ class RecordedSource:
         self.usable = np.flatnonzero([name in known for name in names])
         unknown = Counter(name for name in names if name not in known)
         self.unknown_actions = sum(unknown.values())
+        self._held_out, self.held_out_info = np.empty(0, np.int64), None
         if unknown:
             listed = ', '.join(f'{n!r} ({c})' for n, c in unknown.most_common(5))
             where = f'the library {library_path}' if library_path else 'the library'
+            reason = getattr(self.dataset, 'unnamed_reason', lambda: None)()
+            refused = (len(self.usable) == 0
+                       or self.unknown_actions > max_unknown * len(names))
+            if reason and refused:   # vectors named by distance: the distance is the cause
+                raise ValueError(
+                    f'{path}: {reason}, so those samples have no action to learn. If the '
+                    f'vectors do mean these library actions, raise data.max_action_distance '
+                    f'(e.g. {_covering(self.dataset)} names all of them); else train with the '
+                    'library the vectors were recorded with (data.library)')
             if len(self.usable) == 0:
                 raise ValueError(
                     f'{path}: none of its {len(names)} samples names an action of {where} '
@@ -169,6 +181,43 @@ class RecordedSource:
         self.order = self._shuffled()
         self.position = 0
         self.rank, self.world_size = 0, 1
+
+    def __len__(self) -> int:
+        """Usable samples (the dataset's, less unknown actions and held-out episodes)."""
+        return len(self.usable)
+
+    def hold_out_episodes(self, setting, seed: int, source: str,
+                          val_path: str = '') -> HeldOutEpisodes | None:
+        """Take the episodes ``data.val_episodes`` holds out (``held_out.py``) out of this
+        source; None when it holds none. :meth:`held_out` then reads them."""
+        episodes = np.array([str(r.get('episode', '')) for r in self.dataset.records],
+                            dtype=object)
+        order = list(dict.fromkeys(episodes[self.usable]))
+        count = held_out_count(setting, len(order), source, val_path)
+        if count == 0:
+            return None
+        chosen = choose_episodes(order, count, seed)
+        held = np.isin(episodes[self.usable], list(chosen))
+        self._held_out, self.usable = self.usable[held], self.usable[~held]
+        self.rng = np.random.default_rng(seed)   # the order a source built without them has
+        self.order, self.position = self._shuffled(), 0
+        self.held_out_info = HeldOutEpisodes(setting, [e for e in order if e in chosen],
+                                             len(self._held_out), len(order), len(self.usable))
+        return self.held_out_info
+
+    def held_out(self, seed: int) -> 'RecordedSource':
+        """The held-out episodes' samples as a source of their own over the same dataset,
+        unsharded, in one seeded order (``rewind`` before each evaluation)."""
+        view = copy.copy(self)
+        view.usable = self._held_out
+        view.rank, view.world_size = 0, 1
+        view.rng = np.random.default_rng(seed)
+        view.order, view.position = view._shuffled(), 0
+        return view
+
+    def rewind(self) -> None:
+        """Back to the first sample of the current order."""
+        self.position = 0
 
     def shard(self, rank: int, world_size: int) -> None:
         """Read only this rank's part of each global batch (see ``next_batch``)."""
@@ -231,6 +280,11 @@ class RecordedSource:
         self.order, self.position = np.asarray(state['order']), int(state['position'])
 
 
+def _covering(dataset) -> str:
+    """A max_action_distance just above the farthest vector's distance to its nearest action."""
+    return f'{float(np.nanmax(dataset.action_distance)) * 1.01:.3g}'
+
+
 class JsonlSource(RecordedSource):
     """A JSONL dataset directory (``data.source: jsonl``)."""
 
@@ -248,9 +302,11 @@ class LeRobotSource(RecordedSource):
     action vectors are named by the library as ``data/FORMAT.md`` explains."""
 
     def __init__(self, path: str, library: ActionLibrary, seed: int, strict: bool = False,
-                 library_path: str | None = None, max_unknown: float = 1.0):
+                 library_path: str | None = None, max_unknown: float = 1.0,
+                 max_action_distance: float | None = None):
         from ..data.recordings.lerobot_read import LeRobotV3Dataset
-        dataset = LeRobotV3Dataset(path, library=library, skip_bad=not strict)
+        dataset = LeRobotV3Dataset(path, library=library, skip_bad=not strict,
+                                   max_action_distance=max_action_distance)
         super().__init__(dataset, path, library, seed, library_path, max_unknown)
 
 
@@ -259,4 +315,5 @@ def recorded_source(source: str, path: str, library: ActionLibrary, seed: int, *
     if source == 'lerobot':
         options.pop('allow_external_images', None)  # a LeRobot folder names no files
         return LeRobotSource(path, library, seed, **options)
+    options.pop('max_action_distance', None)   # JSONL samples are named, not matched
     return JsonlSource(path, library, seed, **options)

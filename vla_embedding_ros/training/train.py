@@ -15,6 +15,7 @@ image<->instruction alignment term.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import random
@@ -28,23 +29,21 @@ from tqdm import tqdm
 
 from ..actions.library import ActionLibrary
 from ..data.dataset import BadSampleError
-from ..data.tabletop import ACTION_NAMES
 from ..model import resolve_device
 from . import checkpoint as ckpt
-from . import distributed, metrics, model_factory, objectives
+from . import distributed, metrics, model_factory, objectives, run_folder
 from . import optimizer as optim
-from .config import TrainConfig, continued_config, load_config
-from .continuous_eval import evaluate_continuous
-from .evaluation import LibraryScorer, dataset_ranks, tabletop_ranks
-from .export import export_model
+from .config import TrainConfig, changed_settings, continued_config, load_config
+from .export import FACTS_FILE, export_model, training_facts
 from .optimizer import lr_lambda
+from .run_evaluation import EVAL_SEED, RunEvaluation
 from .run_logs import RunLogs, write_run_config
-from .source_factory import held_out_source, library_for, make_source
+from .run_request import check_input_paths, resume_request
+from .source_factory import library_for, make_source
 
 # Names other modules import from here: the trainer's parts now live in their own modules.
 __all__ = ['EVAL_SEED', 'Trainer', 'export_model', 'library_for', 'lr_lambda', 'main']
 log = logging.getLogger('vla_train')
-EVAL_SEED = 10_007  # evaluation streams never share a seed with the training stream
 
 
 def seed_everything(seed: int) -> None:
@@ -57,7 +56,11 @@ class Trainer:
     """One run: its model, objective (``training/objectives.py``), optimiser, checkpoints and
     logs, built from a config (or, with ``resume``, from the run's last checkpoint)."""
 
-    def __init__(self, cfg: TrainConfig, resume: bool = False):
+    def __init__(self, cfg: TrainConfig, resume: bool = False, overwrite_run: bool = False):
+        """``resume``: continue ``cfg.run_dir`` from its last checkpoint with the saved run's
+        settings, changed only where ``cfg`` changes a resumable one. Otherwise a new run,
+        which never writes into a folder holding another run (``run_folder.py``): it gets a
+        fresh ``run_name`` unless ``overwrite_run`` (the old run is then removed)."""
         start, state = None, None
         if resume:
             start = ckpt.latest_checkpoint(cfg.run_dir)
@@ -67,7 +70,9 @@ class Trainer:
                                  'start the run')
             # Read once: its config decides the run, the rest is restored at the end.
             state = ckpt.load_training_state(start)
-            cfg = continued_config(state['config'], cfg)
+            saved = state['config']
+            cfg = continued_config(saved, cfg)
+            self._resume_changes = changed_settings(saved, cfg)
         self.cfg = cfg
         lane = objectives.lane_for(cfg)
         # Every setting the run cannot honour is refused here, by name, before anything is built.
@@ -75,6 +80,12 @@ class Trainer:
         lane.check(cfg)
         model_factory.check(cfg)
         self.ctx, self.device = distributed.setup(resolve_device(cfg.device))
+        if not resume:
+            # Rank 0 picks the folder; every rank writes (rank 0) and reads it alike.
+            name = (run_folder.claim_run_name(cfg.output_dir, cfg.run_name, overwrite_run)
+                    if self.ctx.is_main else None)
+            name = distributed.gather_objects(name, self.ctx)[0]
+            cfg = self.cfg = dataclasses.replace(cfg, run_name=name)
         if self.ctx.is_main:
             log.info('world size %d, effective batch %d (%d per rank), %s',
                      self.ctx.world_size, self.effective_batch, cfg.optim.batch_size,
@@ -88,6 +99,11 @@ class Trainer:
         seed_everything(cfg.seed)
         self.continuous = lane is objectives.CounterExampleObjective
         self.source = make_source(cfg, self.library, self.library_path, self.ctx)
+        # data.val_episodes: episodes of the user's dataset held out of self.source
+        held = getattr(self.source, 'held_out_info', None)
+        self.evaluation = RunEvaluation(
+            cfg, self.library, self.source.held_out(EVAL_SEED) if held is not None else None,
+            self.continuous)
         self.model = model_factory.make_model(
             cfg, self.library, self.library_path, self.device,
             resume_from=start / ckpt.MODEL_DIR if start is not None else None)
@@ -103,6 +119,7 @@ class Trainer:
         self.update = optim.Updater(self.optimizer, self.scheduler, self.scaler,
                                     cfg.optim.grad_clip, self.ctx)
         self.step = 0
+        self.last_eval: dict | None = None   # {'step', 'results'}: saved with checkpoints
         self._warned_eval = False
         if state is not None:
             self._restore(start, state)
@@ -152,7 +169,10 @@ class Trainer:
                             'augmenting from a fresh generator', checkpoint)
         self.step = int(state['step'])
         self.skipped_steps = int(state.get('skipped_steps', 0))
-        log.info('resumed from %s at step %d', checkpoint, self.step)
+        changes = ', '.join(f'{k} {old!r} -> {new!r}' for k, (old, new)
+                            in self._resume_changes.items()) or 'none'
+        log.info('resuming %s from step %d of %d (checkpoint %s); settings changed: %s',
+                 self.run_dir, self.step, self.cfg.optim.steps, checkpoint, changes)
 
     def train_step(self) -> dict:
         """Draw the objective's next batch, compute its loss, update (or skip, counted)."""
@@ -163,40 +183,8 @@ class Trainer:
 
     # -- evaluation, checkpoints, logs ---------------------------------------------------
     def evaluate(self) -> dict[str, dict]:
-        """Top-1/5 and MRR on fresh tabletop splits and, when given, the held-out dataset."""
-        if self.continuous:
-            return self._evaluate_continuous()
-        scorer = LibraryScorer(self.model, self.library)
-        results = {}
-        if self.library.names == list(ACTION_NAMES):
-            for split in self.cfg.schedule.eval_splits:
-                ranks, _ = tabletop_ranks(scorer, split, self.cfg.schedule.eval_samples,
-                                          EVAL_SEED, self.cfg.data.image_size,
-                                          cameras=self.cfg.data.cameras)
-                results[split] = metrics.summarise(ranks)
-        elif self.cfg.schedule.eval_splits and not self._warned_eval:
-            # Tabletop scenes are scored against the tabletop library; another library has
-            # other actions, so those splits would be meaningless here.
-            log.warning('library is not the tabletop library: tabletop eval splits skipped')
-            self._warned_eval = True
-        if self.cfg.data.val_path:
-            # A fresh source each time: every evaluation scores the same held-out samples.
-            held_out = held_out_source(self.cfg, self.library, EVAL_SEED)
-            ranks = dataset_ranks(scorer, held_out, self.cfg.schedule.eval_samples)
-            results['val_dataset'] = metrics.summarise(ranks)
-        return results
-
-    def _evaluate_continuous(self) -> dict[str, dict]:
-        """Success of the sampled decision (DFO, the node's defaults) on fresh continuous
-        scenes per eval split; ``top1`` is that success (top5 and mrr do not apply)."""
-        results = {}
-        for split in self.cfg.schedule.eval_splits:
-            found = evaluate_continuous(self.model, self.library, split,
-                                        self.cfg.schedule.eval_samples, EVAL_SEED,
-                                        image_size=self.cfg.data.image_size)
-            results[split] = {'n': found.n, 'top1': found.success, 'top5': float('nan'),
-                              'mrr': float('nan'), 'error_radii': found.error}
-        return results
+        """Top-1/5 and MRR per split (``run_evaluation.py``)."""
+        return self.evaluation(self.model)
 
     def save(self) -> Path | None:
         """Rank 0 writes the checkpoint, with every rank's data position and RNG state so a
@@ -217,9 +205,13 @@ class Trainer:
                      'region': self.region.state_dict() if self.region is not None else None,
                      'projection_head': (self.head.state_dict() if self.head is not None
                                          else None)}
+            facts = training_facts(self.cfg, self.library_path, self.step,
+                                   getattr(self.source, 'held_out_info', None), EVAL_SEED,
+                                   self.last_eval)
             path = ckpt.save_checkpoint(self.run_dir, self.step, self.model, state,
                                         extra_files={'actions.yaml': self.library_path},
-                                        keep_last=self.cfg.schedule.keep_last)
+                                        keep_last=self.cfg.schedule.keep_last,
+                                        extra_text={FACTS_FILE: facts})
         distributed.barrier(self.ctx)
         return path
 
@@ -230,8 +222,13 @@ class Trainer:
         logs = None
         if main:  # one process writes the run's files; the others only train
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            write_run_config(self.run_dir, cfg.to_dict())
+            held = getattr(self.source, 'held_out_info', None)
+            write_run_config(self.run_dir, cfg.to_dict(),
+                             held.describe(cfg.data.path, cfg.seed) if held else '')
             logs = RunLogs(self.run_dir, self.step)
+            log.info('run folder %s (config.yaml, train.csv, eval.csv); checkpoints in %s',
+                     self.run_dir, ckpt.checkpoints_dir(self.run_dir))
+            self._announce_text_encoding()
         bar = tqdm(total=cfg.optim.steps, initial=self.step, disable=not (progress and main),
                    dynamic_ncols=True, desc=cfg.run_name)
         window_start, window_samples = time.perf_counter(), 0
@@ -255,6 +252,7 @@ class Trainer:
                 if self.step % cfg.schedule.eval_every == 0 or self.step == cfg.optim.steps:
                     if main:
                         last_eval = self.evaluate()
+                        self.last_eval = {'step': self.step, 'results': last_eval}
                         logs.evaluation(self.step, last_eval)
                         bar.write(f'step {self.step}: ' + ', '.join(
                             f'{s} top1 {100 * m["top1"]:.1f}%' for s, m in last_eval.items()))
@@ -267,6 +265,18 @@ class Trainer:
                 logs.close()
             self._report_skipped_samples()
         return last_eval
+
+    def _announce_text_encoding(self) -> None:
+        """Say why the first steps are slow: a frozen text encoder meets each training
+        sentence once, inside the progress bar, before its cache answers."""
+        if self.objective.text_features is None or self.step > 0:
+            return
+        pool = self.cfg.data.phrasings if self.cfg.data.source.startswith('tabletop') else 0
+        what = (f'each of the training sentences ({pool} phrasings per goal)' if pool
+                else 'each new instruction')
+        log.info('the first steps run slower: the frozen text encoder encodes %s once as it '
+                 'first appears, then reads it from a cache (about a minute for 200 phrasings '
+                 'per goal on 2 CPU cores)', what)
 
     def _report_skipped_samples(self) -> None:
         bad = getattr(getattr(self.source, 'dataset', None), 'bad', {})
@@ -283,15 +293,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--set', dest='overrides', action='append', default=[],
                         metavar='KEY=VALUE', help='override a config value, e.g. optim.lr=3e-4')
     parser.add_argument('--resume', action='store_true',
-                        help='continue runs/<run_name> from its last checkpoint, with the saved '
-                             'run\'s settings (only optim.steps, schedule.*, threads, device and '
-                             'data.num_workers may be changed with --set); fails when there is '
-                             'nothing to resume')
+                        help='continue runs/<run_name> from its last checkpoint with the saved '
+                             'run\'s own settings: the config file only names the run, and '
+                             'only --set may change optim.steps, schedule.*, threads, device or '
+                             'data.num_workers (e.g. --set optim.steps=3500); fails when there '
+                             'is nothing to resume')
     parser.add_argument('--export', metavar='DIR',
                         help='after training, copy the final model to DIR (e.g. models/mine); '
                              'an existing DIR is refused before training unless --overwrite')
     parser.add_argument('--overwrite', action='store_true',
-                        help='let --export replace a model already in DIR')
+                        help='let --export replace a model already in DIR (the run folder is '
+                             'never replaced by it: see --overwrite-run)')
+    parser.add_argument('--overwrite-run', action='store_true',
+                        help='start the run in runs/<run_name> even when a run is there, '
+                             'removing that run (its checkpoints and logs). Without it a new '
+                             'run whose folder is taken writes to runs/<run_name>-<timestamp>')
     parser.add_argument('--strict', action='store_true',
                         help='fail on the first bad dataset sample (missing or corrupt image, '
                              'bad index line), naming it, instead of skipping and counting it '
@@ -317,8 +333,15 @@ def _main(argv=None) -> int:
     overrides = args.overrides + (['data.strict=true'] if args.strict else [])
     try:
         cfg = load_config(args.config, overrides)
+        check_input_paths(cfg)
+        if args.resume:
+            cfg = resume_request(cfg, overrides)
     except (OSError, ValueError) as err:
         print(f'vla-train: {err}', file=sys.stderr)
+        return 2
+    if args.resume and args.overwrite_run:
+        print('vla-train: --resume continues the run, --overwrite-run replaces it: pick one',
+              file=sys.stderr)
         return 2
     if args.export and Path(args.export).exists() and not args.overwrite:
         print(f'vla-train: --export {args.export} exists (a model may be there, the shipped one '
@@ -327,7 +350,7 @@ def _main(argv=None) -> int:
         return 2
     trainer = None
     try:
-        trainer = Trainer(cfg, resume=args.resume)
+        trainer = Trainer(cfg, resume=args.resume, overwrite_run=args.overwrite_run)
         started = time.perf_counter()
         results = trainer.run(progress=not args.no_progress)
     except (BadSampleError, FileNotFoundError) as err:  # the message names the file
@@ -341,11 +364,14 @@ def _main(argv=None) -> int:
     if not trainer.ctx.is_main:
         return 0
     minutes = (time.perf_counter() - started) / 60
-    print(metrics.format_table(list(results.items()),
-                               title=f'{cfg.run_name}: step {trainer.step}, {minutes:.1f} min'))
+    title = f'{trainer.cfg.run_name}: step {trainer.step}, {minutes:.1f} min'
+    print(metrics.format_table(list(results.items()), title=title))
+    last = ckpt.latest_checkpoint(trainer.run_dir)
+    print(f'run: {trainer.run_dir}; checkpoints: {ckpt.checkpoints_dir(trainer.run_dir)} '
+          f'(last: {last})')
     if args.export:
-        export_model(ckpt.latest_checkpoint(cfg.run_dir), Path(args.export))
-        print(f'exported to {args.export}')
+        export_model(last, Path(args.export))
+        print(f'exported the model of {last} to {args.export}')
     return 0
 
 

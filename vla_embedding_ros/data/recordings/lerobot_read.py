@@ -29,6 +29,7 @@ data files, and parquet columns that disagree with the shapes ``info.json`` decl
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -40,7 +41,7 @@ import pyarrow.parquet as pq
 import torch.utils.data
 
 from ...actions.library import as_library, load_library
-from ...actions.matching import nearest_actions
+from ...actions.matching import half_min_gap, nearest_actions
 from ...encoded_image import DEFAULT_MAX_PIXELS, EncodedImageError, decode_bounded
 from ...files import read_text_bounded
 from ..dataset import BadSampleError
@@ -335,6 +336,7 @@ class LeRobotV3Dataset(torch.utils.data.Dataset):
         n = len(frames['index'])
         self.unmapped_actions = 0
         self.action_distance = np.full(n, np.nan)
+        self.max_action_distance = math.nan
         if own is not None and self.features.get(L.LIBRARY_INDEX) is not None:
             self.action_mapping = 'library_index'
             idx = frames['library_index']
@@ -365,11 +367,26 @@ class LeRobotV3Dataset(torch.utils.data.Dataset):
                              f'have {params.shape[1]}; they cannot be matched')
         best, distance = nearest_actions(vectors, params, max_distance)
         self.action_distance = distance
+        self.max_action_distance = (half_min_gap(params) if max_distance is None
+                                    else float(max_distance))
         near = best >= 0
         self.unmapped_actions = int((~near).sum())
         labels = np.array(names, dtype=object)[np.maximum(best, 0)]
         labels[~near] = None
         return labels
+
+    def unnamed_reason(self) -> str | None:
+        """Why frames have no action name, in numbers, when their vectors were too far from
+        every library action (``action_mapping == 'nearest'``); None otherwise."""
+        if self.action_mapping != 'nearest' or not self.unmapped_actions:
+            return None
+        d = self.action_distance[np.isfinite(self.action_distance)]
+        far = d[d > self.max_action_distance]
+        return (f'{self.unmapped_actions} of its {len(d)} action vectors are farther from the '
+                f'nearest library action than max_action_distance {self.max_action_distance:.4g}'
+                f' allows (the distance to the nearest library action: min {d.min():.4g}, '
+                f'median {np.median(d):.4g}, max {d.max():.4g}; of the unnamed ones min '
+                f'{far.min():.4g}, median {np.median(far):.4g})')
 
     def _in_split(self, frames, split: str) -> np.ndarray:
         if any(s is not None for s in frames['split']):

@@ -157,10 +157,12 @@ def format_continuous(report: dict, num: int, seed: int) -> str:
     lines = []
     for split, rows in report.items():
         lines.append(f'\n== continuous {split} ({num} scenes, seed {seed}) ==')
-        lines.append(f'{"":52s} {"success":>8s} {"pick err":>9s} {"err":>7s} {"primitive":>9s}')
+        lines.append(f'{"":52s} {"success":>8s} {"pick err/r":>10s} {"all err/r":>10s} '
+                     f'{"primitive":>9s}')
         for name, r in rows.items():
-            lines.append(f'{name:52s} {100 * r["success"]:7.1f}% {r["pick_error_radii"]:9.2f} '
-                         f'{r["error_radii"]:7.2f} {100 * r["primitive"]:8.1f}%')
-    lines.append('(errors: distance from the chosen point to the target centre, in object '
-                 'radii; success needs < 1 and the asked primitive)')
+            lines.append(f'{name:52s} {100 * r["success"]:7.1f}% {r["pick_error_radii"]:10.2f} '
+                         f'{r["error_radii"]:10.2f} {100 * r["primitive"]:8.1f}%')
+    lines.append('(pick err/r: mean distance from the chosen point to the target centre over '
+                 'pick decisions, all err/r: the same over every decision, both in object radii '
+                 '(/r); success needs < 1 radius and the asked primitive)')
     return '\n'.join(lines)

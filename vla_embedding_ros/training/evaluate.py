@@ -22,8 +22,10 @@ Writes a JSON report and a PNG of the training curves when run logs are availabl
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -34,17 +36,17 @@ from ..actions.library import ActionLibrary
 from ..data.tabletop import SPLIT_NAMES
 from ..files import atomic_write_text
 from ..model import VLAModel
-from ..model.loading import load_scorer, model_kind, model_library_path
+from ..model.loading import is_local_folder_name, load_scorer, model_kind, model_library_path
 from ..package_share import package_file
 from . import metrics
 from .evaluation import LibraryScorer, replay_demo_episodes, tabletop_ranks
-from .train import EVAL_SEED
+from .run_evaluation import EVAL_SEED
+from .variants import FUSIONS, train_variants  # noqa: F401 (vla-eval's own names)
 
 SPLITS = ['val', 'unseen_combo', 'paraphrase', 'reworded', 'clutter']
 # What a reworded sample holds out besides its frame and verb (the template id's suffix).
 NOVELTY = {'': 'new frame + verb', '+colour': '+ new colour word',
            '+shape': '+ new shape word', '+colour+shape': '+ new colour and shape words'}
-FUSIONS = ['late', 'gated', 'transformer']
 BLANKED = 'instruction only (image blanked)'   # the baseline's name in the report
 
 
@@ -134,23 +136,6 @@ def format_replay(replay: dict, target: float = 0.9) -> str:
             f"best {max(wins)}/{n}\nper stream: {' '.join(map(str, wins))}")
 
 
-def train_variants(config: str, overrides: list[str], out_dir: Path) -> dict[str, Path]:
-    """Train each fusion variant with the same config and budget; returns their model dirs."""
-    from . import checkpoint as ckpt
-    from .config import load_config
-    from .train import Trainer
-    dirs = {}
-    for fusion in FUSIONS:
-        cfg = load_config(config, [*overrides, f'model.fusion.type={fusion}',
-                                   f'run_name=variant-{fusion}', f'output_dir={out_dir}'])
-        # An earlier variant run continues only with the same settings: a changed config is
-        # refused by name (delete the folder or pick another --variants-dir), never reused.
-        trainer = Trainer(cfg, resume=ckpt.latest_checkpoint(cfg.run_dir) is not None)
-        trainer.run()
-        dirs[fusion] = ckpt.latest_checkpoint(cfg.run_dir) / ckpt.MODEL_DIR
-    return dirs
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog='vla-eval', description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -180,7 +165,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         '(primitive, x, y)); success and position error of the sampled '
                         'search and its baselines (random sampling, 1 vs 3 iterations, the '
                         'grid library, --compare models on the grid library)')
-    p.add_argument('--num', type=int, default=500, help='samples per split')
+    p.add_argument('--num', type=int, default=300,
+                   help='samples (scenes) per split (default: 300, as in the README\'s '
+                        'tables; a 300-sample top-1 has a standard error of up to 2.9 '
+                        'points)')
     p.add_argument('--seed', type=int, default=EVAL_SEED)
     p.add_argument('--device', default='auto')
     p.add_argument('--image-size', type=int, default=96, help='benchmark render size (px)')
@@ -249,14 +237,41 @@ def check_grid_args(args) -> None:
 
 
 def named_models(model: str, compare: list[str]) -> dict[str, Path]:
-    """``{'model': --model, NAME: DIR for each --compare NAME=DIR}``."""
+    """``{'model': --model, NAME: DIR for each --compare NAME=DIR}``; UsageError naming a
+    folder that does not exist."""
     models = {'model': Path(model)}
     for item in compare:
         name, _, path = item.partition('=')
         if not path:
             raise UsageError(f'--compare wants NAME=DIR, got {item!r}')
         models[name] = Path(path)
+    for name, path in models.items():
+        if missing_folder(path):
+            flag = '--model' if name == 'model' else f'--compare {name}='
+            raise UsageError(f'{flag}{"" if flag.endswith("=") else " "}{path}: no such model '
+                             f'folder{did_you_mean(path)}')
     return models
+
+
+def missing_folder(path: Path) -> bool:
+    """True when ``path`` is meant as a folder here and is none: a path-like name, one whose
+    parent folder exists, or any name while the hub is off (HF_HUB_OFFLINE). Other names may
+    be hub names (``org/model``), which the loader may fetch where a hub is reachable."""
+    if path.is_dir():
+        return False
+    name = str(path)
+    return (is_local_folder_name(name) or name.count('/') != 1 or path.parent.is_dir()
+            or os.environ.get('HF_HUB_OFFLINE') == '1')
+
+
+def did_you_mean(path: Path) -> str:
+    """'; did you mean X?' for a folder beside ``path`` with a close name, else ''."""
+    parent = path.parent if path.parent.is_dir() else None
+    if parent is None:
+        return ''
+    names = [p.name for p in parent.iterdir() if p.is_dir()]
+    close = difflib.get_close_matches(path.name, names, n=1)
+    return f'; did you mean {parent / close[0]}?' if close else ''
 
 
 def check_action_prompt(action_prompt: str | None, kinds: dict[str, str]) -> None:
@@ -377,6 +392,7 @@ def write_outputs(report: dict, runs: list[str], args) -> None:
     """--json (the whole report) and --plot (the training curves of the runs)."""
     if args.json:
         atomic_write_text(args.json, json.dumps(report, indent=2))
+        print(f'report: {args.json}')
     if args.plot and runs:
         from .plot import plot_runs
         print(f'curves: {plot_runs([Path(r) for r in runs], Path(args.plot))}')
@@ -389,6 +405,7 @@ def continuous_main(args) -> int:
     unknown = [s for s in splits if s not in SPLIT_NAMES]
     if unknown:
         raise UsageError(f'unknown split(s) {unknown}')
+    named_models(args.model, args.compare)   # UsageError for a folder that is not there
     library_path = library_path_for(Path(args.model), args.library)
     library = ActionLibrary.from_yaml(library_path)
     if library.space is None:
@@ -403,6 +420,7 @@ def continuous_main(args) -> int:
         atomic_write_text(args.json, json.dumps({'task': 'continuous', 'num': args.num,
                                                  'seed': args.seed, 'splits': report},
                                                 indent=2))
+        print(f'report: {args.json}')
     return 0
 
 

@@ -2,11 +2,13 @@
 holding what a clone holds (config/, models/tabletop/), with tiny budgets appended. Each
 command is first checked to be in the README as written, so the two cannot drift apart.
 
-train -> resume -> export -> record -> convert (JSONL and LeRobot) -> train from the LeRobot
-folder -> fine-tune on the JSONL dataset -> evaluate,
+train -> the same run again (a folder of its own) -> resume (the saved run's steps, then more)
+-> export -> record -> convert (JSONL and LeRobot) -> train from the LeRobot folder -> fine-tune
+on the JSONL dataset (it starts from the shipped model) -> evaluate,
 then the hand-started nodes over DDS (simulator + selector + recorder) with the documented
 commands and no remaps between them.
 """
+import csv
 import os
 import shutil
 import signal
@@ -51,14 +53,38 @@ def clone(tmp_path_factory):
     return root
 
 
+def snapshot(run_dir: Path) -> dict:
+    return {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob('*'))
+            if p.is_file()}
+
+
+def last_eval(run_dir: Path, split: str) -> dict:
+    with open(run_dir / 'eval.csv', newline='') as handle:
+        return [r for r in csv.DictReader(handle) if r['split'] == split][-1]
+
+
 def test_train_resume_export_record_convert_finetune_evaluate(clone):
     quick = documented('vla-train --config config/train_tabletop.yaml --set optim.steps=500')
     out = run([*quick, '--set', 'run_name=quick', *TINY], clone)
     assert 'quick: step 2' in out
+    assert 'run: runs/quick; checkpoints: runs/quick/checkpoints' in out
+    # The same command again: a run of its own, the first one untouched.
+    first = snapshot(clone / 'runs' / 'quick')
+    out = run([*quick, '--set', 'run_name=quick', *TINY], clone)
+    assert snapshot(clone / 'runs' / 'quick') == first
+    second = [p.name for p in (clone / 'runs').iterdir() if p.name.startswith('quick-')]
+    assert len(second) == 1 and f'writes to runs/{second[0]} instead' in out
+    # --resume as written: the saved run's 2 steps, not the YAML's 7,000.
     resume = documented('vla-train --config config/train_tabletop.yaml --resume')
-    out = run([*resume, '--set', 'run_name=quick', *TINY[:-1], '--set', 'optim.steps=3',
-               '--no-progress'], clone)
-    assert 'resumed from' in out and 'quick: step 3' in out
+    out = run([*resume, '--set', 'run_name=quick', '--no-progress'], clone)
+    assert 'resuming runs/quick from step 2 of 2' in out and 'settings changed: none' in out
+    assert "optim.steps 7000 (the run has 2)" in out
+    longer = documented('vla-train --config config/train_tabletop.yaml --resume '
+                        '--set optim.steps=9000')
+    out = run([*longer[:-1], 'optim.steps=3', '--set', 'run_name=quick', '--no-progress'],
+              clone)
+    assert 'from step 2 of 3' in out and 'settings changed: optim.steps 2 -> 3' in out
+    assert 'quick: step 3' in out
     export = documented('vla-train --config config/train_tabletop.yaml --export models/mine')
     run([*export, '--set', 'run_name=mine', *TINY], clone)
     assert (clone / 'models' / 'mine' / 'model.safetensors').is_file()
@@ -79,8 +105,14 @@ def test_train_resume_export_record_convert_finetune_evaluate(clone):
     assert 'from_lerobot: step 2' in out and 'meta/actions.yaml' in out
     finetune = documented('vla-train --config config/train_tabletop.yaml --set '
                           'init_from=models/tabletop')
-    run([*finetune, '--set', 'data.source=jsonl', '--set', 'data.path=data/sim_train',
-         '--set', 'optim.lr=3e-4', '--set', 'run_name=finetuned', *TINY], clone)
+    out = run([*finetune, '--set', 'data.source=jsonl', '--set', 'data.path=data/sim_train',
+               '--set', 'optim.lr=3e-4', '--set', 'run_name=finetuned', *TINY,
+               '--set', 'schedule.eval_samples=20'], clone)
+    # It starts from the shipped model (100% val), not from a new action encoder (~1%), and
+    # validates on an episode of the user's recording held out of training.
+    assert float(last_eval(clone / 'runs' / 'finetuned', 'val')['top1']) >= 0.8, out[-3000:]
+    assert 'validating on 1 of 6 episodes of data/sim_train' in out
+    assert last_eval(clone / 'runs' / 'finetuned', 'held_out_episodes')['n'] == '1'
     evaluate = documented('vla-eval --model models/tabletop --splits val')
     out = run([*evaluate[:2], 'models/mine', *evaluate[3:], '--num', '10', '--device', 'cpu'],
               clone)

@@ -134,6 +134,8 @@ def train_and_score(args, workdir: Path, augment: bool, sets: dict[str, Path]) -
     overrides = [f'output_dir={workdir / "runs"}', f'run_name={name}', f'seed={args.seed}',
                  f'device={args.device}', f'threads={args.threads}', 'data.source=jsonl',
                  f'data.path={sets["train"]}', "data.library=''",
+                 # the bench holds out its own episode sets: train on every training episode
+                 'data.val_episodes=0',
                  f'data.augment.enabled={str(augment).lower()}',
                  f'optim.steps={args.steps}', f'optim.warmup_steps={args.warmup}',
                  f'optim.batch_size={args.batch_size}', 'optim.region_weight=0',

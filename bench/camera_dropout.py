@@ -39,8 +39,7 @@ def slug(name: str) -> str:
 
 
 def train_command(args, name: str, rates: dict) -> list[str]:
-    # model={}: the checkpoint's architecture whole (a model.action section would give the
-    # fine-tune a new action encoder).
+    # model={}: the checkpoint's architecture is the model (init_from keeps every part).
     sets = {'run_name': slug(name), 'output_dir': args.runs_dir, 'init_from': args.init_from,
             'model': '{}',
             'data.cameras': '[top, oblique]', 'optim.steps': args.steps,
@@ -50,7 +49,10 @@ def train_command(args, name: str, rates: dict) -> list[str]:
             'schedule.eval_samples': 100, 'schedule.eval_splits': '[val]',
             **{f'optim.{k}': v for k, v in rates.items()}}
     cmd = [sys.executable, '-m', 'vla_embedding_ros.training.train', '--config',
-           str(ROOT / 'config' / 'train_tabletop.yaml'), '--no-progress']
+           str(ROOT / 'config' / 'train_tabletop.yaml'), '--no-progress',
+           # only unfinished variants are trained: an interrupted run's folder is redone in
+           # place, where finished() looks, not beside it under a timestamped name
+           '--overwrite-run']
     for key, value in sets.items():
         cmd += ['--set', f'{key}={value}']
     return cmd

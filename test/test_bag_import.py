@@ -7,8 +7,8 @@ import json
 import cv2
 import numpy as np
 import pytest
-from support.bags import ACTION, CAM_A, CAM_B, INSTR, frame, twist_bag
 
+from support.bags import ACTION, CAM_A, CAM_B, INSTR, frame, twist_bag
 from vla_embedding_ros.actions.library import load_library
 from vla_embedding_ros.data.dataset import JSONLDataset
 from vla_embedding_ros.data.recordings.bag_actions import cluster_library, kmeans

@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 import torch
+
 from support.bags import ACTION, CAM_A, INSTR, twist_bag
 from support.models import make_tiny_bert, tiny_vla_config
-
 from vla_embedding_ros.actions.library import load_library
 from vla_embedding_ros.data.dataset import JSONLDataset
 from vla_embedding_ros.data.recordings.bag_import import ImportConfig, convert_bags

@@ -7,8 +7,8 @@ import json
 
 import numpy as np
 import pytest
-from support.models import make_tiny_bert, tiny_vla_config
 
+from support.models import make_tiny_bert, tiny_vla_config
 from vla_embedding_ros.actions.library import ActionLibrary
 from vla_embedding_ros.data.recordings.bag_import import ImportConfig, camera_keys, convert_bags
 from vla_embedding_ros.data.recordings.bag_record import record_tabletop_episodes

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from support import models as fx
 
+from support import models as fx
 from vla_embedding_ros.model import VLAModel
 from vla_embedding_ros.model import checkpoint as ckpt
 

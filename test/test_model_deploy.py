@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from support.models import make_tiny_bert, make_tiny_siglip, make_tiny_vit, tiny_vla_config
 
+from support.models import make_tiny_bert, make_tiny_siglip, make_tiny_vit, tiny_vla_config
 from vla_embedding_ros.actions.library import ActionLibrary
 from vla_embedding_ros.data.tabletop import TabletopConfig, TabletopGenerator
 from vla_embedding_ros.model import VLAModel

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from support import models as fx
 from transformers import AutoModel, AutoTokenizer
 
+from support import models as fx
 from vla_embedding_ros.model import (
     ActionConfig,
     TextConfig,

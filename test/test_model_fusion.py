@@ -1,8 +1,8 @@
 """Fusion variants: shapes, unit norm, gradient flow, cameras, patch position, padding."""
 import pytest
 import torch
-from support import models as fx
 
+from support import models as fx
 from vla_embedding_ros.model import (
     FusionConfig,
     TextFeatures,

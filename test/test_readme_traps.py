@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from support.training import config
 
+from support.training import config
 from vla_embedding_ros.training import evaluate as vla_eval
 from vla_embedding_ros.training.train import Trainer
 from vla_embedding_ros.training.train import main as train_main

@@ -15,8 +15,8 @@ from lifecycle_msgs.srv import ChangeState  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
-from support.ros import Harness, frame, image_msg, make_text_checkpoint  # noqa: E402
 
+from support.ros import Harness, frame, image_msg, make_text_checkpoint  # noqa: E402
 from vla_embedding_ros.ros.action_selector_node import (  # noqa: E402
     LATCHED_QOS,
     SENSOR_QOS,

@@ -19,9 +19,9 @@ rclpy = pytest.importorskip('rclpy')
 
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from std_msgs.msg import Float32MultiArray, MultiArrayDimension, String  # noqa: E402
+
 from support.fault_client import RED, Client, selector_overrides  # noqa: E402
 from support.ros import Harness, frame, image_msg, make_text_checkpoint  # noqa: E402
-
 from vla_embedding_ros.ros.action_selector_node import (  # noqa: E402
     LOG_PERIOD_S,
     ActionSelectorNode,

@@ -17,11 +17,11 @@ from builtin_interfaces.msg import Time  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from sensor_msgs.msg import CompressedImage  # noqa: E402
 from std_msgs.msg import Float32MultiArray, String  # noqa: E402
+
 from support.fault_client import RED, Client  # noqa: E402
 from support.fault_client import selector_overrides as _overrides  # noqa: E402
 from support.images import png_declaring  # noqa: E402
 from support.ros import Harness, frame, image_msg, make_text_checkpoint  # noqa: E402
-
 from vla_embedding_ros.ros.action_selector_node import ActionSelectorNode  # noqa: E402
 from vla_embedding_ros.ros.image_conversion import numpy_to_compressed  # noqa: E402
 

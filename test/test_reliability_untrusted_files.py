@@ -10,11 +10,11 @@ import cv2
 import numpy as np
 import pytest
 import torch
+
 from support import models as fx
 from support.images import png_declaring
 from support.training import LIBRARY_PATH as LIBRARY
 from support.training import config
-
 from vla_embedding_ros.actions.library import ActionLibrary
 from vla_embedding_ros.data.dataset import BadSampleError, DatasetWriter, JSONLDataset
 from vla_embedding_ros.data.recordings.bag_images import ImageDecodeError, decode_compressed

@@ -9,9 +9,9 @@ pytest.importorskip('rclpy')
 pytest.importorskip('onnxruntime')
 
 from rclpy.parameter import Parameter  # noqa: E402
+
 from support.ros import Harness, frame, make_text_checkpoint  # noqa: E402
 from support.selector_client import Client  # noqa: E402
-
 from vla_embedding_ros.model import onnx_export as ox  # noqa: E402
 from vla_embedding_ros.ros.action_selector_node import ActionSelectorNode  # noqa: E402
 from vla_embedding_ros.selection import ActionSelector  # noqa: E402

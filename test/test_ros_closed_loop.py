@@ -10,7 +10,6 @@ import pytest
 pytest.importorskip('rclpy')
 
 from support.ros import make_tabletop_checkpoint  # noqa: E402
-
 from vla_embedding_ros.selection.selector import ActionSelector  # noqa: E402
 from vla_embedding_ros.training.evaluate import replay_streams  # noqa: E402
 from vla_embedding_ros.training.evaluation import replay_demo_episodes  # noqa: E402

@@ -22,8 +22,8 @@ from rclpy.exceptions import InvalidParameterValueException  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import Float32, Float32MultiArray, String  # noqa: E402
-from support.ros import Harness, image_msg  # noqa: E402
 
+from support.ros import Harness, image_msg  # noqa: E402
 from vla_embedding_ros.data.tabletop import TabletopConfig  # noqa: E402
 from vla_embedding_ros.data.tabletop.continuous import (  # noqa: E402
     CONTINUOUS_SPACE,

@@ -13,8 +13,8 @@ from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
-from support.ros import Harness, image_msg  # noqa: E402
 
+from support.ros import Harness, image_msg  # noqa: E402
 from vla_embedding_ros.data.tabletop import TabletopGenerator  # noqa: E402
 from vla_embedding_ros.data.tabletop.cameras import render_views  # noqa: E402
 from vla_embedding_ros.ros.action_selector_node import (  # noqa: E402

@@ -15,9 +15,9 @@ from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import Float32MultiArray, MultiArrayDimension, String  # noqa: E402
+
 from support.ros import TEXT_ACTIONS, Harness, frame, make_text_checkpoint  # noqa: E402
 from support.selector_client import Client  # noqa: E402
-
 from vla_embedding_ros.ros.action_selector_node import ActionSelectorNode  # noqa: E402
 from vla_embedding_ros.selection import ActionSelector  # noqa: E402
 

@@ -10,8 +10,8 @@ from rclpy.parameter import Parameter  # noqa: E402
 from rosgraph_msgs.msg import Clock  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import Float32, String  # noqa: E402
-from support.ros import Harness  # noqa: E402
 
+from support.ros import Harness  # noqa: E402
 from vla_embedding_ros.data.tabletop import (  # noqa: E402
     TabletopConfig,
     TabletopGenerator,

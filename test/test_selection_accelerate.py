@@ -7,8 +7,8 @@ elsewhere; the fallback on a machine without one is checked everywhere.
 import numpy as np
 import pytest
 import torch
-from support.models import IMAGE_SIZE, make_tiny_bert, tiny_vla_config
 
+from support.models import IMAGE_SIZE, make_tiny_bert, tiny_vla_config
 from vla_embedding_ros.model.vla_model import VLAModel
 from vla_embedding_ros.selection import Action, ActionLibrary, ActionSelector
 from vla_embedding_ros.selection.accelerate import ImageEncoderRunner, check_options

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from support.models import make_tiny_bert, make_tiny_clip, tiny_vla_config
 
+from support.models import make_tiny_bert, make_tiny_clip, tiny_vla_config
 from vla_embedding_ros.data.tabletop import TabletopConfig, TabletopGenerator
 from vla_embedding_ros.model import VLAModel
 from vla_embedding_ros.model import onnx_export as ox

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from support.models import make_tiny_clip
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 from transformers import (
     AutoModel,
@@ -19,6 +18,7 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
+from support.models import make_tiny_clip
 from vla_embedding_ros.selection import (
     Action,
     ActionLibrary,

@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from support.training import losses, tiny_config
 
+from support.training import losses, tiny_config
 from vla_embedding_ros.model import VLAModel
 from vla_embedding_ros.training import checkpoint as ckpt
 from vla_embedding_ros.training import evaluate as vla_eval

@@ -5,8 +5,8 @@ import csv
 import numpy as np
 import pytest
 import torch
-from support.models import tiny_vla_config
 
+from support.models import tiny_vla_config
 from vla_embedding_ros.data.tabletop import TabletopGenerator
 from vla_embedding_ros.data.tabletop.cameras import check_cameras, oblique_view, render_views
 from vla_embedding_ros.model import VLAModel

@@ -3,9 +3,9 @@ with tiny models: it trains, resumes exactly, records the trained range, and fin
 grid model with a new Fourier action encoder."""
 import pytest
 import torch
+
 from support.models import tiny_vla_config
 from support.training import losses
-
 from vla_embedding_ros.model import VLAModel
 from vla_embedding_ros.selection import ActionSelector
 from vla_embedding_ros.selection.sampling import SamplingConfig

@@ -18,8 +18,8 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
-from support.models import make_tiny_bert, tiny_vla_config
 
+from support.models import make_tiny_bert, tiny_vla_config
 from vla_embedding_ros.data.make_dataset import main as make_dataset
 from vla_embedding_ros.training import checkpoint as ckpt
 from vla_embedding_ros.training.config import TrainConfig

@@ -4,8 +4,8 @@ settings are refused by name."""
 import pytest
 import torch
 from safetensors.torch import load_file
-from support.training import losses, tiny_config
 
+from support.training import losses, tiny_config
 from vla_embedding_ros.training import checkpoint as ckpt
 from vla_embedding_ros.training.train import Trainer
 from vla_embedding_ros.training.train import main as train_main

@@ -6,8 +6,8 @@ import logging
 import numpy as np
 import pytest
 import torch
-from support.training import losses, tiny_config
 
+from support.training import losses, tiny_config
 from vla_embedding_ros.data.dataset import DatasetWriter
 from vla_embedding_ros.data.tabletop import (
     COLORS,

@@ -2,8 +2,8 @@
 run's settings, refuses overrides that would change what the run learns (by name), and takes
 the ones that are safe (a longer optim.steps)."""
 import yaml
-from support.training import config
 
+from support.training import config
 from vla_embedding_ros.training import checkpoint as ckpt
 from vla_embedding_ros.training.train import Trainer
 from vla_embedding_ros.training.train import main as train_main

@@ -9,9 +9,9 @@ import sys
 import numpy as np
 import pytest
 import yaml
+
 from support.training import LIBRARY_PATH as LIBRARY
 from support.training import config
-
 from vla_embedding_ros.data.dataset import DatasetWriter
 from vla_embedding_ros.data.tabletop import ACTION_NAMES
 from vla_embedding_ros.training.train import Trainer

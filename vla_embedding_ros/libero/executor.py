@@ -1,0 +1,270 @@
+"""Pick and place at a point of the agentview image, with no privileged simulator state.
+
+The executor sees what a real robot with a calibrated RGB-D camera sees: the frame's depth and
+calibration, its own end-effector pose and gripper width. A point ``(u, v)`` is normalised
+image coordinates of the UPRIGHT agentview image (:mod:`.camera`: u to the right, v down, both
+in [0, 1]). It is lifted to 3-D through the depth at that pixel; the depth around it gives the
+height to grasp at (or release from) and the support the object stands on. The Panda moves
+top-down with its fingers closing along the world y axis, by proportional OSC_POSE deltas.
+
+Bad points are refused before the robot moves: :class:`Refused` names the reason (outside the
+image, not finite, no depth there, off the workspace the arm can reach).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .camera import Frame
+from .env import LiberoEnv, StepBudgetExhausted
+
+# Top-down grasp, fingers closing along world y: the orientation LIBERO's Panda starts in.
+DOWN = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])
+OPEN, CLOSE = -1.0, 1.0
+MAX_DELTA = 0.05          # m per step at action 1.0 (robosuite's OSC_POSE output_max)
+MAX_ROT_DELTA = 0.5       # rad per step at action 1.0
+KP, KD = 4.0, 4.0         # position gain and damping (per step), tuned on LIBERO's Panda
+
+# Reachable workspace around the robot's base (its mount is calibration, not object state).
+REACH_MIN, REACH_MAX = 0.25, 0.95          # horizontal distance from the base (m)
+BELOW_BASE, ABOVE_BASE = 0.15, 0.50        # height band around the base (m)
+
+GRASP_DEPTH = 0.02        # finger pads this far below the top of what they grasp (the hand's
+                          # palm is 2.4 cm above the pads) ...
+SUPPORT_CLEARANCE = 0.014  # ... but the grip site this far above the support (finger tips
+                          # reach 1.3 cm below it)
+TOP_RADIUS = 0.02         # m: points around the target that make its top
+SUPPORT_RADIUS = (0.05, 0.12)   # m: the annulus whose low points make the support
+CLEAR_RADIUS = 0.08       # m: what a held object must clear when lowered onto a target
+CARRY = 0.15              # carry a held object's bottom this far above its old support
+OPENING_RADIUS = 0.04     # m: around a place point, what makes a container's rim
+HOVER = 0.06              # approach from this far above the grasp/release height
+HELD_WIDTH = 0.003        # width after closing above this = something held (a bowl's wall ~0.005)
+RELEASE_GAP = 0.02        # held object's bottom this far above the target's top at release
+
+
+class Refused(ValueError):
+    """A point the executor will not act on (before any motion); ``reason`` says why."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f'{reason}: {detail}')
+        self.reason = reason
+
+
+@dataclass
+class Outcome:
+    """What a primitive did: ``ok``, else ``failure`` (missed_grasp, dropped, out_of_steps)."""
+    ok: bool
+    failure: str | None = None
+    steps: int = 0
+    info: dict = field(default_factory=dict)
+
+
+@dataclass
+class _Target:
+    point: np.ndarray      # lifted point (world)
+    top: float             # top of what is around the point (world z)
+    support: float         # what it stands on (world z)
+    clear: float           # highest surface within CLEAR_RADIUS (world z)
+
+
+class Executor:
+    """``pick(u, v, frame)`` then ``place(u, v, frame)`` on one :class:`LiberoEnv` episode."""
+
+    def __init__(self, env: LiberoEnv):
+        self.env = env
+        self.hang = 0.0            # how far the held object reaches below the grip site
+
+    # --- lifting a point ------------------------------------------------------------------
+    def lift(self, u, v, frame: Frame, below: float = np.inf) -> _Target:
+        """The 3-D target at normalised image point ``(u, v)``, or :class:`Refused`.
+
+        Only points lower than ``below`` (world z) count as surroundings: when the hand holds
+        an object, the arm and the object are in the frame too and must not count as obstacles.
+        """
+        try:
+            u, v = float(u), float(v)
+        except (TypeError, ValueError) as exc:
+            raise Refused('not_a_number', f'({u!r}, {v!r})') from exc
+        if not (np.isfinite(u) and np.isfinite(v)):
+            raise Refused('not_finite', f'point ({u}, {v})')
+        if not (0.0 <= u < 1.0 and 0.0 <= v < 1.0):
+            raise Refused('outside_image', f'point ({u:.3f}, {v:.3f}) is not in [0, 1)^2')
+        cal = frame.calibration
+        x, y = cal.normalised_to_pixel(u, v)
+        depth = frame.depth_at(x, y)
+        if not np.isfinite(depth) or depth <= 0:
+            raise Refused('no_depth', f'no depth at pixel ({x:.1f}, {y:.1f})')
+        point = cal.pixel_to_world(x, y, depth)
+        base = self.env.robot_base()
+        reach = float(np.hypot(*(point[:2] - base[:2])))
+        if not (REACH_MIN <= reach <= REACH_MAX
+                and base[2] - BELOW_BASE <= point[2] <= base[2] + ABOVE_BASE):
+            raise Refused('off_workspace', f'point ({u:.3f}, {v:.3f}) lifts to '
+                          f'{np.round(point, 3).tolist()}, {reach:.2f} m from the robot base '
+                          f'(reach {REACH_MIN}-{REACH_MAX} m, height within '
+                          f'-{BELOW_BASE}/+{ABOVE_BASE} m of the base)')
+        cloud = frame.point_cloud()
+        cloud = cloud[cloud[..., 2] < below]
+        near = np.hypot(*(cloud[:, :2] - point[:2]).T)
+        top = np.percentile(cloud[near < TOP_RADIUS][:, 2], 95) if (near < TOP_RADIUS).any() \
+            else point[2]
+        ring = (near >= SUPPORT_RADIUS[0]) & (near < SUPPORT_RADIUS[1])
+        support = min(np.percentile(cloud[ring][:, 2], 50), point[2]) if ring.any() \
+            else point[2]
+        clear = np.percentile(cloud[near < CLEAR_RADIUS][:, 2], 98)
+        return _Target(point, float(max(top, point[2])), float(support), float(clear))
+
+    def _opening(self, t: _Target, frame: Frame, below: float) -> _Target:
+        """For a place into a container: where the pixel's ray crosses the container's rim.
+
+        One camera cannot see a basket's floor behind its front wall: the pixel at the middle
+        of the opening lands on the far inner wall. The opening's height is the top of what
+        surrounds the seen point (OPENING_RADIUS); when that is above the point, the hand goes
+        where the ray crosses it, i.e. over the middle of the opening, and releases above it.
+        """
+        cloud = frame.point_cloud()
+        cloud = cloud[cloud[..., 2] < below]
+        near = np.hypot(*(cloud[:, :2] - t.point[:2]).T) < OPENING_RADIUS
+        rim = float(np.percentile(cloud[near][:, 2], 95)) if near.any() else t.point[2]
+        if t.point[2] < t.support + 0.03 or rim < t.point[2] + 0.02:
+            return t      # a surface to put things on (a plate), not an opening
+        origin = frame.calibration.world_from_camera[:3, 3]
+        crossing = origin + (t.point - origin) * (rim - origin[2]) / (t.point[2] - origin[2])
+        return _Target(crossing, max(rim, t.top), t.support, t.clear)
+
+    @staticmethod
+    def hang_for(grasp_z: float, t: _Target) -> float:
+        """How far a grasped object reaches below the grip site: down to its support."""
+        return grasp_z - t.support
+
+    # --- primitives -----------------------------------------------------------------------
+    def pick(self, u, v, frame: Frame) -> Outcome:
+        """Grasp what is at ``(u, v)`` of ``frame`` from above and lift it."""
+        t = self.lift(u, v, frame, below=self.env.eef_pos()[2] - 0.03)   # not the arm
+        start = self.env.steps
+        grasp_z = max(t.top - GRASP_DEPTH, t.support + SUPPORT_CLEARANCE)
+        above = np.array([t.point[0], t.point[1], max(t.clear, t.top) + HOVER])
+        try:
+            self._travel(above, OPEN)
+            self._move(np.array([*t.point[:2], grasp_z]), OPEN, speed=0.5, tol=0.005)
+            self._hold(OPEN, 2)
+            self._hold(CLOSE, 10)
+            carry = max(above[2] + 0.04, t.support + self.hang_for(grasp_z, t) + CARRY)
+            self._move([*above[:2], carry], CLOSE, speed=0.6, tol=0.02, via=True)
+        except StepBudgetExhausted:
+            return Outcome(False, 'out_of_steps', self.env.steps - start)
+        self.hang = self.hang_for(grasp_z, t)
+        width = self.env.gripper_width()
+        info = {'grasp_z': grasp_z, 'top': t.top, 'support': t.support, 'width': width,
+                'point': t.point.tolist()}
+        if width < HELD_WIDTH:
+            return Outcome(False, 'missed_grasp', self.env.steps - start, info)
+        return Outcome(True, None, self.env.steps - start, info)
+
+    def place(self, u, v, frame: Frame) -> Outcome:
+        """Carry the held object above ``(u, v)`` of ``frame``, lower it onto what is there
+        and release it."""
+        below = self.env.eef_pos()[2] - self.hang - 0.01    # not the arm or what it holds
+        t = self._opening(self.lift(u, v, frame, below), frame, below)
+        start = self.env.steps
+        release_z = t.top + self.hang + RELEASE_GAP
+        above = np.array([t.point[0], t.point[1], max(t.clear + self.hang + 0.03,
+                                                      release_z + 0.02)])
+        try:
+            self._travel(above, CLOSE, speed=0.7)
+            if self.env.gripper_width() < HELD_WIDTH:
+                return Outcome(False, 'dropped', self.env.steps - start)
+            self._move(np.array([*t.point[:2], release_z]), CLOSE, speed=0.5, tol=0.008)
+            self._hold(OPEN, 6)
+            self._move(self.env.eef_pos() + [0, 0, 0.05], OPEN, speed=0.5, tol=0.02, via=True)
+        except StepBudgetExhausted:
+            return Outcome(False, 'out_of_steps', self.env.steps - start)
+        return Outcome(True, None, self.env.steps - start,
+                       {'release_z': release_z, 'top': t.top, 'clear': t.clear,
+                        'point': t.point.tolist()})
+
+    # --- motion ---------------------------------------------------------------------------
+    def _travel(self, goal, gripper, speed=1.0):
+        """Go to ``goal`` (above what it approaches): rise first when below its height."""
+        pos = self.env.eef_pos()
+        if pos[2] >= goal[2]:      # above the goal: straight there (the goal clears its area)
+            self._move(goal, gripper, speed, tol=0.008)
+            return
+        height = goal[2]
+        if height - pos[2] > 0.02:
+            self._move(np.array([pos[0], pos[1], height]), gripper, speed, tol=0.02, via=True)
+        if np.hypot(*(goal[:2] - pos[:2])) > 0.03:
+            self._move(np.array([goal[0], goal[1], height]), gripper, speed, tol=0.02, via=True)
+        self._move(goal, gripper, speed, tol=0.008)
+
+    def _move(self, goal, gripper, speed, tol, via=False, max_steps=90):
+        """PD steps toward ``goal`` with the orientation held top-down, until within ``tol`` m
+        (and nearly still unless ``via``: a waypoint passed through) or ``max_steps``.
+
+        robosuite's OSC_POSE moves the hand only ~a quarter of each commanded delta per step
+        and coasts several centimetres after fast motion, hence the gain and the damping.
+        """
+        goal = np.asarray(goal, float)
+        prev = self.env.eef_pos()
+        still = 0
+        for _ in range(max_steps):
+            pos = self.env.eef_pos()
+            vel, prev = pos - prev, pos
+            err = goal - pos
+            if np.linalg.norm(err) < tol and (via or np.linalg.norm(vel) < 0.002):
+                return
+            # Stalled close to the goal (the fingers rest on something): as close as it gets.
+            still = still + 1 if np.linalg.norm(vel) < 0.001 else 0
+            if still >= 4 and np.linalg.norm(err) < 0.02:
+                return
+            self._step(KP * err - KD * vel, gripper, speed)
+
+    def _hold(self, gripper, steps):
+        goal = self.env.eef_pos()
+        for _ in range(steps):
+            self._step(KP * (goal - self.env.eef_pos()), gripper)
+
+    def _step(self, delta, gripper, speed=1.0):
+        """One control step: position ``delta`` (m, scaled so no axis exceeds ``speed`` of the
+        controller's range), rotation back to top-down, the gripper command."""
+        move = delta / MAX_DELTA
+        peak = np.abs(move).max()
+        if peak > speed:
+            move *= speed / peak
+        rot = _axis_angle(DOWN @ self.env.eef_rot().T)
+        self.env.step(np.concatenate([move, np.clip(rot / MAX_ROT_DELTA, -1, 1), [gripper]]))
+
+
+# The Panda hand in the grip site's frame (fingers closing along world y), measured from its
+# collision geoms: finger links reach 1.3 cm below the site, 3.2-6.8 cm out along y when open;
+# the palm spans 10.5 cm either side along y, 4 cm along x, from 2.4 cm above the site.
+FINGERS = {'dx': 0.015, 'dy': (0.03, 0.07), 'below': 0.015}
+PALM = {'dx': 0.04, 'dy': 0.105, 'above': 0.024}
+
+
+def hand_intrusion(points: np.ndarray, grasp: np.ndarray) -> float:
+    """How far (m) the surfaces in ``points`` ([N, 3] world) reach into the open hand lowered
+    to ``grasp`` (the grip site): 0 when it fits. What lies between the fingers is not counted
+    (that is what they grasp)."""
+    d = points - grasp
+    ax, ay = np.abs(d[:, 0]), np.abs(d[:, 1])
+    fingers = (ax <= FINGERS['dx']) & (ay >= FINGERS['dy'][0]) & (ay <= FINGERS['dy'][1])
+    palm = (ax <= PALM['dx']) & (ay <= PALM['dy'])
+    worst = 0.0
+    if fingers.any():
+        worst = max(worst, float(d[fingers, 2].max() + FINGERS['below']))
+    if palm.any():
+        worst = max(worst, float(d[palm, 2].max() - PALM['above']))
+    return max(worst, 0.0)
+
+
+def _axis_angle(R: np.ndarray) -> np.ndarray:
+    """Rotation vector of a rotation matrix (small-angle safe)."""
+    cos = np.clip((np.trace(R) - 1) / 2, -1.0, 1.0)
+    angle = np.arccos(cos)
+    axis = np.array([R[2, 1] - R[1, 2], R[0, 2] - R[2, 0], R[1, 0] - R[0, 1]])
+    if angle < 1e-6:
+        return axis / 2
+    return axis * angle / (2 * np.sin(angle))

@@ -38,7 +38,8 @@ TOP_RADIUS = 0.02         # m: points around the target that make its top
 SUPPORT_RADIUS = (0.05, 0.12)   # m: the annulus whose low points make the support
 CLEAR_RADIUS = 0.08       # m: what a held object must clear when lowered onto a target
 CARRY = 0.15              # carry a held object's bottom this far above its old support
-OPENING_RADIUS = 0.04     # m: around a place point, what makes a container's rim
+OPENING_RADIUS = 0.05     # m: around a place point, what makes a container's rim
+                          # (its top 1%: a thin rim is few points)
 HOVER = 0.06              # approach from this far above the grasp/release height
 HELD_WIDTH = 0.003        # width after closing above this = something held (a bowl's wall ~0.005)
 RELEASE_GAP = 0.02        # held object's bottom this far above the target's top at release
@@ -77,12 +78,19 @@ class Executor:
         self.hang = 0.0            # how far the held object reaches below the grip site
 
     # --- lifting a point ------------------------------------------------------------------
-    def lift(self, u, v, frame: Frame, below: float = np.inf) -> _Target:
-        """The 3-D target at normalised image point ``(u, v)``, or :class:`Refused`.
+    def surroundings(self, frame: Frame) -> np.ndarray:
+        """The frame's world points [N, 3] without the robot and what it holds: everything
+        above the hand, and near the hand (10 cm) down to the held object's bottom. The robot
+        knows where its hand is (proprioception); its arm rises from there."""
+        cloud = frame.point_cloud().reshape(-1, 3)
+        hand = self.env.eef_pos()
+        near_hand = np.hypot(*(cloud[:, :2] - hand[:2]).T) < 0.10
+        robot = (cloud[:, 2] > hand[2] - 0.03) | (near_hand & (cloud[:, 2] > hand[2] - self.hang
+                                                               - 0.03))
+        return cloud[~robot]
 
-        Only points lower than ``below`` (world z) count as surroundings: when the hand holds
-        an object, the arm and the object are in the frame too and must not count as obstacles.
-        """
+    def lift(self, u, v, frame: Frame) -> _Target:
+        """The 3-D target at normalised image point ``(u, v)``, or :class:`Refused`."""
         try:
             u, v = float(u), float(v)
         except (TypeError, ValueError) as exc:
@@ -105,8 +113,7 @@ class Executor:
                           f'{np.round(point, 3).tolist()}, {reach:.2f} m from the robot base '
                           f'(reach {REACH_MIN}-{REACH_MAX} m, height within '
                           f'-{BELOW_BASE}/+{ABOVE_BASE} m of the base)')
-        cloud = frame.point_cloud()
-        cloud = cloud[cloud[..., 2] < below]
+        cloud = self.surroundings(frame)
         near = np.hypot(*(cloud[:, :2] - point[:2]).T)
         top = np.percentile(cloud[near < TOP_RADIUS][:, 2], 95) if (near < TOP_RADIUS).any() \
             else point[2]
@@ -116,7 +123,7 @@ class Executor:
         clear = np.percentile(cloud[near < CLEAR_RADIUS][:, 2], 98)
         return _Target(point, float(max(top, point[2])), float(support), float(clear))
 
-    def _opening(self, t: _Target, frame: Frame, below: float) -> _Target:
+    def _opening(self, t: _Target, frame: Frame) -> _Target:
         """For a place into a container: where the pixel's ray crosses the container's rim.
 
         One camera cannot see a basket's floor behind its front wall: the pixel at the middle
@@ -124,11 +131,13 @@ class Executor:
         surrounds the seen point (OPENING_RADIUS); when that is above the point, the hand goes
         where the ray crosses it, i.e. over the middle of the opening, and releases above it.
         """
-        cloud = frame.point_cloud()
-        cloud = cloud[cloud[..., 2] < below]
-        near = np.hypot(*(cloud[:, :2] - t.point[:2]).T) < OPENING_RADIUS
-        rim = float(np.percentile(cloud[near][:, 2], 95)) if near.any() else t.point[2]
-        if t.point[2] < t.support + 0.03 or rim < t.point[2] + 0.02:
+        cloud = self.surroundings(frame)
+        dist = np.hypot(*(cloud[:, :2] - t.point[:2]).T)
+        near = dist < OPENING_RADIUS
+        rim = float(np.percentile(cloud[near][:, 2], 99)) if near.any() else t.point[2]
+        ring = (dist >= SUPPORT_RADIUS[0]) & (dist < SUPPORT_RADIUS[1])
+        ground = float(np.percentile(cloud[ring][:, 2], 5)) if ring.any() else t.point[2]
+        if t.point[2] < ground + 0.03 or rim < t.point[2] + 0.02:
             return t      # a surface to put things on (a plate), not an opening
         origin = frame.calibration.world_from_camera[:3, 3]
         crossing = origin + (t.point - origin) * (rim - origin[2]) / (t.point[2] - origin[2])
@@ -142,7 +151,7 @@ class Executor:
     # --- primitives -----------------------------------------------------------------------
     def pick(self, u, v, frame: Frame) -> Outcome:
         """Grasp what is at ``(u, v)`` of ``frame`` from above and lift it."""
-        t = self.lift(u, v, frame, below=self.env.eef_pos()[2] - 0.03)   # not the arm
+        t = self.lift(u, v, frame)
         start = self.env.steps
         grasp_z = max(t.top - GRASP_DEPTH, t.support + SUPPORT_CLEARANCE)
         above = np.array([t.point[0], t.point[1], max(t.clear, t.top) + HOVER])
@@ -166,8 +175,7 @@ class Executor:
     def place(self, u, v, frame: Frame) -> Outcome:
         """Carry the held object above ``(u, v)`` of ``frame``, lower it onto what is there
         and release it."""
-        below = self.env.eef_pos()[2] - self.hang - 0.01    # not the arm or what it holds
-        t = self._opening(self.lift(u, v, frame, below), frame, below)
+        t = self._opening(self.lift(u, v, frame), frame)
         start = self.env.steps
         release_z = t.top + self.hang + RELEASE_GAP
         above = np.array([t.point[0], t.point[1], max(t.clear + self.hang + 0.03,

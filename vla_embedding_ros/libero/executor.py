@@ -42,6 +42,7 @@ OPENING_RADIUS = 0.05     # m: around a place point, what makes a container's ri
                           # (its top 1%: a thin rim is few points)
 HOVER = 0.06              # approach from this far above the grasp/release height
 HELD_WIDTH = 0.003        # width after closing above this = something held (a bowl's wall ~0.005)
+MAX_HANG = 0.13           # no object of these suites reaches further below the grip
 RELEASE_GAP = 0.02        # held object's bottom this far above the target's top at release
 
 
@@ -145,8 +146,9 @@ class Executor:
 
     @staticmethod
     def hang_for(grasp_z: float, t: _Target) -> float:
-        """How far a grasped object reaches below the grip site: down to its support."""
-        return grasp_z - t.support
+        """How far a grasped object reaches below the grip site: down to its support (an upper
+        bound: it may stand on something), at most MAX_HANG."""
+        return min(grasp_z - t.support, MAX_HANG)
 
     # --- primitives -----------------------------------------------------------------------
     def pick(self, u, v, frame: Frame) -> Outcome:
@@ -173,10 +175,15 @@ class Executor:
         return Outcome(True, None, self.env.steps - start, info)
 
     def place(self, u, v, frame: Frame) -> Outcome:
-        """Carry the held object above ``(u, v)`` of ``frame``, lower it onto what is there
-        and release it."""
-        t = self._opening(self.lift(u, v, frame), frame)
+        """Carry the held object above ``(u, v)`` of ``frame`` and put it there: onto a
+        surface by lowering until it touches (a guarded move: the held object's length is only
+        an upper bound when it stood on something), into a container by releasing it above
+        the container's rim."""
+        t = self.lift(u, v, frame)
+        opening = self._opening(t, frame)
         start = self.env.steps
+        into = opening is not t
+        t = opening
         release_z = t.top + self.hang + RELEASE_GAP
         above = np.array([t.point[0], t.point[1], max(t.clear + self.hang + 0.03,
                                                       release_z + 0.02)])
@@ -185,13 +192,15 @@ class Executor:
             if self.env.gripper_width() < HELD_WIDTH:
                 return Outcome(False, 'dropped', self.env.steps - start)
             self._move(np.array([*t.point[:2], release_z]), CLOSE, speed=0.5, tol=0.008)
+            if not into:
+                self._lower_until_contact(t.top + 0.01, CLOSE)
             self._hold(OPEN, 6)
             self._move(self.env.eef_pos() + [0, 0, 0.05], OPEN, speed=0.5, tol=0.02, via=True)
         except StepBudgetExhausted:
             return Outcome(False, 'out_of_steps', self.env.steps - start)
         return Outcome(True, None, self.env.steps - start,
-                       {'release_z': release_z, 'top': t.top, 'clear': t.clear,
-                        'point': t.point.tolist()})
+                       {'release_z': float(self.env.eef_pos()[2]), 'top': t.top,
+                        'clear': t.clear, 'into': into, 'point': t.point.tolist()})
 
     # --- motion ---------------------------------------------------------------------------
     def _travel(self, goal, gripper, speed=1.0):
@@ -228,6 +237,22 @@ class Executor:
             if still >= 4 and np.linalg.norm(err) < 0.02:
                 return
             self._step(KP * err - KD * vel, gripper, speed)
+
+    def _lower_until_contact(self, floor_z, gripper, max_steps=40):
+        """Lower slowly toward ``floor_z`` until the hand stops descending (what it holds
+        rests on something) or it gets there."""
+        prev = self.env.eef_pos()
+        slow = 0
+        for n in range(max_steps):
+            pos = self.env.eef_pos()
+            drop, prev = prev[2] - pos[2], pos
+            if pos[2] <= floor_z + 0.004:
+                return
+            slow = slow + 1 if n >= 3 and drop < 0.001 else 0
+            if slow >= 2:
+                return
+            goal = np.array([*pos[:2], floor_z])
+            self._step(KP * (goal - pos), gripper, speed=0.3)
 
     def _hold(self, gripper, steps):
         goal = self.env.eef_pos()

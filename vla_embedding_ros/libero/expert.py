@@ -137,14 +137,16 @@ class ExpertPolicy:
     def __call__(self, frame: Frame, instruction: str, primitive: str) -> tuple[float, float]:
         if primitive == 'pick':
             world = grasp_point(self.env, self.object, frame)
+            if 'bowl' in self.object:   # grasp_point chose a wall whose pixel is seen
+                (x, y), _ = frame.calibration.world_to_pixel(world)
+            else:
+                x, y = visible_pixel(frame, world)
             low, high = body_box(self.env, self.object)
-            # The hand will hold the object this far from its middle: place the hand as far
-            # from the target's middle, so the object itself lands centred.
-            self._offset = np.array([*(world[:2] - (low[:2] + high[:2]) / 2), 0.0])
-        else:
+            # The hand will hold the object where the pixel's depth lands, this far from its
+            # middle: place the hand as far from the target's middle, so the object lands
+            # centred.
+            self._offset = np.array([*(frame.lift(x, y)[:2] - (low[:2] + high[:2]) / 2), 0.0])
+        else:   # a place goes where the pixel's ray leads (the executor finds the surface)
             world = place_point(self.env, self.target) + getattr(self, '_offset', 0.0)
-        if primitive == 'pick' and 'bowl' not in self.object:
-            x, y = visible_pixel(frame, world)
-        else:   # a bowl's wall was chosen seen; a place goes where the pixel's ray leads
             (x, y), _ = frame.calibration.world_to_pixel(world)
         return frame.calibration.pixel_to_normalised(x, y)

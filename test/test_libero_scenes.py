@@ -1,0 +1,138 @@
+"""Real LIBERO scenes (no mocks): suites by name, the camera's geometry, the executor's
+refusals, the expert through the executor, evaluation and demonstrations."""
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip('libero.libero', reason='LIBERO not installed (requirements-libero.txt)')
+
+from vla_embedding_ros.libero import suites  # noqa: E402
+from vla_embedding_ros.libero.env import LiberoEnv  # noqa: E402
+from vla_embedding_ros.libero.episode import run_episode  # noqa: E402
+from vla_embedding_ros.libero.executor import Executor, Refused  # noqa: E402
+from vla_embedding_ros.libero.expert import ExpertPolicy, body_box  # noqa: E402
+
+
+@pytest.fixture(scope='module')
+def spatial():
+    with LiberoEnv(suites.task('libero_spatial', 0), image_size=128) as env:
+        yield env
+
+
+@pytest.fixture(scope='module')
+def objects():
+    with LiberoEnv(suites.task('libero_object', 3), image_size=128) as env:
+        yield env
+
+
+def test_suites_by_name_list_the_choices():
+    names = suites.suite_names()
+    assert {'libero_spatial', 'libero_object', 'libero_goal', 'libero_10',
+            'libero_spatial_swap'} <= set(names)
+    with pytest.raises(ValueError, match='libero_spatial, ') as err:
+        suites.task('libero_spacial', 0)
+    assert 'libero_object' in str(err.value)
+    with pytest.raises(ValueError, match='pick_up_the_alphabet_soup'):
+        suites.task('libero_object', 'no_such_task')
+    with pytest.raises(ValueError, match='tasks 0..9'):
+        suites.task('libero_object', 10)
+    spec = suites.task('libero_object', 'pick_up_the_ketchup_and_place_it_in_the_basket')
+    assert spec.instruction == 'pick up the ketchup and place it in the basket'
+    assert spec.max_steps == 280 and suites.step_budget('libero_spatial_swap') == 220
+    assert suites.step_budget('libero_10') == 520 and suites.step_budget('libero_goal') == 300
+    assert suites.initial_states(spec).shape[0] == 50
+
+
+def test_pixel_world_round_trip_of_known_objects(spatial):
+    spatial.reset_official(0)
+    frame = spatial.render()
+    assert frame.rgb.shape == (128, 128, 3) and frame.depth.dtype == np.float32
+    cal = frame.calibration
+    checked = 0
+    for name in ('plate_1', 'cookies_1', 'glazed_rim_porcelain_ramekin_1'):
+        low, high = body_box(spatial, name)
+        top = np.array([(low[0] + high[0]) / 2, (low[1] + high[1]) / 2, high[2]])
+        (x, y), depth = cal.world_to_pixel(top)
+        assert np.allclose(cal.pixel_to_world(x, y, depth), top, atol=1e-9)
+        seen = frame.depth_at(x, y)
+        assert abs(seen - depth) < 0.01, name          # the rendered depth is metres
+        lifted = cal.pixel_to_world(x, y, seen)
+        assert np.linalg.norm(lifted - top) < 0.01, name
+        back, _ = cal.world_to_pixel(lifted)
+        assert np.hypot(*(back - [x, y])) < 1.0, name
+        checked += 1
+    assert checked == 3
+    # Upright: the table's near edge (towards the camera, +x) is lower in the image.
+    (_, near_v), _ = cal.world_to_pixel([0.3, 0.0, 0.9])
+    (_, far_v), _ = cal.world_to_pixel([-0.3, 0.0, 0.9])
+    assert near_v > far_v
+
+
+@pytest.mark.parametrize('point, reason', [
+    ((1.2, 0.5), 'outside_image'), ((0.5, -0.01), 'outside_image'),
+    ((float('nan'), 0.5), 'not_finite'), ((0.5, float('inf')), 'not_finite'),
+    (('left', 0.5), 'not_a_number'),
+    ((0.5, 0.02), 'off_workspace'),        # the far wall, beyond the arm's reach
+])
+def test_bad_points_are_refused_before_any_motion(spatial, point, reason):
+    spatial.reset_official(1)
+    frame = spatial.render()
+    steps = spatial.steps
+    with pytest.raises(Refused) as err:
+        Executor(spatial).pick(*point, frame)
+    assert err.value.reason == reason and spatial.steps == steps
+
+
+def test_expert_succeeds_through_the_executor(spatial, objects):
+    for env in (spatial, objects):
+        for state in (0, 1):
+            env.reset_official(state)
+            result = run_episode(env, ExpertPolicy(env))
+            assert result.success, (env.spec.name, state, result.to_dict())
+            assert result.steps <= env.spec.max_steps
+            assert set(result.points) == {'pick', 'place'}
+
+
+def test_evaluation_result_and_contact_sheet(tmp_path):
+    from vla_embedding_ros.libero.evaluation import evaluate, format_table
+    sheet = tmp_path / 'sheet.png'
+    result = evaluate(['libero_object'], trials=1, tasks=[3], image_size=128, sheet=str(sheet))
+    json.dumps(result)
+    suite = result['suites']['libero_object']
+    assert suite['episodes'] == 1 and suite['tasks'][0]['name'].startswith('pick_up_the_bbq')
+    assert result['versions']['robosuite'] == '1.4.0'
+    assert sheet.stat().st_size > 1000
+    assert 'libero_object' in format_table(result)
+    with pytest.raises(ValueError, match='unknown LIBERO suite'):
+        evaluate(['libero_nope'], trials=1)
+
+
+def test_demonstrations_use_random_placements_and_resume(tmp_path, objects):
+    from vla_embedding_ros.data.dataset import JSONLDataset
+    from vla_embedding_ros.libero import make_dataset
+    from vla_embedding_ros.libero.demonstrations import Job
+    # A seeded placement is none of the official initial states, and the seed decides it.
+    official = suites.initial_states(objects.spec)
+    objects.reset_random(Job('libero_object', 3, 0).seed(0))
+    state = objects.sim.get_state().flatten()
+    assert np.abs(official[:, :state.size] - state).max(axis=1).min() > 1e-3
+    objects.reset_random(Job('libero_object', 3, 0).seed(0))
+    assert np.allclose(objects.sim.get_state().flatten(), state)
+
+    out, work = tmp_path / 'demo', tmp_path / 'work'
+    args = ['--out', str(out), '--suites', 'libero_object', '--tasks', '3',
+            '--episodes-per-task', '2', '--work-dir', str(work), '--image-size', '64', '--quiet']
+    assert make_dataset.main(args) == 0
+    cached = sorted(work.rglob('*.npz')) + sorted(work.rglob('*.failed.json'))
+    assert len(cached) == 2
+    data = JSONLDataset(out)
+    assert len(data) == 2 * len(sorted(work.rglob('*.npz'))) >= 2
+    first = data[0]
+    vector = np.asarray(first['action_vector'], float)
+    assert vector.shape == (4,) and vector[:2].tolist() == [1.0, 0.0]
+    assert 0 <= vector[2] <= 1 and 0 <= vector[3] <= 1
+    assert first['instruction'] == objects.instruction and first['images'].shape[1:] == (64, 64, 3)
+    stamps = [p.stat().st_mtime_ns for p in cached]
+    assert make_dataset.main(args + ['--overwrite']) == 0          # resumes: nothing re-run
+    assert [p.stat().st_mtime_ns for p in cached] == stamps

@@ -37,7 +37,7 @@ SUPPORT_CLEARANCE = 0.014  # ... but the grip site this far above the support (f
 TOP_RADIUS = 0.02         # m: points around the target that make its top
 SUPPORT_RADIUS = (0.05, 0.12)   # m: the annulus whose low points make the support
 CLEAR_RADIUS = 0.08       # m: what a held object must clear when lowered onto a target
-CARRY = 0.15              # carry a held object's bottom this far above its old support
+CARRY = 0.10              # carry a held object's bottom this far above its old support
 OPENING_RADIUS = 0.05     # m: around a place point, what makes a container's rim
                           # (its top 1%: a thin rim is few points)
 HOVER = 0.06              # approach from this far above the grasp/release height
@@ -188,7 +188,7 @@ class Executor:
         above = np.array([t.point[0], t.point[1], max(t.clear + self.hang + 0.03,
                                                       release_z + 0.02)])
         try:
-            self._travel(above, CLOSE, speed=0.7)
+            self._travel(above, CLOSE, speed=0.9)
             if self.env.gripper_width() < HELD_WIDTH:
                 return Outcome(False, 'dropped', self.env.steps - start)
             self._move(np.array([*t.point[:2], release_z]), CLOSE, speed=0.5, tol=0.008)
@@ -204,12 +204,11 @@ class Executor:
 
     # --- motion ---------------------------------------------------------------------------
     def _travel(self, goal, gripper, speed=1.0):
-        """Go to ``goal`` (above what it approaches): rise first when below its height."""
+        """Go to ``goal`` (above what it approaches): rise first when below its height, cross
+        at the higher of the two heights, then go straight down (never diagonally down: a held
+        object's length is only estimated)."""
         pos = self.env.eef_pos()
-        if pos[2] >= goal[2]:      # above the goal: straight there (the goal clears its area)
-            self._move(goal, gripper, speed, tol=0.008)
-            return
-        height = goal[2]
+        height = max(goal[2], pos[2])
         if height - pos[2] > 0.02:
             self._move(np.array([pos[0], pos[1], height]), gripper, speed, tol=0.02, via=True)
         if np.hypot(*(goal[:2] - pos[:2])) > 0.03:

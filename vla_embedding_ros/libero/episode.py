@@ -20,8 +20,18 @@ from .executor import Executor, Refused
 Policy = Callable[[Frame, str, str], tuple[float, float]]
 PRIMITIVES = ('pick', 'place')
 # Every way an episode can end; 'refused:<reason>' for a point the executor refused.
+# Policies over topics add their own (libero_sim: timeout, invalid_action, wrong_primitive).
 FAILURE_KINDS = ('missed_grasp', 'dropped', 'placed_off_target', 'out_of_steps', 'refused')
 AFTER_RELEASE_STEPS = 15     # idle steps after the release while the object settles
+
+
+class PolicyFailure(Exception):
+    """A policy that could give no usable point (no decision in time, a malformed or wrong
+    action): its episode ends as failed with ``kind``, the run goes on."""
+
+    def __init__(self, kind: str, detail: str):
+        super().__init__(f'{kind}: {detail}')
+        self.kind, self.detail = kind, detail
 
 
 @dataclass
@@ -46,7 +56,8 @@ def run_episode(env: LiberoEnv, policy: Policy, keep_frames: bool = False,
     """Run the episode from the environment's current (freshly reset) state.
 
     Settle steps (gripper open), then for each primitive: render the agentview frame, ask
-    ``policy`` for a point, execute it. Success is LIBERO's ``check_success`` after the place;
+    ``policy`` for a point (a :class:`PolicyFailure` ends the episode as that failure), execute
+    it. Success is LIBERO's ``check_success`` after the place;
     ``on_decision(primitive, frame, point)`` sees each decision (demonstrations record them).
     """
     start = time.perf_counter()
@@ -56,7 +67,11 @@ def run_episode(env: LiberoEnv, policy: Policy, keep_frames: bool = False,
         env.settle()
         for primitive in PRIMITIVES:
             frame = env.render()
-            point = tuple(float(c) for c in policy(frame, env.instruction, primitive))
+            try:
+                point = tuple(float(c) for c in policy(frame, env.instruction, primitive))
+            except PolicyFailure as exc:
+                result.failure = exc.kind
+                break
             result.points[primitive] = list(point)
             if keep_frames:
                 result.frames[primitive] = frame

@@ -180,6 +180,25 @@ def numpy_to_image(array: np.ndarray, encoding: str = 'rgb8', header=None):
     return msg
 
 
+def depth_to_image(depth: np.ndarray, header=None):
+    """Build a ``sensor_msgs/Image`` ``32FC1`` (REP 118: metres, little-endian float32) from an
+    HxW depth map."""
+    from sensor_msgs.msg import Image
+
+    depth = np.asarray(depth)
+    if depth.ndim != 2 or not np.issubdtype(depth.dtype, np.floating):
+        raise ValueError(f'expected an HxW float depth map, got {depth.dtype} {depth.shape}')
+    msg = Image()
+    if header is not None:
+        msg.header = header
+    msg.height, msg.width = int(depth.shape[0]), int(depth.shape[1])
+    msg.encoding = '32FC1'
+    msg.is_bigendian = 0
+    msg.step = msg.width * 4
+    msg.data = np.ascontiguousarray(depth, dtype='<f4').tobytes()
+    return msg
+
+
 def numpy_to_compressed(array: np.ndarray, color: str = 'rgb', fmt: str = 'jpeg',
                         header=None):
     """Encode an HxWx3 uint8 array as a ``sensor_msgs/CompressedImage`` (jpeg or png)."""

@@ -1,0 +1,125 @@
+"""libero_sim over real DDS: the simulator runs in its own process on a real LIBERO scene and is
+driven by action vectors this test publishes; bad actions end their episode, not the node."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip('libero.libero', reason='LIBERO not installed (requirements-libero.txt)')
+rclpy = pytest.importorskip('rclpy')
+
+from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
+from std_msgs.msg import Float32MultiArray, String  # noqa: E402
+
+from support.ros import Harness  # noqa: E402
+from vla_embedding_ros.ros.libero_sim_node import PolicyFailure, check_action  # noqa: E402
+from vla_embedding_ros.ros.qos import CAMERA_QOS, RELIABLE_QOS, RESULTS_QOS  # noqa: E402
+
+TIMEOUT_S = 150
+
+
+def _simulator(**params) -> subprocess.Popen:
+    args = [sys.executable, '-m', 'vla_embedding_ros.ros.libero_sim_node', '--ros-args']
+    for name, value in params.items():
+        args += ['-p', f'{name}:={value}']
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, 'MUJOCO_GL': 'egl'})
+
+
+class Driver:
+    """The test side: answers each decision frame with what ``answer(n)`` gives for the n-th
+    decision (None: the expert's own answer from ~/expert_action)."""
+
+    def __init__(self, harness: Harness, answer):
+        self.h, self.answer = harness, answer
+        node = harness.node
+        self.results, self.images, self.depths, self.infos, self.expert = [], [], [], [], []
+        self.pub = node.create_publisher(Float32MultiArray, 'action_selector/action_vector',
+                                         RELIABLE_QOS)
+        node.create_subscription(String, 'libero_sim/episode_result',
+                                 lambda m: self.results.append(json.loads(m.data)), RESULTS_QOS)
+        node.create_subscription(Image, 'camera/image_raw', self._on_image, CAMERA_QOS)
+        node.create_subscription(Image, 'camera/depth', self.depths.append, CAMERA_QOS)
+        node.create_subscription(CameraInfo, 'camera/camera_info', self.infos.append, CAMERA_QOS)
+        node.create_subscription(Float32MultiArray, 'libero_sim/expert_action',
+                                 lambda m: self.expert.append(list(m.data)), RELIABLE_QOS)
+        self.answered_stamps = set()
+
+    def _on_image(self, msg: Image) -> None:
+        self.images.append(msg)
+        stamp = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+        if stamp in self.answered_stamps:
+            return
+        n = len(self.answered_stamps)
+        vector = self.answer(n)
+        if vector is None:
+            if len(self.expert) <= n:
+                return        # the expert's answer to this frame is not here yet
+            vector = self.expert[n]
+        self.answered_stamps.add(stamp)
+        self.pub.publish(Float32MultiArray(data=[float(v) for v in vector]))
+
+
+def _run(answer, episodes: int, **params):
+    sim = _simulator(suite='libero_spatial', tasks='0', trials_per_task=episodes,
+                     image_size=128, decision_timeout_s=60.0, publish_expert='true', **params)
+    try:
+        with Harness('libero_driver') as h:
+            driver = Driver(h, answer)
+            done = h.spin_until(lambda: len(driver.results) >= episodes or sim.poll() is not None,
+                                timeout=TIMEOUT_S)
+            h.spin_for(0.2)
+        output = sim.communicate(timeout=30)[0]
+    finally:
+        if sim.poll() is None:
+            sim.kill()
+            sim.communicate()
+    assert done, f'no {episodes} episode results within {TIMEOUT_S} s:\n{output[-3000:]}'
+    return driver, sim.returncode, output
+
+
+def test_an_episode_driven_from_another_process_succeeds_with_the_experts_points():
+    driver, code, output = _run(lambda n: None, episodes=1)
+    assert code == 0, output[-3000:]
+    [result] = driver.results
+    assert result['success'] and result['failure'] is None, result
+    assert result['suite'] == 'libero_spatial' and result['task'] == 0
+    assert result['initial_state'] == 0
+    assert set(result['points']) == {'pick', 'place'}
+    image, depth, info = driver.images[0], driver.depths[0], driver.infos[0]
+    assert (image.encoding, image.height, image.width) == ('rgb8', 128, 128)
+    assert depth.encoding == '32FC1' and (depth.height, depth.width) == (128, 128)
+    metres = np.frombuffer(bytes(depth.data), '<f4').reshape(128, 128)
+    assert 0.3 < float(np.median(metres)) < 3.0          # a table about a metre away
+    assert info.k[0] > 0 and info.k[2] == pytest.approx(64.0) and info.header.stamp == \
+        image.header.stamp
+
+
+def test_bad_actions_fail_their_episode_and_the_node_goes_on():
+    answers = {0: [math.nan, 0.0, 0.5, 0.5],        # not finite
+               1: [0.0, 1.0, 0.5, 0.5],             # place asked, pick expected
+               2: [1.0, 0.0, 0.01, 0.01],           # the top-left corner: off the table
+               3: [1.0, 0.0, 1.7, 0.5]}             # outside the image
+    driver, code, output = _run(answers.get, episodes=4)
+    assert code == 0, output[-3000:]
+    failures = [r['failure'] for r in driver.results]
+    assert failures[0] == 'invalid_action' and failures[1] == 'wrong_primitive', failures
+    assert failures[2].startswith('refused') and failures[3].startswith('refused'), failures
+    assert not any(r['success'] for r in driver.results)
+    assert 'Traceback' not in output
+
+
+def test_check_action_names_what_is_wrong():
+    assert check_action([1, 0, 0.25, 0.75], 'pick') == (0.25, 0.75)
+    with pytest.raises(PolicyFailure, match='wrong_primitive'):
+        check_action([0.2, 0.9, 0.5, 0.5], 'pick')
+    with pytest.raises(PolicyFailure, match='invalid_action'):
+        check_action([1, 0, 0.5], 'pick')
+    with pytest.raises(PolicyFailure, match='invalid_action'):
+        check_action([1, 0, math.inf, 0.5], 'place')

@@ -18,7 +18,7 @@ from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 from std_msgs.msg import Float32MultiArray, String  # noqa: E402
 
 from support.ros import Harness  # noqa: E402
-from vla_embedding_ros.ros.libero_sim_node import PolicyFailure, check_action  # noqa: E402
+from vla_embedding_ros.libero.episode import PolicyFailure, check_action  # noqa: E402
 from vla_embedding_ros.ros.qos import CAMERA_QOS, RELIABLE_QOS, RESULTS_QOS  # noqa: E402
 
 TIMEOUT_S = 150

@@ -7,6 +7,7 @@ A policy is any callable ``policy(frame, instruction, primitive) -> (u, v)``: ``
 """
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -32,6 +33,25 @@ class PolicyFailure(Exception):
     def __init__(self, kind: str, detail: str):
         super().__init__(f'{kind}: {detail}')
         self.kind, self.detail = kind, detail
+
+
+def check_action(vector, primitive: str) -> tuple[float, float]:
+    """(u, v) of an action vector ``[pick, place, u, v]`` asked for ``primitive``.
+
+    Raises:
+        PolicyFailure: not 4 finite numbers (invalid_action), or the other primitive chosen
+            (wrong_primitive). A point outside the image or off the table is the executor's
+            to refuse: it knows the depth there.
+    """
+    values = [float(v) for v in vector]
+    if len(values) != 4 or not all(math.isfinite(v) for v in values):
+        raise PolicyFailure('invalid_action', f'expected 4 finite numbers [pick, place, u, v], '
+                             f'got {values}')
+    chosen = PRIMITIVES[int(np.argmax(values[:2]))]
+    if chosen != primitive:
+        raise PolicyFailure('wrong_primitive', f'asked for {primitive}, the vector chose '
+                             f'{chosen} ({values})')
+    return values[2], values[3]
 
 
 @dataclass

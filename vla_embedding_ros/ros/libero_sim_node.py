@@ -47,13 +47,13 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Float32, Float32MultiArray, String
 
-from ..libero.episode import PolicyFailure
+from ..libero.episode import PolicyFailure, check_action
 from .image_conversion import depth_to_image, numpy_to_image
 from .qos import CAMERA_QOS, LATCHED_QOS, RELIABLE_QOS, RESULTS_QOS
 
 VECTOR_TOPIC = 'action_selector/action_vector'
-PRIMITIVES = ('pick', 'place')
 CONTROL_PERIOD_S = 0.05     # LIBERO's 20 Hz control: sim time advances this much per step
+OFFICIAL_STATES = 50        # fixed initial states per LIBERO task
 
 
 def _int(desc: str, lo: int, hi: int) -> ParameterDescriptor:
@@ -76,8 +76,14 @@ PARAMETERS = {
     'tasks': ('', ParameterDescriptor(
         description="task indices of the suite: one (3), a list ([0, 3]) or text ('0,3'); "
                     "'' = every task", read_only=True, dynamic_typing=True)),
-    'trials_per_task': (50, _int('official initial states per task (0, 1, ... N-1)', 1, 50)),
-    'first_trial': (0, _int('first official initial state of each task', 0, 49)),
+    'placement': ('official', _text("official: the task's official initial states (the "
+                                    "benchmark's test set); random: LIBERO's seeded random "
+                                    'placements (demonstrations), as vla-libero-dataset draws')),
+    'seed': (0, _int('placement seed with placement random (the k-th episode of a task gets '
+                     'the placement vla-libero-dataset --seed gives its k-th)', 0, 2**31 - 1)),
+    'trials_per_task': (50, _int('episodes per task: initial states (or placements) first_trial '
+                                 '.. first_trial + N - 1', 1, 1_000_000)),
+    'first_trial': (0, _int('first initial state (or placement) of each task', 0, 1_000_000)),
     'episodes': (0, _int('stop after this many episodes; 0 = tasks x trials_per_task', 0,
                          1_000_000)),
     'image_size': (256, _int('agentview (and wrist) render size, square', 64, 1024)),
@@ -106,25 +112,6 @@ class _Decision:
     answer: list | None = None
 
 
-def check_action(vector, primitive: str) -> tuple[float, float]:
-    """(u, v) of an action vector ``[pick, place, u, v]`` asked for ``primitive``.
-
-    Raises:
-        PolicyFailure: not 4 finite numbers (invalid_action), or the other primitive chosen
-            (wrong_primitive). A point outside the image or off the table is the executor's
-            to refuse: it knows the depth there.
-    """
-    values = [float(v) for v in vector]
-    if len(values) != 4 or not all(math.isfinite(v) for v in values):
-        raise PolicyFailure('invalid_action', f'expected 4 finite numbers [pick, place, u, v], '
-                             f'got {values}')
-    chosen = PRIMITIVES[int(np.argmax(values[:2]))]
-    if chosen != primitive:
-        raise PolicyFailure('wrong_primitive', f'asked for {primitive}, the vector chose '
-                             f'{chosen} ({values})')
-    return values[2], values[3]
-
-
 class LiberoSimNode(Node):
     """Runs LIBERO episodes over ROS topics (see the module docstring). The episodes run in a
     worker thread (the physics and the executor block); the node's callbacks only hand
@@ -135,6 +122,13 @@ class LiberoSimNode(Node):
         self.p = {name: self.declare_parameter(name, default, desc).value
                   for name, (default, desc) in PARAMETERS.items()}
         from ..libero.suites import num_tasks
+        if self.p['placement'] not in ('official', 'random'):
+            raise ValueError(f"placement must be 'official' or 'random', got "
+                             f"{self.p['placement']!r}")
+        if self.p['placement'] == 'official' and \
+                self.p['first_trial'] + self.p['trials_per_task'] > OFFICIAL_STATES:
+            raise ValueError(f'a LIBERO task has {OFFICIAL_STATES} official initial states: '
+                             f"first_trial + trials_per_task must be at most {OFFICIAL_STATES}")
         self.task_indices = self._task_indices(num_tasks(self.p['suite']))
         self.plan = [(t, self.p['first_trial'] + k) for t in self.task_indices
                      for k in range(self.p['trials_per_task'])]
@@ -276,6 +270,7 @@ class LiberoSimNode(Node):
 
     # -- episodes -------------------------------------------------------------------------------
     def _run(self) -> None:
+        from ..libero.demonstrations import Job
         from ..libero.env import LiberoEnv
         from ..libero.episode import run_episode
         from ..libero.expert import ExpertPolicy
@@ -301,7 +296,11 @@ class LiberoSimNode(Node):
                     self.expert = ExpertPolicy(self.env)
                     current = task_index
                 self.sim_seconds = self.sim_time()
-                self.env.reset_official(trial)
+                if self.p['placement'] == 'random':
+                    self.env.reset_random(Job(self.p['suite'], task_index, trial)
+                                          .seed(self.p['seed']))
+                else:
+                    self.env.reset_official(trial)
                 self.instruction_pub.publish(String(data=self.env.instruction))
                 result = run_episode(self.env, self.policy)
                 self._report(number, task_index, trial, result)

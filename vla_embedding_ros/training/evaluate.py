@@ -139,7 +139,7 @@ def format_replay(replay: dict, target: float = 0.9) -> str:
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog='vla-eval', description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--model', required=True,
+    p.add_argument('--model',
                    help='model directory (config.json + safetensors), or a CLIP/SigLIP '
                         'checkpoint folder, evaluated zero-shot')
     p.add_argument('--action-prompt', metavar='TEMPLATE',
@@ -160,18 +160,37 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--dataset', metavar='DIR',
                    help='also score your own recorded dataset (JSONL, or a LeRobot v3 folder), '
                         "up to --num samples, against its own actions.yaml unless --library")
-    p.add_argument('--task', choices=['grid', 'continuous'], default='grid',
+    p.add_argument('--task', choices=['grid', 'continuous', 'libero'], default='grid',
                    help='continuous: the continuous tabletop task (objects anywhere, actions '
                         '(primitive, x, y)); success and position error of the sampled '
                         'search and its baselines (random sampling, 1 vs 3 iterations, the '
-                        'grid library, --compare models on the grid library)')
+                        'grid library, --compare models on the grid library); libero: '
+                        "LIBERO's official initial states (--suites, --trials, --policy), "
+                        'success by its own check_success')
+    libero = p.add_argument_group('--task libero')
+    libero.add_argument('--suites', nargs='+', metavar='NAME',
+                        help='LIBERO suites: any the installed benchmark registers '
+                             '(libero_spatial, libero_object, ..., LIBERO-PRO variants)')
+    libero.add_argument('--trials', type=int, default=50,
+                        help='episodes per task: official initial states 0..N-1 (default: '
+                             'all 50, as published LIBERO results)')
+    libero.add_argument('--tasks', type=int, nargs='+', metavar='I',
+                        help='task indices (default: every task of each suite)')
+    libero.add_argument('--policy', choices=['model', 'expert', 'random'], default='model',
+                        help="who decides: the --model's sampled decision, the scripted "
+                             "expert (the executor's ceiling) or a random image point (the "
+                             'floor) (default: %(default)s)')
+    libero.add_argument('--sheet', metavar='PNG',
+                        help="contact sheet of each task's first frame with the chosen pick "
+                             '(red) and place (green) points')
     p.add_argument('--num', type=int, default=300,
                    help='samples (scenes) per split (default: 300, as in the README\'s '
                         'tables; a 300-sample top-1 has a standard error of up to 2.9 '
                         'points)')
     p.add_argument('--seed', type=int, default=EVAL_SEED)
     p.add_argument('--device', default='auto')
-    p.add_argument('--image-size', type=int, default=96, help='benchmark render size (px)')
+    p.add_argument('--image-size', type=int, default=None,
+                   help='benchmark render size in px (default: 96 tabletop, 256 LIBERO)')
     p.add_argument('--replay-streams', type=int, default=0, metavar='N',
                    help="also replay the demo's closed-loop episode streams 0..N-1 of each of "
                         '--splits in-process')
@@ -192,6 +211,13 @@ class UsageError(Exception):
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
+        if args.task == 'libero':
+            from .libero_eval import libero_main
+            return libero_main(args, UsageError)
+        if args.image_size is None:
+            args.image_size = 96
+        if not args.model:
+            raise UsageError('--model is required (except --task libero --policy expert)')
         if args.task == 'continuous':
             return continuous_main(args)
         check_grid_args(args)

@@ -1,0 +1,92 @@
+"""``vla-eval --task libero``: LIBERO's official initial states, judged by ``check_success``.
+
+Each episode is two decisions (pick from the first agentview frame, place from the frame after
+the grasp), made by one of these policies and executed by the ROS-free executor:
+
+* ``model``: the selector's sampled decision over the model's library space ``[pick, place,
+  u, v]`` (the same ``ActionSelector.select_sampled`` the node runs), seeded;
+* ``expert``: the scripted expert (simulator state): the executor's ceiling;
+* ``random``: a uniformly random point of the image for each primitive: the floor.
+
+The official initial states are the benchmark's test set: evaluate on them, never choose
+settings on them.
+"""
+from __future__ import annotations
+
+import json
+import random
+
+from ..files import atomic_write_text
+
+POLICIES = ('model', 'expert', 'random')
+DEFAULT_IMAGE_SIZE = 256     # the agentview render the executor lifts points from
+
+
+class SelectorPolicy:
+    """A model's sampled decision as an episode policy (see :mod:`..libero.episode`)."""
+
+    def __init__(self, model_dir: str, library: str | None, device: str, seed: int):
+        from ..selection import ActionSelector
+        from ..selection.sampling import SamplingConfig
+        self.selector = ActionSelector.from_pretrained(model_dir, library, device=device)
+        if self.selector.library.space is None:
+            raise ValueError(f'the library of {model_dir} has no continuous space: LIBERO '
+                             'needs the [pick, place, u, v] space of '
+                             'config/libero_actions.yaml (--library)')
+        self.sampling = SamplingConfig(seed=seed)
+        self.__name__ = f'model {model_dir}'
+
+    def __call__(self, frame, instruction: str, primitive: str) -> tuple[float, float]:
+        from ..libero.episode import check_action
+        chosen = self.selector.select_sampled(frame.rgb, instruction, sampling=self.sampling)
+        return check_action(chosen.vector, primitive)
+
+
+class RandomPolicy:
+    """A uniformly random image point for each decision (seeded): the floor."""
+
+    def __init__(self, seed: int):
+        self.rng = random.Random(seed)
+        self.__name__ = f'random (seed {seed})'
+
+    def __call__(self, frame, instruction: str, primitive: str) -> tuple[float, float]:
+        return self.rng.random(), self.rng.random()
+
+
+def make_policy(args):
+    """The policy ``--policy`` names ('expert' is the evaluation's own)."""
+    if args.policy == 'expert':
+        return 'expert'
+    if args.policy == 'random':
+        return RandomPolicy(args.seed)
+    return SelectorPolicy(args.model, args.library, args.device, args.seed)
+
+
+def libero_main(args, usage_error) -> int:
+    """Run the evaluation ``args`` describe and print its per-task table.
+
+    Raises:
+        usage_error: a command-line mistake (unknown suite, no --model for --policy model).
+    """
+    from ..libero import LiberoNotInstalled
+    from ..libero.evaluation import evaluate, format_table
+    if not args.suites:
+        raise usage_error('--task libero needs --suites NAME [NAME ...] (e.g. libero_spatial)')
+    if args.policy == 'model' and not args.model:
+        raise usage_error('--task libero --policy model needs --model DIR (or use --policy '
+                          'expert / random)')
+    try:
+        policy = make_policy(args)
+        image_size = args.image_size or DEFAULT_IMAGE_SIZE
+        result = evaluate(args.suites, args.trials, policy, args.tasks, image_size,
+                          args.sheet, print)
+    except (LiberoNotInstalled, FileNotFoundError, ValueError) as exc:
+        raise usage_error(str(exc)) from exc
+    result['seed'] = args.seed
+    print(format_table(result))
+    if args.sheet:
+        print(f'contact sheet: {args.sheet}')
+    if args.json:
+        atomic_write_text(args.json, json.dumps(result, indent=1))
+        print(f'report: {args.json}')
+    return 0

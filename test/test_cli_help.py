@@ -13,7 +13,7 @@ import pytest
 
 SETUP = Path(__file__).resolve().parents[1] / 'setup.py'
 # Nodes parse ROS arguments first; their --help is tested with the node (test_ros_*).
-NODES = ('vla-action-selector', 'vla-tabletop-sim', 'vla-episode-recorder')
+NODES = ('vla-action-selector', 'vla-tabletop-sim', 'vla-episode-recorder', 'vla-libero-sim')
 
 
 def _console_scripts() -> list[tuple[str, str, str]]:

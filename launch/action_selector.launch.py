@@ -6,7 +6,9 @@
 Arguments: params_file (default: the package's config/action_selector.yaml), model_path,
 device, precision and compile (override the params file when not empty), namespace,
 image_topic (what the node's ``image`` subscription is remapped to), instruction_topic,
-autostart.
+autostart, exit_on_configure_failure (default false: under launch a node whose configure
+failed stays unconfigured and recovers through ``ros2 lifecycle``, as ROS users expect; the
+program run alone, ``vla-action-selector``, exits with the reason instead).
 """
 import os
 
@@ -23,7 +25,9 @@ def _selector(context, *args, **kwargs):
     def arg(name):
         return LaunchConfiguration(name).perform(context)
 
-    overrides = {'autostart': arg('autostart').lower() in ('true', '1', 'yes')}
+    overrides = {'autostart': arg('autostart').lower() in ('true', '1', 'yes'),
+                 'exit_on_configure_failure':
+                     arg('exit_on_configure_failure').lower() in ('true', '1', 'yes')}
     for name in ('model_path', 'device', 'precision', 'compile'):
         if arg(name):  # empty: keep the params file's value
             overrides[name] = arg(name)
@@ -60,5 +64,9 @@ def generate_launch_description():
                               description='topic the instruction subscription is remapped to'),
         DeclareLaunchArgument('autostart', default_value='true',
                               description='configure and activate without a lifecycle manager'),
+        DeclareLaunchArgument('exit_on_configure_failure', default_value='false',
+                              description='true: a failed autostart configure ends the node '
+                                          'process (and the reason is logged); false: it stays '
+                                          'unconfigured for ros2 lifecycle'),
         OpaqueFunction(function=_selector),
     ])

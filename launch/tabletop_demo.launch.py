@@ -7,7 +7,10 @@ The simulator's camera and instruction feed the selector, and the selector's
 episode and publishes ``/tabletop_sim/episode_result`` and ``/tabletop_sim/success_rate``.
 After the last episode the simulator prints the success rate and exits, and the launch shuts
 down with it (``episodes:=0`` runs until Ctrl-C). The selector runs in ``on_instruction`` mode:
-one decision per episode, on the first frame after the instruction.
+one decision per episode, on the first frame after the instruction. A selector that cannot
+configure (e.g. ``model_path:=/nonexistent``) exits with the reason
+(``exit_on_configure_failure: true``), and the launch shuts down naming it: the simulator
+alone would wait for a selector forever.
 Arguments: model_path, device, episodes, seed, split, rate_hz, use_sim_time (the simulator
 then publishes /clock and both nodes use it), params_file (the selector's), task (grid |
 continuous: the simulator judges action vectors on the selector's ``~/action_vector``, the
@@ -30,7 +33,7 @@ from launch.actions import (
     RegisterEventHandler,
     SetEnvironmentVariable,
 )
-from launch.event_handlers import OnProcessExit
+from launch.event_handlers import OnProcessExit, OnProcessIO
 from launch.events import Shutdown
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode, Node
@@ -50,7 +53,10 @@ def _nodes(context, *args, **kwargs):
         return LaunchConfiguration(name).perform(context)
 
     sim_time = arg('use_sim_time').lower() in ('true', '1', 'yes')
-    selector = {'mode': 'on_instruction', 'max_rate_hz': 0.0, 'use_sim_time': sim_time}
+    # A demo without its selector cannot run: a failed configure ends the selector process
+    # (and with it the launch, below) instead of leaving it unconfigured.
+    selector = {'mode': 'on_instruction', 'max_rate_hz': 0.0, 'use_sim_time': sim_time,
+                'exit_on_configure_failure': True}
     for name in ('model_path', 'device', 'library_path'):
         if arg(name):
             selector[name] = arg(name)
@@ -64,21 +70,55 @@ def _nodes(context, *args, **kwargs):
            'rate_hz': float(arg('rate_hz')), 'publish_clock': sim_time, 'task': arg('task')}
     simulator = Node(package=PACKAGE, executable='tabletop_sim', name='tabletop_sim',
                      output='screen', parameters=[sim])
-    # The simulator exits after its last episode (its final log line is the success rate);
-    # the run is over then, so the selector is stopped too. episodes:=0 runs until Ctrl-C.
-    end_with_simulator = [] if episodes == 0 else [RegisterEventHandler(OnProcessExit(
-        target_action=simulator,
-        on_exit=[LogInfo(msg='tabletop_sim finished its episodes: shutting down'),
-                 EmitEvent(event=Shutdown(reason='tabletop_sim finished'))]))]
-    return [
-        simulator,
-        *end_with_simulator,
-        LifecycleNode(package=PACKAGE, executable='action_selector', name='action_selector',
-                      namespace='', output='screen',
-                      parameters=[arg('params_file'), selector],
-                      remappings=[('image', '/camera/image_raw'),
-                                  ('instruction', '/instruction')]),
-    ]
+    selector_node = LifecycleNode(
+        package=PACKAGE, executable='action_selector', name='action_selector', namespace='',
+        output='screen', parameters=[arg('params_file'), selector],
+        remappings=[('image', '/camera/image_raw'), ('instruction', '/instruction')])
+    return [simulator, selector_node, *_end_rules(simulator, selector_node, episodes)]
+
+
+def _end_rules(simulator, selector, episodes: int) -> list:
+    """When the run ends. The simulator logs 'done: N episodes' and exits after its last one
+    (episodes:=0 runs until Ctrl-C): only then does the launch say it finished its episodes.
+    A selector that exits non-zero (its configure failed) ends the run with its reason. An
+    exit during Ctrl-C says nothing (the nodes get the terminal's SIGINT themselves, maybe
+    before the launch shuts down, so the log line, not the exit code, tells a finished run)."""
+    seen = {'reason': '', 'done': False}
+
+    def selector_output(event):   # its 'configure failed: ...' log line is the reason
+        text = event.text.decode('utf-8', 'replace')
+        if 'configure failed:' in text and not seen['reason']:
+            seen['reason'] = text[text.index('configure failed:'):].strip()
+
+    def simulator_output(event):
+        text = event.text.decode('utf-8', 'replace')
+        seen['done'] = seen['done'] or ('done: ' in text and 'episodes, success rate' in text)
+
+    def shut_down(why: str) -> list:
+        return [LogInfo(msg=f'{why}: shutting down'), EmitEvent(event=Shutdown(reason=why))]
+
+    def selector_exited(event, context):
+        if event.returncode == 0 or context.is_shutdown:
+            return []
+        return shut_down(f'action_selector exited with code {event.returncode}: '
+                         f'{seen["reason"] or "see its log above"}')
+
+    def simulator_exited(event, context):
+        if seen['done']:
+            return shut_down('tabletop_sim finished its episodes')
+        if context.is_shutdown or event.returncode == 0 and not episodes:
+            return []
+        return shut_down(f'tabletop_sim exited with code {event.returncode} before finishing '
+                         'its episodes')
+
+    return [RegisterEventHandler(OnProcessIO(target_action=selector, on_stdout=selector_output,
+                                             on_stderr=selector_output)),
+            RegisterEventHandler(OnProcessIO(target_action=simulator,
+                                             on_stdout=simulator_output,
+                                             on_stderr=simulator_output)),
+            RegisterEventHandler(OnProcessExit(target_action=selector, on_exit=selector_exited)),
+            RegisterEventHandler(OnProcessExit(target_action=simulator,
+                                               on_exit=simulator_exited))]
 
 
 def generate_launch_description():

@@ -3,7 +3,10 @@
 Lifecycle: *configure* loads the checkpoint and action library (a failure logs the path and
 leaves the node unconfigured), *activate* opens the topics and starts the inference thread,
 *deactivate* closes them and moves the model off the GPU (``torch.cuda.empty_cache``),
-*cleanup* drops the model. With ``autostart`` (default) a one-shot timer walks it to active.
+*cleanup* drops the model. With ``autostart`` (default) a one-shot timer walks it to active;
+as a program (:func:`main`) a failed autostart configure then ends the process (exit 1, with
+``exit_on_configure_failure``). Active and no frame for 5 s: a warning every 10 s names the
+resolved camera topic(s) (:class:`.selector_stats.FrameWatch`).
 
 Topics (relative names, remap as needed)::
 
@@ -28,18 +31,17 @@ exception inside inference is counted under ``errors['inference']``.
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from collections import deque
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Twist
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.event_handler import SubscriptionEventCallbacks
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSPolicyKind
 from sensor_msgs.msg import CompressedImage, Image
@@ -52,9 +54,10 @@ from . import selector_setup as setup
 from .debug_overlay import decision_overlay
 from .decision_queue import DecisionQueue, Job, Skip, clock_advice, missing_cameras
 from .image_conversion import ImageError, numpy_to_image
+from .node_program import print_help, program_name, run_lifecycle_node, wants_help
 from .qos import INSTRUCTION_QOS, LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS
 from .selector_inputs import candidate_rows, check_frame, clean_instruction, frames_of
-from .selector_stats import LogLimiter, SelectorStats
+from .selector_stats import FrameWatch, LogLimiter, SelectorStats, no_frame_message
 
 LOG_PERIOD_S = 5.0   # at most one log line per kind of bad input / failure in this time
 # Routine events (frames replaced by newer ones, frames ignored between instructions in
@@ -81,6 +84,8 @@ class ActionSelectorNode(LifecycleNode):
         self.debug_images_built = 0   # tests read this: the overlay runs only with subscribers
         self.debug_image_ms: deque = deque(maxlen=100)   # its cost, apart from latency_ms
         self.last_error = ''          # the last configure failure, path included
+        self.exit_reason = ''         # set: main() ends the process with it (see autostart)
+        self._frame_watch = FrameWatch()
         self.selector = None
         self._model = None
         self._library = None
@@ -92,6 +97,7 @@ class ActionSelectorNode(LifecycleNode):
         self._diag_timer = None
         self._sub_group = ReentrantCallbackGroup()
         self._timer_group = MutuallyExclusiveCallbackGroup()
+        self.create_timer(1.0, self._check_frames, callback_group=self._timer_group)
         self._autostart_timer = None
         if self.settings['autostart']:
             # After construction, from the executor: a launch file or test can still remap,
@@ -113,6 +119,8 @@ class ActionSelectorNode(LifecycleNode):
         self._autostart_timer = None
         if self.state == 'unconfigured':
             self.trigger_configure()
+            if self.state != 'inactive' and self.settings['exit_on_configure_failure']:
+                self.exit_reason = f'configure failed: {self.last_error}'
         if self.state == 'inactive':
             self.trigger_activate()
 
@@ -237,6 +245,7 @@ class ActionSelectorNode(LifecycleNode):
         self._diag_timer = self.create_timer(self.settings['diagnostics_period_s'],
                                              self._publish_diagnostics,
                                              callback_group=self._timer_group)
+        self._frame_watch.start(len(self.settings['image_topics']), time.monotonic())
 
     def _close_topics(self) -> None:
         for sub in self._subs:
@@ -245,7 +254,14 @@ class ActionSelectorNode(LifecycleNode):
             self.destroy_publisher(pub)
         if self._diag_timer is not None:
             self.destroy_timer(self._diag_timer)
+        self._frame_watch.stop()
         self._subs, self._pubs, self._diag_timer = [], {}, None
+
+    def _check_frames(self) -> None:   # every second; the watch is empty unless active
+        if silent := self._frame_watch.due(time.monotonic()):
+            topics = [self.resolve_topic_name(t) for t in self._camera_topics()]
+            self.get_logger().warning(no_frame_message(
+                silent, topics, [self.count_publishers(t) for t in topics]))
 
     def _cmd_vel_publisher(self):
         if 'cmd_vel' not in self._pubs:
@@ -255,6 +271,7 @@ class ActionSelectorNode(LifecycleNode):
     # -- callbacks (cheap: store and notify) ----------------------------------------------------
     def _on_image(self, camera: int, msg) -> None:
         self.stats.count('received')
+        self._frame_watch.frame(camera, time.monotonic())
         try:   # O(1) checks of the header, no pixel read: a bad frame never takes the slot
             check_frame(msg, self.settings['max_image_pixels'])
         except ImageError as exc:
@@ -473,33 +490,14 @@ class ActionSelectorNode(LifecycleNode):
                                            self.get_clock().now().to_msg(), self.state, extra))
 
 
-def main(args=None) -> None:
-    """Run the node until Ctrl-C.
-
-    A single-threaded executor: every callback only stores a message and wakes the inference
-    thread, so one thread keeps up, and rclpy 9's MultiThreadedExecutor delivered frames up to
-    0.9 s late on a 2-core VM (measured 2026-12-02: 198 of 240 frames at 30 Hz dropped, node
-    p99 142 ms, against none dropped and p99 9.8 ms with this executor).
-    """
-    rclpy.init(args=args)
-    node = None
-    executor = SingleThreadedExecutor()
-    try:
-        node = ActionSelectorNode()
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            # After Ctrl-C the context is gone and a transition could not publish its event;
-            # destroy_node() then stops the inference thread and frees the model instead.
-            if rclpy.ok() and node.state in ('active', 'inactive', 'unconfigured'):
-                node.trigger_shutdown()
-            node.destroy_node()
-        executor.shutdown()
-        rclpy.try_shutdown()
+def main(args=None) -> int:
+    """Run the node until Ctrl-C or a failed autostart configure (exit 1): see
+    :func:`.node_program.run_lifecycle_node`. ``--help`` prints the parameters."""
+    prog = program_name('vla-action-selector')
+    if wants_help(args):
+        return print_help(prog, params.HELP, params.parameter_table(), params.HELP_EXAMPLE)
+    return run_lifecycle_node(ActionSelectorNode, args, prog)
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

@@ -2,10 +2,16 @@
 
 No ROS CLI is needed: both nodes are started with ``python -m ... --ros-args`` on one
 ``ROS_DOMAIN_ID`` (a free-ish one is picked when unset), a small listener node in this process
-collects the episode results, the selector's scores and its diagnostics, and a summary is
-printed: success rate, selector latency p50/p99 (``latency_ms`` of the scores), end-to-end
-latency (image stamp -> episode result received here) and dropped frames. The children get
-SIGINT, then SIGKILL after a grace period.
+collects the episode results, the selector's scores and its diagnostics, prints one line per
+episode (instruction, chosen action, success, latency) and then a summary: success rate,
+selector latency p50/p99 (``latency_ms`` of the scores), end-to-end latency (image stamp ->
+episode result received here) and dropped frames. The nodes log
+warnings and errors only (``--verbose``: their info lines too, ``--quiet``: nothing). The
+children get SIGINT, then SIGKILL after a grace period.
+
+When a node exits early the demo ends at once with its exit code and, for the selector, the
+reason it could not configure (its ``configure failed: ...`` line): the simulator alone would
+wait for a selector forever.
 
 With ``--task continuous`` the simulator draws continuous scenes (objects anywhere on the
 table) and judges action vectors; the selector runs ``candidate_mode: sampled`` (IBC-style
@@ -78,6 +84,8 @@ def _args(argv):
     ap.add_argument('--torch-threads', type=int, default=1,
                     help="the selector's torch_threads parameter (0 = torch default)")
     ap.add_argument('--quiet', action='store_true', help="hide the nodes' log output")
+    ap.add_argument('--verbose', action='store_true',
+                    help="show the nodes' info log lines too (default: warnings and errors)")
     args = ap.parse_args(argv)
     if args.model is None:
         args.model = (os.path.dirname(package_file(*CONTINUOUS_MODEL, 'config.json'))
@@ -88,12 +96,14 @@ def _args(argv):
 def child_commands(args) -> dict[str, list[str]]:
     """The two ``python -m`` command lines (remapped so the nodes meet on the same topics)."""
     py = [sys.executable, '-m']
-    sim = py + ['vla_embedding_ros.ros.tabletop_sim_node', '--ros-args',
+    # Warnings and errors only: the demo prints one line per episode itself.
+    level = ['--log-level', 'info' if getattr(args, 'verbose', False) else 'warn']
+    sim = py + ['vla_embedding_ros.ros.tabletop_sim_node', '--ros-args', *level,
                 '-p', f'episodes:={args.episodes}', '-p', f'seed:={args.seed}',
                 '-p', f'split:={args.split}', '-p', f'rate_hz:={float(args.rate)}',
                 '-p', f'episode_timeout_s:={float(args.episode_timeout)}',
                 '-p', f'task:={args.task}']
-    selector = py + ['vla_embedding_ros.ros.action_selector_node', '--ros-args',
+    selector = py + ['vla_embedding_ros.ros.action_selector_node', '--ros-args', *level,
                      '-p', f'model_path:={args.model}', '-p', f'device:={args.device}',
                      '-p', 'mode:=on_instruction', '-p', 'max_rate_hz:=0.0',
                      # The simulator renders on the same cores: one torch thread gives the
@@ -144,17 +154,50 @@ class _Listener:
         if result.get('chosen') is not None and self._last_decision_stamp is not None:
             # Both sides stamp with the wall clock (no sim time here): image stamp -> result.
             self.e2e_ms.append((time.time() - self._last_decision_stamp) * 1e3)
-        mark = 'ok  ' if result['success'] else 'FAIL'
-        error = result.get('position_error')
-        where = f', {error:.2f} radii off' if error is not None else ''
-        print(f"[demo] episode {result['episode']:3d} {mark} {result['instruction']!r}: "
-              f"chose {result['chosen']} (expected {result['expected']}{where}), answered "
-              f"{result['latency'] * 1e3:.0f} ms after the episode started", flush=True)
+        print(episode_line(result), flush=True)
 
     def _on_diag(self, msg) -> None:
         for status in msg.status:
             if status.name.startswith(SELECTOR_NODE):
                 self.diagnostics = {kv.key: kv.value for kv in status.values}
+
+
+def episode_line(result: dict) -> str:
+    """One line per episode: number, success, instruction, chosen action (and the expected
+    one when they differ), position error (continuous), time from the episode's start."""
+    mark = 'ok  ' if result['success'] else 'FAIL'
+    chosen = 'no answer (timeout)' if result['chosen'] is None else result['chosen']
+    expected = '' if result['success'] else f" (expected {result['expected']})"
+    error = result.get('position_error')
+    where = f', {error:.2f} radii off' if error is not None else ''
+    return (f"[demo] episode {result['episode']:3d} {mark} {result['instruction']!r} -> "
+            f"{chosen}{expected}{where}, {result['latency'] * 1e3:.0f} ms")
+
+
+class _Reason:
+    """Forwards a child's stderr (unless quiet) and keeps its ``configure failed``
+    line, the reason to print when the selector exits early."""
+
+    def __init__(self, stream, forward: bool):
+        import threading
+
+        self.line = ''
+        self._stream, self._forward = stream, forward
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        for raw in iter(self._stream.readline, b''):
+            text = raw.decode('utf-8', 'replace')
+            if 'configure failed:' in text and not self.line:   # the node's log line
+                self.line = text[text.index('configure failed:'):].strip()
+            if self._forward:
+                sys.stderr.write(text)
+                sys.stderr.flush()
+
+    def join(self) -> str:
+        self._thread.join(timeout=5.0)
+        return self.line
 
 
 def _p(values, q):
@@ -241,6 +284,7 @@ def main(argv=None) -> int:
           f'{args.episodes} episodes', flush=True)
     out = subprocess.DEVNULL if args.quiet else None
     procs: dict[str, subprocess.Popen] = {}
+    reasons: dict[str, _Reason] = {}
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=int(env['ROS_DOMAIN_ID']))
     crashed = []
@@ -250,7 +294,8 @@ def main(argv=None) -> int:
         executor = SingleThreadedExecutor(context=context)
         executor.add_node(listener.node)
         for name, cmd in child_commands(args).items():
-            procs[name] = subprocess.Popen(cmd, env=env, stdout=out, stderr=out)
+            procs[name] = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.PIPE)
+            reasons[name] = _Reason(procs[name].stderr, forward=not args.quiet)
         deadline = time.monotonic() + args.timeout
         while len(listener.results) < args.episodes and time.monotonic() < deadline:
             executor.spin_once(timeout_sec=0.1)
@@ -265,12 +310,16 @@ def main(argv=None) -> int:
         print('[demo] interrupted', file=sys.stderr)
     finally:
         codes = {name: stop(p) for name, p in procs.items()}
+        why = {name: reason.join() for name, reason in reasons.items()}
         if listener is not None:
-            print(summary(listener, args.episodes), flush=True)
+            if listener.results or not crashed:
+                print(summary(listener, args.episodes), flush=True)
             listener.node.destroy_node()
         rclpy.try_shutdown(context=context)
     for name in crashed:
-        print(f'[demo] {name} exited early with code {codes[name]}', file=sys.stderr)
+        reason = why.get(name, '')
+        print(f'[demo] {name} exited early with code {codes[name]}'
+              + (f': {reason}' if reason else ' (its log above says why)'), file=sys.stderr)
     completed = listener is not None and len(listener.results) > 0
     if not completed:
         print('[demo] no episode completed', file=sys.stderr)

@@ -52,6 +52,7 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from ..data.recordings.bag_record import ACTION_TOPIC, IMAGE_TOPIC, INSTRUCTION_TOPIC, BagWriter
+from .node_program import print_help, program_name, wants_help
 
 DEFAULT_TOPICS = [f'{IMAGE_TOPIC}:sensor_msgs/msg/Image',
                   f'{INSTRUCTION_TOPIC}:std_msgs/msg/String',
@@ -129,22 +130,31 @@ class _TopicLog:
         return sum(last - first + 1 - n for first, last, n in self.publishers.values())
 
 
+PARAMETERS = {   # name -> (default, descriptor): declared by the node, printed by --help
+    'output': ('', ParameterDescriptor(
+        description='bag directory to create (default recordings/episodes_<date>_<time>)',
+        read_only=True)),
+    'topics': (DEFAULT_TOPICS, ParameterDescriptor(
+        description="topics to record; 'topic' or 'topic:pkg/msg/Type' (with the type, "
+                    'recording starts at once)', read_only=True)),
+    'storage': ('mcap', ParameterDescriptor(description='mcap or sqlite3', read_only=True)),
+    'discovery_period': (0.5, ParameterDescriptor(
+        description='seconds between looks at the ROS graph for the types of topics named '
+                    'without one', read_only=True)),
+}
+HELP = ('Records topics to a rosbag2 MCAP bag without ros2 bag (e.g. the simulator + selector '
+        'loop, for vla-bag-to-dataset); the bag is closed, and readable, on Ctrl-C.')
+EXAMPLE = ('vla-episode-recorder --ros-args -p output:=recordings/run1 \\\n'
+           '    -p "topics:=[\'/camera/image_raw:sensor_msgs/msg/Image\', \'/instruction\']"')
+
+
 class EpisodeRecorder(Node):
     """Subscribe to the configured topics and write every message to an MCAP bag."""
 
     def __init__(self, **kwargs):
         super().__init__('episode_recorder', **kwargs)
-        self.declare_parameter('output', '', ParameterDescriptor(
-            description='bag directory to create (default recordings/episodes_<date>_<time>)',
-            read_only=True))
-        self.declare_parameter('topics', DEFAULT_TOPICS, ParameterDescriptor(
-            description="topics to record; 'topic' or 'topic:pkg/msg/Type' (with the type, "
-                        'recording starts at once)', read_only=True))
-        self.declare_parameter('storage', 'mcap', ParameterDescriptor(
-            description='mcap or sqlite3', read_only=True))
-        self.declare_parameter('discovery_period', 0.5, ParameterDescriptor(
-            description='seconds between looks at the ROS graph for the types of topics '
-                        'named without one', read_only=True))
+        for name, (default, descriptor) in PARAMETERS.items():
+            self.declare_parameter(name, default, descriptor)
         output = self.get_parameter('output').value or \
             time.strftime('recordings/episodes_%Y%m%d_%H%M%S')
         named: dict[str, str | None] = {}
@@ -255,7 +265,10 @@ class EpisodeRecorder(Node):
 
 def main(args=None) -> int:
     """Run the recorder until shutdown; the bag is closed on the way out. Exit status 2, with
-    one line saying why, when the bag cannot be created (the folder exists, a bad storage)."""
+    one line saying why, when the bag cannot be created (the folder exists, a bad storage).
+    ``--help`` prints the parameters."""
+    if wants_help(args):
+        return print_help(program_name('vla-episode-recorder'), HELP, PARAMETERS, EXAMPLE)
     rclpy.init(args=args)
     node = None
     try:

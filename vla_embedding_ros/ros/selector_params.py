@@ -27,6 +27,13 @@ MISSING_CAMERA = ('abstain', 'decide')
 CANDIDATE_MODES = ('library', 'sampled')
 _PROVIDER_RE = re.compile(r'^\s*(auto|[A-Za-z]+(\s*,\s*[A-Za-z]+)*)\s*$')
 _DEVICE_RE = re.compile(r'^(auto|cpu|cuda(:\d+)?)$')
+HELP = ("Picks a robot's next action from camera frame(s) and a natural-language instruction "
+        '(a lifecycle node): subscribes image (remap it to your camera), instruction and '
+        'candidates; publishes ~/selected_action, ~/action_vector, ~/scores, /diagnostics. '
+        'With autostart it configures and activates itself; a failed configure ends the '
+        'program (exit 1, the reason on stderr) unless exit_on_configure_failure is false.')
+HELP_EXAMPLE = '''vla-action-selector --ros-args -r image:=/camera/image_raw -p device:=cpu
+vla-action-selector --ros-args --params-file config/action_selector.yaml'''
 # Parameters that change what configure loads: settable only while unconfigured.
 LOAD_PARAMS = ('model_path', 'library_path', 'device', 'precision', 'compile', 'torch_threads',
                'backend', 'onnx_path', 'onnx_providers', 'onnx_text')
@@ -157,6 +164,12 @@ def parameter_table() -> dict[str, tuple[Any, ParameterDescriptor]]:
             10_000_000)),
         'autostart': (True, ParameterDescriptor(
             description='configure and activate right after start-up', read_only=True)),
+        'exit_on_configure_failure': (True, ParameterDescriptor(
+            description='run as a program (vla-action-selector, python -m, ros2 run) with '
+                        'autostart: a failed configure ends the process with the reason, exit '
+                        'status 1; false: stay unconfigured and wait for ros2 lifecycle (what '
+                        'action_selector.launch.py sets). Nodes created in-process never exit',
+            read_only=True)),
         'diagnostics_period_s': (1.0, _float('seconds between /diagnostics messages', 0.05,
                                              3600.0, additional_constraints=inactive)),
     }

@@ -216,3 +216,75 @@ class LogLimiter:
             logger.warning(text)
         else:
             logger.error(text)
+
+
+class FrameWatch:
+    """Says when an active node has had no frame on a camera for ``after_s`` seconds (since
+    activation or since that camera's last frame), at most once per ``period_s`` while it lasts.
+
+    A selector listening on the wrong topic otherwise waits in silence: the decisions need the
+    first camera's frames, and nothing else would tell the user none arrive. Times are
+    monotonic receive times (sim time plays no part). Thread-safe: the image callbacks report
+    frames, a timer asks :meth:`due`.
+    """
+
+    def __init__(self, after_s: float = 5.0, period_s: float = 10.0):
+        self.after_s, self.period_s = after_s, period_s
+        self._lock = threading.Lock()
+        self._last: list[float] = []     # per camera: its last frame, or the activation
+        self._seen: list[bool] = []      # per camera: a frame arrived since the activation
+        self._reported: float | None = None
+
+    def start(self, cameras: int, now: float) -> None:
+        """The node became active with ``cameras`` cameras at ``now``."""
+        with self._lock:
+            self._last, self._seen, self._reported = [now] * cameras, [False] * cameras, None
+
+    def stop(self) -> None:
+        with self._lock:
+            self._last, self._seen = [], []
+
+    def frame(self, camera: int, now: float) -> None:
+        with self._lock:
+            if camera < len(self._last):
+                self._last[camera], self._seen[camera] = now, True
+
+    def silent(self, now: float) -> list[tuple[int, float, bool]]:
+        """(camera, seconds without a frame, whether it sent one since the activation) for
+        every camera silent for ``after_s`` or longer."""
+        with self._lock:
+            pairs = enumerate(zip(self._last, self._seen, strict=True))
+            return [(i, now - last, seen) for i, (last, seen) in pairs
+                    if now - last >= self.after_s]
+
+    def due(self, now: float) -> list[tuple[int, float, bool]]:
+        """:meth:`silent` when a report is due (the first one, then every ``period_s``); else
+        []. Once every camera sends again, the next silence is reported after ``after_s``."""
+        silent = self.silent(now)
+        with self._lock:
+            if not silent:
+                self._reported = None
+                return []
+            if self._reported is not None and now - self._reported < self.period_s:
+                return []
+            self._reported = now
+        return silent
+
+
+def no_frame_message(silent: list[tuple[int, float, bool]], topics: list[str],
+                     publishers: list[int]) -> str:
+    """The warning for :meth:`FrameWatch.due`: each silent camera's resolved topic, for how
+    long, how many publishers it has and what to check."""
+    parts = []
+    for camera, seconds, seen in silent:
+        since = 'since the last one' if seen else 'since activation'
+        count = publishers[camera]
+        hint = ('no publisher there: remap the camera topic (e.g. -r image:=/camera/image_raw '
+                'for tabletop_sim) or set image_topics' if not count else
+                f'{count} publisher(s) there, yet nothing arrives: check its message type '
+                '(image_transport), its QoS, and for large raw frames the DDS transport '
+                '(vla-dds-profile)')
+        parts.append(f'{topics[camera]} for {seconds:.0f} s ({since}; {hint})')
+    first = any(camera == 0 for camera, _, _ in silent)
+    return ('no frame received on ' + '; on '.join(parts)
+            + ('. No decision is made without the first camera\'s frames' if first else ''))

@@ -57,8 +57,10 @@ from ..data.tabletop.continuous import (
     position_error,
 )
 from .image_conversion import numpy_to_image
+from .node_program import print_help, program_name, wants_help
 from .qos import CAMERA_QOS, LATCHED_QOS, RESULTS_QOS
 
+CAMERA_TOPIC = 'camera/image_raw'   # a selector's image subscription is remapped here
 ACTION_TOPIC = 'action_selector/selected_action'
 VECTOR_TOPIC = 'action_selector/action_vector'
 TASKS = ('grid', 'continuous')
@@ -130,7 +132,7 @@ class TabletopSimNode(Node):
         self._episode_start = 0.0
         self._first_stamp = None
         self._wall0 = time.monotonic()
-        self.image_pub = self.create_publisher(Image, 'camera/image_raw', CAMERA_QOS)
+        self.image_pub = self.create_publisher(Image, CAMERA_TOPIC, CAMERA_QOS)
         self.instruction_pub = self.create_publisher(String, 'instruction', LATCHED_QOS)
         self.result_pub = self.create_publisher(String, '~/episode_result', RESULTS_QOS)
         self.rate_pub = self.create_publisher(Float32, '~/success_rate', LATCHED_QOS)
@@ -283,9 +285,20 @@ class TabletopSimNode(Node):
         self._start_episode()
 
 
-def main(args=None) -> None:
+HELP = ('The tabletop benchmark as a ROS 2 simulator: each episode publishes an instruction '
+        '(latched, on instruction) and a camera stream (camera/image_raw), waits for the '
+        f"selector's action on {ACTION_TOPIC} (task continuous: {VECTOR_TOPIC}), judges it "
+        'and publishes ~/episode_result and ~/success_rate. Exits (status 0) after its last '
+        'episode.')
+EXAMPLE = """vla-tabletop-sim --ros-args -p episodes:=20
+vla-action-selector --ros-args -r image:=/camera/image_raw -p mode:=on_instruction  # selector"""
+
+
+def main(args=None) -> int | None:
     """Run the simulator until its last episode is done (forever with ``episodes: 0``) or
-    Ctrl-C."""
+    Ctrl-C; ``--help`` prints the parameters."""
+    if wants_help(args):
+        return print_help(program_name('vla-tabletop-sim'), HELP, PARAMETERS, EXAMPLE)
     rclpy.init(args=args)
     node = None
     try:

@@ -88,3 +88,25 @@ def test_the_demo_launch_with_episodes_0_keeps_running_until_interrupted():
         proc.send_signal(signal.SIGINT)
         output, _ = proc.communicate(timeout=60)
     assert 'finished its episodes' not in ''.join(lines) + output
+
+
+def test_the_demo_launch_with_a_selector_that_cannot_configure_ends_with_the_reason():
+    # The simulator alone would wait for a selector forever (issue 30 item 8).
+    proc = _ros2_launch('episodes:=2', 'device:=cpu', 'model_path:=/nonexistent/vla_model')
+    try:
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            proc.communicate(timeout=30)
+    assert 'action_selector exited with code 1: configure failed: ' in output, output[-3000:]
+    assert '/nonexistent/vla_model' in output
+    assert 'finished its episodes' not in output
+
+
+def test_the_demo_launch_interrupted_before_any_episode_does_not_claim_it_finished():
+    proc = _ros2_launch('episodes:=2', 'device:=cpu', 'rate_hz:=1.0')
+    time.sleep(1.5)   # the processes are starting: no episode can have finished yet
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=60)
+    assert 'finished its episodes' not in output, output[-3000:]

@@ -33,8 +33,8 @@ def _simulator(**params) -> subprocess.Popen:
 
 
 class Driver:
-    """The test side: answers each decision frame with what ``answer(n)`` gives for the n-th
-    decision (None: the expert's own answer from ~/expert_action)."""
+    """The test side: answers the n-th decision (the simulator publishes its frame, then the
+    expert's answer to it) once, with ``answer(n)`` (None: the expert's own)."""
 
     def __init__(self, harness: Harness, answer):
         self.h, self.answer = harness, answer
@@ -44,26 +44,17 @@ class Driver:
                                          RELIABLE_QOS)
         node.create_subscription(String, 'libero_sim/episode_result',
                                  lambda m: self.results.append(json.loads(m.data)), RESULTS_QOS)
-        node.create_subscription(Image, 'camera/image_raw', self._on_image, CAMERA_QOS)
+        node.create_subscription(Image, 'camera/image_raw', self.images.append, CAMERA_QOS)
         node.create_subscription(Image, 'camera/depth', self.depths.append, CAMERA_QOS)
         node.create_subscription(CameraInfo, 'camera/camera_info', self.infos.append, CAMERA_QOS)
         node.create_subscription(Float32MultiArray, 'libero_sim/expert_action',
-                                 lambda m: self.expert.append(list(m.data)), RELIABLE_QOS)
-        self.answered_stamps = set()
+                                 self._on_decision, RELIABLE_QOS)
 
-    def _on_image(self, msg: Image) -> None:
-        self.images.append(msg)
-        stamp = (msg.header.stamp.sec, msg.header.stamp.nanosec)
-        if stamp in self.answered_stamps:
-            return
-        n = len(self.answered_stamps)
-        vector = self.answer(n)
-        if vector is None:
-            if len(self.expert) <= n:
-                return        # the expert's answer to this frame is not here yet
-            vector = self.expert[n]
-        self.answered_stamps.add(stamp)
-        self.pub.publish(Float32MultiArray(data=[float(v) for v in vector]))
+    def _on_decision(self, msg: Float32MultiArray) -> None:
+        self.expert.append(list(msg.data))
+        vector = self.answer(len(self.expert) - 1)
+        self.pub.publish(Float32MultiArray(data=[float(v) for v in
+                                                 (msg.data if vector is None else vector)]))
 
 
 def _run(answer, episodes: int, **params):

@@ -18,12 +18,19 @@ table) and judges action vectors; the selector runs ``candidate_mode: sampled`` 
 derivative-free optimisation over the library's space) on ``models/tabletop_continuous``, and
 the summary adds the pick error in object radii and the select time (``inference_ms``).
 
+With ``--task libero`` the simulator is ``libero_sim`` (LIBERO's scenes, robot and
+``check_success``; needs requirements-libero.txt, in the venv ``make`` builds) over the official
+initial states of ``--suite``: ``--policy expert`` runs the scripted expert through the same
+topics (the simulator publishes its answers, no selector); ``--policy selector`` (default) runs
+the action selector in ``candidate_mode: sampled`` on a LIBERO model (``--model``).
+
 Exit status: 0 when at least one episode completed and neither child crashed, else 1.
 
 Example::
 
     python -m vla_embedding_ros.ros.demo --episodes 20 --device cpu
     python -m vla_embedding_ros.ros.demo --task continuous --episodes 20
+    python -m vla_embedding_ros.ros.demo --task libero --suite libero_spatial --policy expert
 """
 from __future__ import annotations
 
@@ -42,7 +49,13 @@ from .dds_transport import describe as describe_transport
 
 SELECTOR_NODE = 'action_selector'
 SIM_NODE = 'tabletop_sim'
+LIBERO_SIM_NODE = 'libero_sim'
 CONTINUOUS_MODEL = ('models', 'tabletop_continuous')   # --task continuous's default model
+LIBERO_MODEL = ('models', 'libero')                     # --task libero's, once one ships
+
+
+def sim_node(args) -> str:
+    return LIBERO_SIM_NODE if args.task == 'libero' else SIM_NODE
 
 
 def _args(argv):
@@ -52,10 +65,19 @@ def _args(argv):
 
     ap = argparse.ArgumentParser(prog='vla-demo', description=__doc__.split('\n\n')[0])
     ap.add_argument('--episodes', type=int, default=20, help='episodes to run (default 20)')
-    ap.add_argument('--task', default='grid', choices=('grid', 'continuous'),
+    ap.add_argument('--task', default='grid', choices=('grid', 'continuous', 'libero'),
                     help='grid: named cell actions (candidate_mode library); continuous: '
                          'objects anywhere, action vectors chosen by sampling '
-                         '(candidate_mode sampled). Default grid')
+                         '(candidate_mode sampled); libero: LIBERO scenes judged by '
+                         'check_success (--suite, --policy). Default grid')
+    ap.add_argument('--suite', default='libero_spatial',
+                    help='libero: the suite (default libero_spatial); episodes go through '
+                         'its tasks in order, official initial states 0, 1, ... of each')
+    ap.add_argument('--policy', default='selector', choices=('selector', 'expert'),
+                    help="libero: who answers: the action selector on --model, or the "
+                         "simulator's scripted expert over the same topics (default selector)")
+    ap.add_argument('--image-size', type=int, default=256,
+                    help='libero: agentview render size (default 256)')
     ap.add_argument('--model', default=None,
                     help='checkpoint folder (default: the shipped models/tabletop; with '
                          '--task continuous models/tabletop_continuous)')
@@ -87,10 +109,24 @@ def _args(argv):
     ap.add_argument('--verbose', action='store_true',
                     help="show the nodes' info log lines too (default: warnings and errors)")
     args = ap.parse_args(argv)
+    if args.task == 'libero' and args.episode_timeout == 10.0:
+        args.episode_timeout = 60.0    # a decision's timeout: the first one loads the model
     if args.model is None:
-        args.model = (os.path.dirname(package_file(*CONTINUOUS_MODEL, 'config.json'))
-                      if args.task == 'continuous' else default_model_path())
+        shipped = {'continuous': CONTINUOUS_MODEL, 'libero': LIBERO_MODEL}.get(args.task)
+        args.model = (os.path.dirname(package_file(*shipped, 'config.json')) if shipped
+                      else default_model_path())
     return args
+
+
+def _libero_sim(args, py, level) -> list[str]:
+    trials = max(1, -(-args.episodes // 10))     # spread over a suite's (usually 10) tasks
+    cmd = py + ['vla_embedding_ros.ros.libero_sim_node', '--ros-args', *level,
+                '-p', f'suite:={args.suite}', '-p', f'trials_per_task:={min(trials, 50)}',
+                '-p', f'episodes:={args.episodes}', '-p', f'image_size:={args.image_size}',
+                '-p', f'decision_timeout_s:={float(args.episode_timeout)}']
+    if args.policy == 'expert':
+        cmd += ['-p', 'publish_expert:=true', '-p', 'action_topic:=libero_sim/expert_action']
+    return cmd
 
 
 def child_commands(args) -> dict[str, list[str]]:
@@ -98,11 +134,12 @@ def child_commands(args) -> dict[str, list[str]]:
     py = [sys.executable, '-m']
     # Warnings and errors only: the demo prints one line per episode itself.
     level = ['--log-level', 'info' if getattr(args, 'verbose', False) else 'warn']
-    sim = py + ['vla_embedding_ros.ros.tabletop_sim_node', '--ros-args', *level,
-                '-p', f'episodes:={args.episodes}', '-p', f'seed:={args.seed}',
-                '-p', f'split:={args.split}', '-p', f'rate_hz:={float(args.rate)}',
-                '-p', f'episode_timeout_s:={float(args.episode_timeout)}',
-                '-p', f'task:={args.task}']
+    if args.task == 'libero':
+        sim = _libero_sim(args, py, level)
+        if args.policy == 'expert':
+            return {LIBERO_SIM_NODE: sim}
+    else:
+        sim = _tabletop_sim(args, py, level)
     selector = py + ['vla_embedding_ros.ros.action_selector_node', '--ros-args', *level,
                      '-p', f'model_path:={args.model}', '-p', f'device:={args.device}',
                      '-p', 'mode:=on_instruction', '-p', 'max_rate_hz:=0.0',
@@ -112,18 +149,30 @@ def child_commands(args) -> dict[str, list[str]]:
                      '-r', 'image:=/camera/image_raw', '-r', 'instruction:=/instruction']
     if args.library:
         selector += ['-p', f'library_path:={args.library}']
+    if args.task == 'libero':
+        selector += ['-p', 'candidate_mode:=sampled', '-p', f'sample_count:={args.samples}',
+                     '-p', f'sample_iterations:={args.iterations}',
+                     '-p', f'sample_seed:={args.sample_seed}']
     if args.task == 'continuous':
         selector += ['-p', f'candidate_mode:={args.candidates}',
                      '-p', f'sample_count:={args.samples}',
                      '-p', f'sample_iterations:={args.iterations}',
                      '-p', f'sample_seed:={args.sample_seed}']
-    return {SIM_NODE: sim, SELECTOR_NODE: selector}
+    return {sim_node(args): sim, SELECTOR_NODE: selector}
+
+
+def _tabletop_sim(args, py, level) -> list[str]:
+    return py + ['vla_embedding_ros.ros.tabletop_sim_node', '--ros-args', *level,
+                 '-p', f'episodes:={args.episodes}', '-p', f'seed:={args.seed}',
+                 '-p', f'split:={args.split}', '-p', f'rate_hz:={float(args.rate)}',
+                 '-p', f'episode_timeout_s:={float(args.episode_timeout)}',
+                 '-p', f'task:={args.task}']
 
 
 class _Listener:
     """A plain rclpy node collecting results, scores and diagnostics (callbacks only store)."""
 
-    def __init__(self, context):
+    def __init__(self, context, sim: str = SIM_NODE):
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
         from std_msgs.msg import String
@@ -136,7 +185,7 @@ class _Listener:
         self.e2e_ms: list[float] = []
         self.diagnostics: dict[str, str] = {}
         self._last_decision_stamp = None
-        self.node.create_subscription(String, f'/{SIM_NODE}/episode_result', self._on_result,
+        self.node.create_subscription(String, f'/{sim}/episode_result', self._on_result,
                                       RESULTS_QOS)
         self.node.create_subscription(String, f'/{SELECTOR_NODE}/scores', self._on_scores, 100)
         self.node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diag, 10)
@@ -166,6 +215,11 @@ def episode_line(result: dict) -> str:
     """One line per episode: number, success, instruction, chosen action (and the expected
     one when they differ), position error (continuous), time from the episode's start."""
     mark = 'ok  ' if result['success'] else 'FAIL'
+    if 'suite' in result:     # libero_sim: LIBERO's check_success judged two decisions
+        how = '' if result['success'] else f" ({result['failure']})"
+        return (f"[demo] episode {result['episode']:3d} {mark} {result['suite']} task "
+                f"{result['task']} state {result['initial_state']}{how}, {result['steps']} "
+                f"steps, {result['wall_s']:.1f} s: {result['instruction']!r}")
     chosen = 'no answer (timeout)' if result['chosen'] is None else result['chosen']
     expected = '' if result['success'] else f" (expected {result['expected']})"
     error = result.get('position_error')
@@ -215,7 +269,8 @@ def summary(listener: _Listener, episodes: int) -> str:
         f'episodes completed : {done} / {episodes}',
         f'success rate       : {wins / done:.1%} ({wins}/{done})' if done else
         'success rate       : n/a (no episode completed)',
-        f'timeouts           : {sum(bool(r.get("timeout")) for r in results)}',
+        f'timeouts           : '
+        f'{sum(bool(r.get("timeout")) or r.get("failure") == "timeout" for r in results)}',
         f'selector latency   : p50 {_p(latency, 50):.1f} ms, p99 {_p(latency, 99):.1f} ms '
         f'({len(latency)} decisions, scores latency_ms)',
         f'end-to-end latency : p50 {_p(listener.e2e_ms, 50):.1f} ms, '
@@ -224,6 +279,15 @@ def summary(listener: _Listener, episodes: int) -> str:
         f'{diag.get("frames_processed", "?")}, dropped {diag.get("frames_dropped", "?")}, '
         f'stale {diag.get("frames_stale", "?")}',
     ]
+    libero = [r for r in results if 'suite' in r]
+    if libero:
+        tasks: dict = {}
+        for r in libero:
+            tasks.setdefault((r['suite'], r['task']), []).append(r['success'])
+        per_task = ', '.join(f'{task} {sum(w)}/{len(w)}' for (_, task), w in tasks.items())
+        failures = sorted({r['failure'] for r in libero if not r['success']})
+        lines.insert(2, f'per task           : {per_task}')
+        lines.insert(3, f'failures           : {", ".join(failures) or "none"}')
     if any(r.get('task') == 'continuous' for r in results):
         errors = [r['position_error'] for r in results if r.get('position_error') is not None]
         select = [s['inference_ms'] for s in listener.scores
@@ -267,12 +331,16 @@ def main(argv=None) -> int:
     env = with_large_frame_transport(env)
     os.environ.update({k: env[k] for k in ('ROS_DOMAIN_ID', 'AMENT_PREFIX_PATH', PROFILES_VAR,
                                            BUILTIN_VAR) if k in env})
-    if not os.path.isfile(os.path.join(args.model, 'config.json')):
+    needs_model = not (args.task == 'libero' and args.policy == 'expert')
+    if needs_model and not os.path.isfile(os.path.join(args.model, 'config.json')):
         hint = ('; --task continuous needs a continuous model (train: vla-train --config '
                 'config/train_tabletop_continuous.yaml, then export it to '
                 'models/tabletop_continuous), or for plumbing only the grid model: --model '
                 'models/tabletop --library config/tabletop_continuous_actions.yaml'
-                if args.task == 'continuous' else '')
+                if args.task == 'continuous' else
+                '; no LIBERO model ships yet: --policy expert runs the scripted expert '
+                'through the same topics, or train one (README: LIBERO)'
+                if args.task == 'libero' else '')
         print(f'[demo] no model at {args.model} (config.json missing); pass --model{hint}',
               file=sys.stderr)
         return 1
@@ -290,7 +358,7 @@ def main(argv=None) -> int:
     crashed = []
     listener = None
     try:
-        listener = _Listener(context)
+        listener = _Listener(context, sim_node(args))
         executor = SingleThreadedExecutor(context=context)
         executor.add_node(listener.node)
         for name, cmd in child_commands(args).items():
@@ -300,7 +368,7 @@ def main(argv=None) -> int:
         while len(listener.results) < args.episodes and time.monotonic() < deadline:
             executor.spin_once(timeout_sec=0.1)
             crashed = [n for n, p in procs.items() if p.poll() is not None
-                       and not (n == SIM_NODE and p.returncode == 0)]   # done: it exits
+                       and not (n == sim_node(args) and p.returncode == 0)]  # done: it exits
             if crashed:
                 break
         end = time.monotonic() + 1.5  # a last diagnostics message for the frame counts

@@ -230,18 +230,21 @@ class LiberoSimNode(Node):
             self._publish_frame(decision)
 
     def _publish_frame(self, decision: _Decision) -> None:
-        frame = decision.frame
-        header_id = self.p['frame_id']
+        # Stamped now, each time: while the robot waits the scene does not change, so a
+        # re-published frame is what a camera would see now (and a selector that skips frames
+        # older than max_image_age_s keeps deciding on it).
+        frame, stamp, header_id = decision.frame, self.stamp(), self.p['frame_id']
         image = numpy_to_image(frame.rgb, 'rgb8')
         depth = depth_to_image(frame.depth)
         for msg in (image, depth):
-            msg.header.stamp, msg.header.frame_id = decision.stamp, header_id
+            msg.header.stamp, msg.header.frame_id = stamp, header_id
         self.image_pub.publish(image)
         self.depth_pub.publish(depth)
-        self.info_pub.publish(camera_info(frame.calibration, decision.stamp, header_id))
+        self.info_pub.publish(camera_info(frame.calibration, stamp, header_id))
 
     def policy(self, frame, instruction: str, primitive: str) -> tuple[float, float]:
-        """The episode's policy: publish the decision frame and wait for the answer."""
+        """The episode's policy: publish the decision frame (then the expert's answer to it,
+        with publish_expert), re-publish it until an answer comes, and check the answer."""
         decision = _Decision(primitive, frame, self.stamp())
         self._answered.clear()
         with self._lock:
@@ -254,6 +257,7 @@ class LiberoSimNode(Node):
             self.wrist_pub.publish(wrist)
         self._publish_frame(decision)
         if self.expert_pub is not None:
+            # After the frame: a recorder pairs each action with the newest frame before it.
             u, v = self.expert(frame, instruction, primitive)
             onehot = [1.0, 0.0] if primitive == 'pick' else [0.0, 1.0]
             self.expert_pub.publish(Float32MultiArray(data=[*onehot, float(u), float(v)]))

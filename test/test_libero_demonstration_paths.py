@@ -131,10 +131,11 @@ def test_robot_path_and_direct_path_give_the_same_demonstrations(tmp_path):
     output = _record(bag)
     out = tmp_path / 'robot'
     # Header stamps (the default): a decision frame is stamped before the expert's answer is
-    # computed and published, so it is the newest frame at or before its action; re-published
-    # copies carry the same stamp. The tolerance covers the expert's thinking time on a loaded
-    # machine (the default 0.1 s is for streaming cameras); the previous decision frame is a
-    # whole pick execution older, so a lost frame is still a skipped action, not a wrong pair.
+    # computed and published, so it (or a re-published copy: the same pixels, stamped when
+    # sent) is the newest frame at or before its action. The tolerance covers the expert's
+    # thinking time on a loaded machine (the default 0.1 s is for streaming cameras); the
+    # previous decision frame is a whole pick execution older, so a lost frame would still be
+    # a skipped action, not a wrong pair.
     assert bag_to_dataset.main([str(bag), '--out', str(out), '--image-topic', IMAGE,
                                 '--instruction-topic', INSTRUCTION, '--action-topic', EXPERT,
                                 '--tolerance', '1.0', '--quiet']) == 0

@@ -15,7 +15,11 @@ Arguments: model_path, device, episodes, seed, split, rate_hz, use_sim_time (the
 then publishes /clock and both nodes use it), params_file (the selector's), task (grid |
 continuous: the simulator judges action vectors on the selector's ``~/action_vector``, the
 selector runs ``candidate_mode: sampled``, model_path '' = models/tabletop_continuous),
-library_path (the selector's; '' = the model's actions.yaml).
+library_path (the selector's; '' = the model's actions.yaml). ``task:=libero`` runs
+``libero_sim`` instead (LIBERO's scenes and check_success over the official initial states of
+``suite``, episodes spread over its tasks): ``policy:=expert`` the simulator's scripted expert
+through its own topics and no selector, ``policy:=selector`` the selector in
+``candidate_mode: sampled`` on ``model_path`` (a LIBERO model).
 
 Both nodes get FASTDDS_DEFAULT_PROFILES_FILE=<share>/config/fastdds_large_frames.xml unless
 Fast DDS transports are already chosen (that variable or FASTDDS_BUILTIN_TRANSPORTS): with
@@ -66,6 +70,8 @@ def _nodes(context, *args, **kwargs):
             selector['model_path'] = os.path.dirname(
                 package_file('models', 'tabletop_continuous', 'config.json'))
     episodes = int(arg('episodes'))
+    if arg('task') == 'libero':
+        return _libero(arg, selector, sim_time, episodes)
     sim = {'episodes': episodes, 'seed': int(arg('seed')), 'split': arg('split'),
            'rate_hz': float(arg('rate_hz')), 'publish_clock': sim_time, 'task': arg('task')}
     simulator = Node(package=PACKAGE, executable='tabletop_sim', name='tabletop_sim',
@@ -77,7 +83,27 @@ def _nodes(context, *args, **kwargs):
     return [simulator, selector_node, *_end_rules(simulator, selector_node, episodes)]
 
 
-def _end_rules(simulator, selector, episodes: int) -> list:
+def _libero(arg, selector: dict, sim_time: bool, episodes: int) -> list:
+    """libero_sim and (policy:=selector) the selector deciding on every frame: an episode asks
+    twice under one instruction, pick then place."""
+    sim = {'suite': arg('suite'), 'episodes': episodes, 'publish_clock': sim_time,
+           'trials_per_task': max(1, min(50, -(-episodes // 10)))}
+    if arg('policy') == 'expert':
+        sim.update(publish_expert=True, action_topic='libero_sim/expert_action')
+    simulator = Node(package=PACKAGE, executable='libero_sim', name='libero_sim',
+                     output='screen', parameters=[sim])
+    if arg('policy') == 'expert':
+        return [simulator, *_end_rules(simulator, None, episodes, 'libero_sim')]
+    selector.update(mode='continuous', candidate_mode='sampled')
+    selector_node = LifecycleNode(
+        package=PACKAGE, executable='action_selector', name='action_selector', namespace='',
+        output='screen', parameters=[arg('params_file'), selector],
+        remappings=[('image', '/camera/image_raw'), ('instruction', '/instruction')])
+    return [simulator, selector_node,
+            *_end_rules(simulator, selector_node, episodes, 'libero_sim')]
+
+
+def _end_rules(simulator, selector, episodes: int, sim_name: str = 'tabletop_sim') -> list:
     """When the run ends. The simulator logs 'done: N episodes' and exits after its last one
     (episodes:=0 runs until Ctrl-C): only then does the launch say it finished its episodes.
     A selector that exits non-zero (its configure failed) ends the run with its reason. An
@@ -105,20 +131,24 @@ def _end_rules(simulator, selector, episodes: int) -> list:
 
     def simulator_exited(event, context):
         if seen['done']:
-            return shut_down('tabletop_sim finished its episodes')
+            return shut_down(f'{sim_name} finished its episodes')
         if context.is_shutdown or event.returncode == 0 and not episodes:
             return []
-        return shut_down(f'tabletop_sim exited with code {event.returncode} before finishing '
+        return shut_down(f'{sim_name} exited with code {event.returncode} before finishing '
                          'its episodes')
 
-    return [RegisterEventHandler(OnProcessIO(target_action=selector, on_stdout=selector_output,
-                                             on_stderr=selector_output)),
-            RegisterEventHandler(OnProcessIO(target_action=simulator,
-                                             on_stdout=simulator_output,
-                                             on_stderr=simulator_output)),
-            RegisterEventHandler(OnProcessExit(target_action=selector, on_exit=selector_exited)),
-            RegisterEventHandler(OnProcessExit(target_action=simulator,
-                                               on_exit=simulator_exited))]
+    rules = [RegisterEventHandler(OnProcessIO(target_action=simulator,
+                                              on_stdout=simulator_output,
+                                              on_stderr=simulator_output)),
+             RegisterEventHandler(OnProcessExit(target_action=simulator,
+                                                on_exit=simulator_exited))]
+    if selector is not None:   # libero with policy:=expert runs no selector
+        rules += [RegisterEventHandler(OnProcessIO(target_action=selector,
+                                                   on_stdout=selector_output,
+                                                   on_stderr=selector_output)),
+                  RegisterEventHandler(OnProcessExit(target_action=selector,
+                                                     on_exit=selector_exited))]
+    return rules
 
 
 def generate_launch_description():
@@ -136,9 +166,17 @@ def generate_launch_description():
         DeclareLaunchArgument('rate_hz', default_value='10.0', description='camera rate'),
         DeclareLaunchArgument('use_sim_time', default_value='false',
                               description='simulator publishes /clock; both nodes use it'),
-        DeclareLaunchArgument('task', default_value='grid', choices=['grid', 'continuous'],
+        DeclareLaunchArgument('task', default_value='grid',
+                              choices=['grid', 'continuous', 'libero'],
                               description='grid: action names; continuous: action vectors, '
-                                          'the selector in candidate_mode sampled'),
+                                          'the selector in candidate_mode sampled; libero: '
+                                          'libero_sim (LIBERO scenes, check_success)'),
+        DeclareLaunchArgument('suite', default_value='libero_spatial',
+                              description='task libero: the LIBERO suite'),
+        DeclareLaunchArgument('policy', default_value='selector',
+                              choices=['selector', 'expert'],
+                              description="task libero: the selector, or the simulator's "
+                                          'scripted expert over the same topics'),
         DeclareLaunchArgument('library_path', default_value='',
                               description="selector action library; '' = the model's"),
         DeclareLaunchArgument('params_file',

@@ -20,12 +20,14 @@ pytest.importorskip('rclpy')
 from support.ros import make_tabletop_checkpoint  # noqa: E402
 from vla_embedding_ros.ros import selector_params  # noqa: E402
 from vla_embedding_ros.ros.episode_recorder_node import PARAMETERS as RECORDER  # noqa: E402
+from vla_embedding_ros.ros.libero_sim_node import PARAMETERS as LIBERO_SIM  # noqa: E402
 from vla_embedding_ros.ros.tabletop_sim_node import PARAMETERS as SIMULATOR  # noqa: E402
 
 PROGRAMS = {   # console script -> (module, its parameter table)
     'vla-action-selector': ('action_selector_node', selector_params.parameter_table()),
     'vla-tabletop-sim': ('tabletop_sim_node', SIMULATOR),
     'vla-episode-recorder': ('episode_recorder_node', RECORDER),
+    'vla-libero-sim': ('libero_sim_node', LIBERO_SIM),
 }
 
 

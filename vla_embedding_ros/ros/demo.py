@@ -142,7 +142,9 @@ def child_commands(args) -> dict[str, list[str]]:
         sim = _tabletop_sim(args, py, level)
     selector = py + ['vla_embedding_ros.ros.action_selector_node', '--ros-args', *level,
                      '-p', f'model_path:={args.model}', '-p', f'device:={args.device}',
-                     '-p', 'mode:=on_instruction', '-p', 'max_rate_hz:=0.0',
+                     # LIBERO asks twice per instruction (pick, then place): every frame
+                     '-p', f'mode:={"continuous" if args.task == "libero" else "on_instruction"}',
+                     '-p', 'max_rate_hz:=0.0',
                      # The simulator renders on the same cores: one torch thread gives the
                      # small default model its lowest latency there (bench/node_latency.py).
                      '-p', f'torch_threads:={args.torch_threads}',

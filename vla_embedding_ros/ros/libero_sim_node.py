@@ -49,6 +49,7 @@ from std_msgs.msg import Float32, Float32MultiArray, String
 
 from ..libero.episode import PolicyFailure, check_action
 from .image_conversion import depth_to_image, numpy_to_image
+from .node_program import print_help, program_name, wants_help
 from .qos import CAMERA_QOS, LATCHED_QOS, RELIABLE_QOS, RESULTS_QOS
 
 VECTOR_TOPIC = 'action_selector/action_vector'
@@ -371,8 +372,24 @@ def _quaternion(R: np.ndarray) -> tuple[float, float, float, float]:
     return q[0], q[1], q[2], (R[k, j] - R[j, k]) / s
 
 
+HELP = ('LIBERO episodes over ROS 2 topics, judged by check_success: publishes the agentview '
+        'camera (camera/image_raw rgb8, camera/depth 32FC1 metres, camera/camera_info, '
+        'camera/pose) and the task instruction (latched), asks for a pick and then a place '
+        f'decision [pick, place, u, v] on {VECTOR_TOPIC} (the selector in candidate_mode '
+        'sampled), executes them from depth and calibration only, publishes ~/episode_result '
+        'and ~/success_rate. Exits (status 0) after its last episode. Needs LIBERO '
+        '(requirements-libero.txt).')
+EXAMPLE = """vla-libero-sim --ros-args -p suite:=libero_spatial -p trials_per_task:=2
+vla-action-selector --ros-args -r image:=/camera/image_raw -r instruction:=/instruction \\
+    -p model_path:=MODEL -p candidate_mode:=sampled -p max_rate_hz:=0.0   # the selector
+vla-libero-sim --ros-args -p publish_expert:=true -p action_topic:=libero_sim/expert_action"""
+
+
 def main(args=None) -> int:
-    """Run the episodes and exit (0 after the last one; 1 when the simulator failed)."""
+    """Run the episodes and exit (0 after the last one; 1 when the simulator failed);
+    ``--help`` prints the parameters."""
+    if wants_help(args):
+        return print_help(program_name('vla-libero-sim'), HELP, PARAMETERS, EXAMPLE)
     rclpy.init(args=args)
     node = None
     try:
@@ -383,7 +400,10 @@ def main(args=None) -> int:
         for pub in (node.result_pub, node.rate_pub):
             pub.wait_for_all_acked(Duration(seconds=2.0))
         done = len(node.results)
-        node.get_logger().info(f'{done} of {len(node.plan)} episodes done: exiting')
+        rate = sum(r['success'] for r in node.results) / done if done else 0.0
+        # the line tabletop_sim ends with too: launch files tell a finished run by it
+        node.get_logger().info(f'done: {done} episodes, success rate {rate:.3f} '
+                               f'({len(node.plan)} planned): exiting')
         return 0 if done == len(node.plan) else 1
     except (KeyboardInterrupt, ExternalShutdownException):
         return 130

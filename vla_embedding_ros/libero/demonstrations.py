@@ -45,20 +45,6 @@ def action_vector(primitive: str, point) -> list[float]:
     return PRIMITIVE_VECTORS[primitive] + [float(point[0]), float(point[1])]
 
 
-def float32_points(policy):
-    """``policy`` with its points rounded to float32, as an action vector carries them (the
-    simulator node's ``Float32MultiArray``).
-
-    The demonstration then executes exactly the point it stores, and the robot path (the
-    expert's answer over topics, recorded and converted) executes the same one: with float64
-    points the two differed by ~1e-8, which the contacts of the grasp grew into a sub-pixel
-    change of the arm's pose in the place frame (test_libero_demonstration_paths).
-    """
-    def rounded(frame, instruction: str, primitive: str) -> tuple[float, float]:
-        return tuple(float(np.float32(c)) for c in policy(frame, instruction, primitive))
-    return rounded
-
-
 def cached(job: Job, work: Path) -> str | None:
     """'kept', 'failed' or None (not run yet) for ``job`` in ``work``."""
     stem = job.stem(work)
@@ -88,8 +74,7 @@ def run_jobs(jobs: list[Job], work: str, seed: int, image_size: int = 256) -> li
 
                 def record(primitive, frame, point, into=decisions):
                     into[primitive] = (frame.rgb, point)
-                result = run_episode(env, float32_points(ExpertPolicy(env)),
-                                     on_decision=record)
+                result = run_episode(env, ExpertPolicy(env), on_decision=record)
                 _store(job, work, result, decisions, env.instruction, job.seed(seed))
     return [cached(j, work) for j in jobs]
 

@@ -88,7 +88,12 @@ def run_episode(env: LiberoEnv, policy: Policy, keep_frames: bool = False,
         for primitive in PRIMITIVES:
             frame = env.render()
             try:
-                point = tuple(float(c) for c in policy(frame, env.instruction, primitive))
+                # float32, as an action vector carries a point over topics: the same point
+                # then runs in-process and through libero_sim (float64 points differed by
+                # ~1e-8, which a grasp's contacts grew into a different arm pose by the place
+                # frame: test_libero_demonstration_paths)
+                point = tuple(float(np.float32(c))
+                              for c in policy(frame, env.instruction, primitive))
             except PolicyFailure as exc:
                 result.failure = exc.kind
                 break

@@ -63,7 +63,8 @@ def test_share_files_installed_where_ros2_launch_looks(workspace):
     assert marker.is_file()
 
 
-ROS_EXECUTABLES = ('action_selector', 'tabletop_sim', 'episode_recorder')
+ROS_EXECUTABLES = ('action_selector', 'tabletop_sim', 'episode_recorder', 'instruct',
+                   'libero_sim')
 GENERIC_NAMES = ('train', 'evaluate', 'demo', 'make_dataset', 'bag_to_dataset',
                  *ROS_EXECUTABLES)
 

@@ -76,6 +76,9 @@ class Frame:
 
     def depth_at(self, x: float, y: float) -> float:
         """Depth (metres) of the pixel containing pixel coordinates ``(x, y)``."""
+        h, w = self.depth.shape
+        if not (0 <= x < w and 0 <= y < h):
+            raise ValueError(f'pixel ({x:.1f}, {y:.1f}) is outside the {w}x{h} image')
         return float(self.depth[int(np.floor(y)), int(np.floor(x))])
 
     def lift(self, x: float, y: float) -> np.ndarray:

@@ -121,7 +121,11 @@ class Executor:
         ring = (near >= SUPPORT_RADIUS[0]) & (near < SUPPORT_RADIUS[1])
         support = min(np.percentile(cloud[ring][:, 2], 50), point[2]) if ring.any() \
             else point[2]
-        clear = np.percentile(cloud[near < CLEAR_RADIUS][:, 2], 98)
+        around = cloud[near < CLEAR_RADIUS][:, 2]
+        # Nothing but the robot around the point (the hand hangs right over it): clear what
+        # the hand itself is above.
+        clear = (np.percentile(around, 98) if around.size else
+                 max(point[2], self.env.eef_pos()[2] - self.hang))
         return _Target(point, float(max(top, point[2])), float(support), float(clear))
 
     def _opening(self, t: _Target, frame: Frame) -> _Target:

@@ -145,7 +145,10 @@ class ExpertPolicy:
             # The hand will hold the object where the pixel's depth lands, this far from its
             # middle: place the hand as far from the target's middle, so the object lands
             # centred.
-            self._offset = np.array([*(frame.lift(x, y)[:2] - (low[:2] + high[:2]) / 2), 0.0])
+            inside = 0 <= x < frame.calibration.width and 0 <= y < frame.calibration.height
+            # (outside: the object is out of view; the executor refuses the point)
+            self._offset = (np.array([*(frame.lift(x, y)[:2] - (low[:2] + high[:2]) / 2), 0.0])
+                            if inside else np.zeros(3))
         else:   # a place goes where the pixel's ray leads (the executor finds the surface)
             world = place_point(self.env, self.target) + getattr(self, '_offset', 0.0)
             (x, y), _ = frame.calibration.world_to_pixel(world)

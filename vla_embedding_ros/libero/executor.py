@@ -5,7 +5,8 @@ calibration, its own end-effector pose and gripper width. A point ``(u, v)`` is 
 image coordinates of the UPRIGHT agentview image (:mod:`.camera`: u to the right, v down, both
 in [0, 1]). It is lifted to 3-D through the depth at that pixel; the depth around it gives the
 height to grasp at (or release from) and the support the object stands on. The Panda moves
-top-down with its fingers closing along the world y axis, by proportional OSC_POSE deltas.
+top-down, its hand turned about the vertical to the yaw whose open fingers fit the depth
+around the grasp best (:func:`choose_yaw`), by proportional OSC_POSE deltas.
 
 Bad points are refused before the robot moves: :class:`Refused` names the reason (outside the
 image, not finite, no depth there, off the workspace the arm can reach).
@@ -77,6 +78,7 @@ class Executor:
     def __init__(self, env: LiberoEnv):
         self.env = env
         self.hang = 0.0            # how far the held object reaches below the grip site
+        self.yaw = 0.0             # hand rotation about world z (0: fingers close along y)
 
     # --- lifting a point ------------------------------------------------------------------
     def surroundings(self, frame: Frame) -> np.ndarray:
@@ -90,8 +92,9 @@ class Executor:
                                                                - 0.03))
         return cloud[~robot]
 
-    def lift(self, u, v, frame: Frame) -> _Target:
-        """The 3-D target at normalised image point ``(u, v)``, or :class:`Refused`."""
+    def lift(self, u, v, frame: Frame, cloud: np.ndarray | None = None) -> _Target:
+        """The 3-D target at normalised image point ``(u, v)``, or :class:`Refused`
+        (``cloud``: the frame's :meth:`surroundings`, when already computed)."""
         try:
             u, v = float(u), float(v)
         except (TypeError, ValueError) as exc:
@@ -114,7 +117,7 @@ class Executor:
                           f'{np.round(point, 3).tolist()}, {reach:.2f} m from the robot base '
                           f'(reach {REACH_MIN}-{REACH_MAX} m, height within '
                           f'-{BELOW_BASE}/+{ABOVE_BASE} m of the base)')
-        cloud = self.surroundings(frame)
+        cloud = self.surroundings(frame) if cloud is None else cloud
         near = np.hypot(*(cloud[:, :2] - point[:2]).T)
         top = np.percentile(cloud[near < TOP_RADIUS][:, 2], 95) if (near < TOP_RADIUS).any() \
             else point[2]
@@ -154,12 +157,21 @@ class Executor:
         bound: it may stand on something), at most MAX_HANG."""
         return min(grasp_z - t.support, MAX_HANG)
 
+    def plan_grasp(self, u, v, frame: Frame, cloud: np.ndarray | None = None
+                   ) -> tuple[_Target, float, float]:
+        """``(target, grasp_z, yaw)`` a pick at ``(u, v)`` would use (:class:`Refused` as
+        :meth:`lift`); ``cloud``: the frame's :meth:`surroundings`, when already computed."""
+        cloud = self.surroundings(frame) if cloud is None else cloud
+        t = self.lift(u, v, frame, cloud)
+        grasp_z = max(t.top - GRASP_DEPTH, t.support + SUPPORT_CLEARANCE)
+        return t, grasp_z, choose_yaw(cloud, np.array([*t.point[:2], grasp_z]))
+
     # --- primitives -----------------------------------------------------------------------
     def pick(self, u, v, frame: Frame) -> Outcome:
-        """Grasp what is at ``(u, v)`` of ``frame`` from above and lift it."""
-        t = self.lift(u, v, frame)
+        """Grasp what is at ``(u, v)`` of ``frame`` from above and lift it, the hand turned
+        to the yaw that fits the depth around the grasp best."""
+        t, grasp_z, self.yaw = self.plan_grasp(u, v, frame)
         start = self.env.steps
-        grasp_z = max(t.top - GRASP_DEPTH, t.support + SUPPORT_CLEARANCE)
         above = np.array([t.point[0], t.point[1], max(t.clear, t.top) + HOVER])
         try:
             self._travel(above, OPEN)
@@ -172,8 +184,8 @@ class Executor:
             return Outcome(False, 'out_of_steps', self.env.steps - start)
         self.hang = self.hang_for(grasp_z, t)
         width = self.env.gripper_width()
-        info = {'grasp_z': grasp_z, 'top': t.top, 'support': t.support, 'width': width,
-                'point': t.point.tolist()}
+        info = {'grasp_z': grasp_z, 'yaw': self.yaw, 'top': t.top, 'support': t.support,
+                'width': width, 'point': t.point.tolist()}
         if width < HELD_WIDTH:
             return Outcome(False, 'missed_grasp', self.env.steps - start, info)
         return Outcome(True, None, self.env.steps - start, info)
@@ -269,7 +281,7 @@ class Executor:
         peak = np.abs(move).max()
         if peak > speed:
             move *= speed / peak
-        rot = _axis_angle(DOWN @ self.env.eef_rot().T)
+        rot = _axis_angle(hand_rotation(self.yaw) @ self.env.eef_rot().T)
         self.env.step(np.concatenate([move, np.clip(rot / MAX_ROT_DELTA, -1, 1), [gripper]]))
 
 
@@ -280,12 +292,49 @@ FINGERS = {'dx': 0.015, 'dy': (0.03, 0.07), 'below': 0.015}
 PALM = {'dx': 0.04, 'dy': 0.105, 'above': 0.024}
 
 
-def hand_intrusion(points: np.ndarray, grasp: np.ndarray) -> float:
+YAWS = np.deg2rad([0.0, 30.0, -30.0, 60.0, -60.0, 90.0])   # candidates, preferred first
+YAW_MARGIN = 0.005        # m: a rotated hand must fit this much better than the one before
+UPRIGHT_FITS = 0.03       # m: the upright hand is kept unless it meets more than this
+                          # (the measure is conservative: upright grasps that read 2-3 cm
+                          # succeed, e.g. a bowl on a ramekin)
+
+
+def hand_rotation(yaw: float) -> np.ndarray:
+    """The top-down hand rotated by ``yaw`` about world z (fingers close along
+    ``closing_axis(yaw)``)."""
+    c, s = np.cos(yaw), np.sin(yaw)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]) @ DOWN
+
+
+def closing_axis(yaw: float) -> np.ndarray:
+    """World direction (x, y) the fingers close along at ``yaw``."""
+    return np.array([-np.sin(yaw), np.cos(yaw)])
+
+
+def choose_yaw(points: np.ndarray, grasp: np.ndarray) -> float:
+    """The hand's yaw for a grasp at ``grasp``: of :data:`YAWS`, the one whose open hand meets
+    the least of ``points`` (the depth's surfaces, :func:`hand_intrusion`); the upright
+    LIBERO orientation (0) unless it meets more than UPRIGHT_FITS and a rotation fits
+    clearly better."""
+    near = points[np.hypot(*(points[:, :2] - grasp[:2]).T) < 0.13]
+    best, best_cost = 0.0, np.inf
+    if hand_intrusion(near, grasp, 0.0) <= UPRIGHT_FITS:
+        return 0.0
+    for yaw in YAWS:
+        cost = hand_intrusion(near, grasp, yaw)
+        if cost < best_cost - YAW_MARGIN:
+            best, best_cost = float(yaw), cost
+    return best
+
+
+def hand_intrusion(points: np.ndarray, grasp: np.ndarray, yaw: float = 0.0) -> float:
     """How far (m) the surfaces in ``points`` ([N, 3] world) reach into the open hand lowered
-    to ``grasp`` (the grip site): 0 when it fits. What lies between the fingers is not counted
-    (that is what they grasp)."""
+    to ``grasp`` (the grip site) at ``yaw``: 0 when it fits. What lies between the fingers is
+    not counted (that is what they grasp)."""
     d = points - grasp
-    ax, ay = np.abs(d[:, 0]), np.abs(d[:, 1])
+    closing = closing_axis(yaw)
+    across = np.array([closing[1], -closing[0]])
+    ax, ay = np.abs(d[:, :2] @ across), np.abs(d[:, :2] @ closing)
     fingers = (ax <= FINGERS['dx']) & (ay >= FINGERS['dy'][0]) & (ay <= FINGERS['dy'][1])
     palm = (ax <= PALM['dx']) & (ay <= PALM['dy'])
     worst = 0.0

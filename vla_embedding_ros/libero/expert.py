@@ -9,7 +9,7 @@ import numpy as np
 
 from .camera import Frame
 from .env import LiberoEnv
-from .executor import GRASP_DEPTH, hand_intrusion
+from .executor import GRASP_DEPTH, YAWS, Executor, Refused, closing_axis, hand_intrusion
 
 RIM_INSETS = (0.008, 0.012, 0.016, 0.02)   # grasp a bowl's wall this far inside its outer radius
 
@@ -60,8 +60,10 @@ def body_box(env: LiberoEnv, name: str) -> tuple[np.ndarray, np.ndarray]:
 def grasp_point(env: LiberoEnv, obj: str, frame: Frame | None = None) -> np.ndarray:
     """Where the fingers should go: a bowl's wall, else the top of the object.
 
-    For a bowl the candidates are its wall on either side along world y (the fingers close
-    along y) at a few insets; with ``frame`` the chosen one leaves the open hand the most room
+    For a bowl the candidates are its wall on either side along each of the executor's yaws'
+    closing axes (:data:`~.executor.YAWS`) at a few insets, where the executor's own choice of
+    yaw from the depth (:func:`~.executor.choose_yaw`) agrees; with ``frame`` the chosen one
+    leaves the open hand the most room
     (:func:`~.executor.hand_intrusion` of the depth's other surfaces), preferring a point
     whose pixel lifts back onto the bowl (a 3 mm wall seen edge-on is easy to miss). Another
     object is grasped on its top, at the middle unless the hand fits better off it along x.
@@ -69,20 +71,25 @@ def grasp_point(env: LiberoEnv, obj: str, frame: Frame | None = None) -> np.ndar
     low, high = body_box(env, obj)
     centre = (low + high) / 2
     top = np.array([centre[0], centre[1], high[2]])
-    if 'bowl' in obj:
+    if 'bowl' in obj:   # the wall where fingers closing along a yaw's axis straddle it
         radius = min(high[0] - low[0], high[1] - low[1]) / 2
-        candidates = [top + [0.0, side * (radius - inset), 0.0]
-                      for side in (1.0, -1.0) for inset in RIM_INSETS]
+        candidates = [top + [*(side * (radius - inset) * closing_axis(yaw)), 0.0]
+                      for yaw in YAWS for side in (1.0, -1.0) for inset in RIM_INSETS]
+        yaws = [yaw for yaw in YAWS for _ in (1.0, -1.0) for _ in RIM_INSETS]
     else:   # along x inside its top (fingers close along y): away from a neighbour's side
         room = max((high[0] - low[0]) / 2 - 0.01, 0.0)
         candidates = [top + [dx, 0.0, 0.0] for dx in (0.0, 0.015, -0.015, 0.03, -0.03)
                       if abs(dx) <= room]
     if frame is None:
         return candidates[0]
+    yaw_of = ({id(c): y for c, y in zip(candidates, yaws, strict=True)}
+              if 'bowl' in obj else {})
     cloud = frame.point_cloud().reshape(-1, 3)
     cloud = cloud[cloud[:, 2] < env.eef_pos()[2] - 0.03]       # not the robot's own arm
     inside = np.all((cloud >= low - 0.002) & (cloud <= high + 0.002), axis=1)
     around = cloud[~inside]                                    # everything but the bowl
+    executor = Executor(env)                # what the executor will make of a point's pixel
+    seen_cloud = executor.surroundings(frame)
 
     def cost(rim):
         (x, y), _ = frame.calibration.world_to_pixel(rim)
@@ -95,8 +102,18 @@ def grasp_point(env: LiberoEnv, obj: str, frame: Frame | None = None) -> np.ndar
         on_bowl = bool(np.all(seen[:2] > low[:2] - 0.005) and np.all(seen[:2] < high[:2] + 0.005)
                        and seen[2] > low[2] + 0.01)
         grasp = rim - [0.0, 0.0, GRASP_DEPTH]
-        return (hand_intrusion(around, grasp) + 0.5 * float(np.linalg.norm(seen - rim))
-                + (0.0 if on_bowl else 0.05))
+        yaw = yaw_of[id(rim)]
+        # the executor chooses its yaw from the depth alone: the wall must be the one its
+        # fingers will straddle
+        try:
+            planned = executor.plan_grasp(*frame.calibration.pixel_to_normalised(x, y), frame,
+                                          seen_cloud)[2]
+        except Refused:
+            return np.inf
+        agrees = abs(planned - yaw) < 1e-6
+        return (hand_intrusion(around, grasp, yaw) + 0.5 * float(np.linalg.norm(seen - rim))
+                + (0.0 if on_bowl else 0.05) + (0.0 if agrees else 0.03)
+                + (0.02 if yaw else 0.0) + 0.002 * abs(yaw))
     return min(candidates, key=cost)
 
 
@@ -150,6 +167,11 @@ class ExpertPolicy:
             self._offset = (np.array([*(frame.lift(x, y)[:2] - (low[:2] + high[:2]) / 2), 0.0])
                             if inside else np.zeros(3))
         else:   # a place goes where the pixel's ray leads (the executor finds the surface)
+            low, high = body_box(self.env, self.object)
+            if self.env.gripper_width() > 0.003:
+                # where the hand holds the object now (it may have slipped in the grasp since)
+                self._offset = np.array([*(self.env.eef_pos()[:2] - (low[:2] + high[:2]) / 2),
+                                         0.0])
             world = place_point(self.env, self.target) + getattr(self, '_offset', 0.0)
             (x, y), _ = frame.calibration.world_to_pixel(world)
         return frame.calibration.pixel_to_normalised(x, y)

@@ -72,7 +72,9 @@ def test_shipped_model_closes_the_loop_at_97_percent():
     assert wins >= CLOSED_LOOP_FLOOR, out
     # vla-eval --replay-streams measures the loop without DDS: the same 20 episodes decided
     # in-process must make the same choices the node made over DDS.
-    over_dds = re.findall(r'chose (\S+) \(expected (\S+)\)', out)
+    # the demo's own line per episode: "... -> CHOSEN, 96 ms" (+ " (expected X)" on a miss)
+    over_dds = [(chosen, expected or chosen) for chosen, expected in re.findall(
+        r"^\[demo\] episode .* -> (\S+?)(?: \(expected (\S+)\))?, \d+ ms$", out, re.M)]
     selector = ActionSelector.from_pretrained(SHIPPED, device='cpu')
     replayed = [(str(chosen), expected) for chosen, expected, _ in
                 replay_demo_episodes(selector, seed=0, episodes=20)]

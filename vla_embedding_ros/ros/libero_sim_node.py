@@ -40,7 +40,6 @@ import rclpy
 from builtin_interfaces.msg import Time as TimeMsg
 from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
-from rclpy.duration import Duration
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
@@ -50,7 +49,7 @@ from std_msgs.msg import Float32, Float32MultiArray, String
 from ..libero.episode import PolicyFailure, check_action
 from .image_conversion import depth_to_image, numpy_to_image
 from .node_program import print_help, program_name, wants_help
-from .qos import CAMERA_QOS, LATCHED_QOS, RELIABLE_QOS, RESULTS_QOS
+from .qos import CAMERA_QOS, LATCHED_QOS, RELIABLE_QOS, RESULTS_QOS, flush
 
 VECTOR_TOPIC = 'action_selector/action_vector'
 CONTROL_PERIOD_S = 0.05     # LIBERO's 20 Hz control: sim time advances this much per step
@@ -397,8 +396,7 @@ def main(args=None) -> int:
         node.start()
         while rclpy.ok() and not node.finished:
             rclpy.spin_once(node, timeout_sec=0.1)
-        for pub in (node.result_pub, node.rate_pub):
-            pub.wait_for_all_acked(Duration(seconds=2.0))
+        flush((node.result_pub, node.rate_pub))
         done = len(node.results)
         rate = sum(r['success'] for r in node.results) / done if done else 0.0
         # the line tabletop_sim ends with too: launch files tell a finished run by it

@@ -28,7 +28,25 @@ RELIABLE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
                           reliability=ReliabilityPolicy.RELIABLE,
                           durability=DurabilityPolicy.VOLATILE)
 INSTRUCTION_QOS = RELIABLE_QOS   # the volatile twin of the latched instruction subscription
-# A simulator's episode results: a burst of quick episodes must not overwrite unread ones.
+# A simulator's episode results: a burst of quick episodes must not overwrite unread ones,
+# and a listener that matched late (discovery under load can take longer than a few quick
+# episodes: the demo once saw none of 3) still gets the last 100 (transient local; a
+# volatile subscriber matches too, without that history).
 RESULTS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
                          reliability=ReliabilityPolicy.RELIABLE,
-                         durability=DurabilityPolicy.VOLATILE)
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def flush(publishers, seconds: float = 2.0) -> None:
+    """Wait until reliable subscribers acknowledged what ``publishers`` sent (an unacknowledged
+    result would die with the process). Quiet when the context is already shutting down (the
+    demo stops a finished simulator with SIGINT, which may land during the wait)."""
+    from rclpy.duration import Duration
+    from rclpy.exceptions import InvalidHandle
+    from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
+
+    for pub in publishers:
+        try:
+            pub.wait_for_all_acked(Duration(seconds=seconds))
+        except (_rclpy.RCLError, InvalidHandle):
+            return

@@ -35,7 +35,6 @@ import time
 
 import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
-from rclpy.duration import Duration
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.time import Time
@@ -58,7 +57,7 @@ from ..data.tabletop.continuous import (
 )
 from .image_conversion import numpy_to_image
 from .node_program import print_help, program_name, wants_help
-from .qos import CAMERA_QOS, LATCHED_QOS, RESULTS_QOS
+from .qos import CAMERA_QOS, LATCHED_QOS, RESULTS_QOS, flush
 
 CAMERA_TOPIC = 'camera/image_raw'   # a selector's image subscription is remapped here
 ACTION_TOPIC = 'action_selector/selected_action'
@@ -307,8 +306,7 @@ def main(args=None) -> int | None:
             rclpy.spin_once(node, timeout_sec=0.1)
         if node.finished:
             # Reliable results still unacknowledged would die with the process.
-            for pub in (node.result_pub, node.rate_pub):
-                pub.wait_for_all_acked(Duration(seconds=2.0))
+            flush((node.result_pub, node.rate_pub))
             node.get_logger().info('all episodes done: exiting')
     except (KeyboardInterrupt, ExternalShutdownException):
         pass

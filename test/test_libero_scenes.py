@@ -10,7 +10,13 @@ pytest.importorskip('libero.libero', reason='LIBERO not installed (requirements-
 from vla_embedding_ros.libero import suites  # noqa: E402
 from vla_embedding_ros.libero.env import LiberoEnv  # noqa: E402
 from vla_embedding_ros.libero.episode import run_episode  # noqa: E402
-from vla_embedding_ros.libero.executor import Executor, Refused  # noqa: E402
+from vla_embedding_ros.libero.executor import (  # noqa: E402
+    Executor,
+    Refused,
+    choose_yaw,
+    closing_axis,
+    hand_intrusion,
+)
 from vla_embedding_ros.libero.expert import ExpertPolicy, body_box  # noqa: E402
 
 
@@ -84,6 +90,21 @@ def test_bad_points_are_refused_before_any_motion(spatial, point, reason):
     with pytest.raises(Refused) as err:
         Executor(spatial).pick(*point, frame)
     assert err.value.reason == reason and spatial.steps == steps
+
+
+def test_hand_turns_away_from_a_wall_only_when_the_upright_hand_meets_it():
+    grasp = np.array([0.0, 0.0, 1.0])
+    floor = np.array([[x, y, 0.9] for x in np.linspace(-0.12, 0.12, 25)
+                      for y in np.linspace(-0.12, 0.12, 25)])
+    assert choose_yaw(floor, grasp) == 0.0          # nothing in the way: LIBERO's upright hand
+    # a wall beside the grasp where the upright hand's open finger goes (world +y)
+    wall = np.array([[x, y, z] for x in np.linspace(-0.03, 0.03, 7)
+                     for y in np.linspace(0.05, 0.08, 4) for z in np.linspace(0.9, 1.05, 8)])
+    cloud = np.concatenate([floor, wall])
+    assert hand_intrusion(cloud, grasp) > 0.03
+    yaw = choose_yaw(cloud, grasp)
+    assert yaw != 0.0 and hand_intrusion(cloud, grasp, yaw) == 0.0
+    assert abs(closing_axis(yaw)[1]) < 0.9          # the fingers no longer close toward it
 
 
 def test_expert_succeeds_through_the_executor(spatial, objects):

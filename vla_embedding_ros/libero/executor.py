@@ -44,6 +44,8 @@ OPENING_RADIUS = 0.05     # m: around a place point, what makes a container's ri
 HOVER = 0.06              # approach from this far above the grasp/release height
 HELD_WIDTH = 0.003        # width after closing above this = something held (a bowl's wall ~0.005)
 MAX_HANG = 0.13           # no object of these suites reaches further below the grip
+PATH_RADIUS = 0.10        # m: a straight path must clear what lies this close to it ...
+PATH_CLEARANCE = 0.03     # ... by this much (below what the hand holds)
 RELEASE_GAP = 0.02        # held object's bottom this far above the target's top at release
 
 
@@ -204,32 +206,54 @@ class Executor:
         above = np.array([t.point[0], t.point[1], max(t.clear + self.hang + 0.03,
                                                       release_z + 0.02)])
         try:
-            self._travel(above, CLOSE, speed=0.9)
+            self._travel(above, CLOSE, speed=0.9, cloud=self.surroundings(frame),
+                         hang=self.hang)
             if self.env.gripper_width() < HELD_WIDTH:
                 return Outcome(False, 'dropped', self.env.steps - start)
             self._move(np.array([*t.point[:2], release_z]), CLOSE, speed=0.5, tol=0.008)
             if not into:
                 self._lower_until_contact(t.top + 0.01, CLOSE)
+        except StepBudgetExhausted:
+            return Outcome(False, 'out_of_steps', self.env.steps - start)
+        try:
             self._hold(OPEN, 6)
             self._move(self.env.eef_pos() + [0, 0, 0.05], OPEN, speed=0.5, tol=0.02, via=True)
         except StepBudgetExhausted:
-            return Outcome(False, 'out_of_steps', self.env.steps - start)
+            pass    # let go where it was put: LIBERO judges it there
         return Outcome(True, None, self.env.steps - start,
                        {'release_z': float(self.env.eef_pos()[2]), 'top': t.top,
                         'clear': t.clear, 'into': into, 'point': t.point.tolist()})
 
     # --- motion ---------------------------------------------------------------------------
-    def _travel(self, goal, gripper, speed=1.0):
-        """Go to ``goal`` (above what it approaches): rise first when below its height, cross
-        at the higher of the two heights, then go straight down (never diagonally down: a held
-        object's length is only estimated)."""
+    def _travel(self, goal, gripper, speed=1.0, cloud=None, hang=0.0):
+        """Go to ``goal`` (above what it approaches): straight there when the depth (``cloud``,
+        the frame's :meth:`surroundings`) shows nothing within PATH_RADIUS of the straight
+        line that reaches within PATH_CLEARANCE of what hangs ``hang`` below the hand; else
+        rise first when below its height, cross at the higher of the two heights, then go
+        straight down."""
         pos = self.env.eef_pos()
+        if cloud is not None and self._path_clear(pos, goal, cloud, hang):
+            self._move(goal, gripper, speed, tol=0.008)
+            return
         height = max(goal[2], pos[2])
         if height - pos[2] > 0.02:
             self._move(np.array([pos[0], pos[1], height]), gripper, speed, tol=0.02, via=True)
         if np.hypot(*(goal[:2] - pos[:2])) > 0.03:
             self._move(np.array([goal[0], goal[1], height]), gripper, speed, tol=0.02, via=True)
         self._move(goal, gripper, speed, tol=0.008)
+
+    @staticmethod
+    def _path_clear(start, goal, cloud, hang) -> bool:
+        """Whether the straight line from ``start`` to ``goal`` keeps what hangs ``hang``
+        below the hand PATH_CLEARANCE above every surface within PATH_RADIUS of it."""
+        if not len(cloud):
+            return False
+        for s in np.linspace(0.0, 1.0, 16):
+            at = start + s * (goal - start)
+            near = np.hypot(*(cloud[:, :2] - at[:2]).T) < PATH_RADIUS
+            if near.any() and cloud[near, 2].max() > at[2] - hang - PATH_CLEARANCE:
+                return False
+        return True
 
     def _move(self, goal, gripper, speed, tol, via=False, max_steps=90):
         """PD steps toward ``goal`` with the orientation held top-down, until within ``tol`` m
@@ -240,16 +264,23 @@ class Executor:
         """
         goal = np.asarray(goal, float)
         prev = self.env.eef_pos()
-        still = 0
+        still = stuck = 0
+        best = np.inf
         for _ in range(max_steps):
             pos = self.env.eef_pos()
             vel, prev = pos - prev, pos
             err = goal - pos
-            if np.linalg.norm(err) < tol and (via or np.linalg.norm(vel) < 0.002):
+            dist = float(np.linalg.norm(err))
+            if dist < tol and (via or np.linalg.norm(vel) < 0.002):
                 return
-            # Stalled close to the goal (the fingers rest on something): as close as it gets.
+            # Stalled close to the goal (the fingers, or what they hold, rest on something):
+            # as close as it gets; holding something, also when it only creeps (pressing it
+            # onto something).
             still = still + 1 if np.linalg.norm(vel) < 0.001 else 0
-            if still >= 4 and np.linalg.norm(err) < 0.02:
+            stuck = stuck + 1 if dist > best - 0.0003 else 0
+            best = min(best, dist)
+            if (still >= 4 and dist < 0.02) or (gripper == CLOSE and stuck >= 5
+                                                 and dist < 0.03):
                 return
             self._step(KP * err - KD * vel, gripper, speed)
 

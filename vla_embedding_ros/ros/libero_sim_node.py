@@ -39,7 +39,7 @@ import numpy as np
 import rclpy
 from builtin_interfaces.msg import Time as TimeMsg
 from geometry_msgs.msg import PoseStamped
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
@@ -47,6 +47,8 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Float32, Float32MultiArray, String
 
 from ..libero.episode import PolicyFailure, check_action
+from .descriptors import fixed_float_range as _float
+from .descriptors import fixed_int_range as _int
 from .image_conversion import depth_to_image, numpy_to_image
 from .node_program import print_help, program_name, wants_help
 from .qos import CAMERA_QOS, LATCHED_QOS, RELIABLE_QOS, RESULTS_QOS, flush
@@ -56,18 +58,9 @@ CONTROL_PERIOD_S = 0.05     # LIBERO's 20 Hz control: sim time advances this muc
 OFFICIAL_STATES = 50        # fixed initial states per LIBERO task
 
 
-def _int(desc: str, lo: int, hi: int) -> ParameterDescriptor:
-    return ParameterDescriptor(description=desc, read_only=True, integer_range=[
-        IntegerRange(from_value=lo, to_value=hi, step=1)])
-
-
-def _float(desc: str, lo: float, hi: float) -> ParameterDescriptor:
-    return ParameterDescriptor(description=desc, read_only=True, floating_point_range=[
-        FloatingPointRange(from_value=lo, to_value=hi, step=0.0)])
-
-
 def _text(desc: str) -> ParameterDescriptor:
     return ParameterDescriptor(description=desc, read_only=True)
+
 
 
 PARAMETERS = {

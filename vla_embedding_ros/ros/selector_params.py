@@ -9,12 +9,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rcl_interfaces.msg import ParameterDescriptor
 
 from ..selection.accelerate import COMPILE_MODES, PRECISIONS
 from ..selection.backends import BACKENDS
 from ..selection.backends import TEXT_PRECISIONS as ONNX_TEXT
 from ..selection.sampling import MAX_SAMPLES
+from .descriptors import float_range, int_range
 from .selector_setup import (
     AUTO_SAMPLES,
     default_model_path,
@@ -41,16 +42,6 @@ LOAD_PARAMS = ('model_path', 'library_path', 'device', 'precision', 'compile', '
 TOPIC_PARAMS = ('image_topics', 'image_transport')
 
 
-def _float(description: str, lo: float, hi: float, **kw: Any) -> ParameterDescriptor:
-    return ParameterDescriptor(description=description, floating_point_range=[
-        FloatingPointRange(from_value=lo, to_value=hi, step=0.0)], **kw)
-
-
-def _int(description: str, lo: int, hi: int, **kw: Any) -> ParameterDescriptor:
-    return ParameterDescriptor(description=description, integer_range=[
-        IntegerRange(from_value=lo, to_value=hi, step=1)], **kw)
-
-
 def parameter_table() -> dict[str, tuple[Any, ParameterDescriptor]]:
     """name -> (default, descriptor) for every parameter of the node."""
     unconfigured = 'changes only while unconfigured (cleanup first); used by the next configure'
@@ -74,7 +65,7 @@ def parameter_table() -> dict[str, tuple[Any, ParameterDescriptor]]:
                         'encoder, prepared at configure by a warm-up frame; falls back to '
                         'eager with a logged reason where unsupported (cuda_graph needs CUDA)',
             additional_constraints=unconfigured)),
-        'torch_threads': (0, _int(
+        'torch_threads': (0, int_range(
             'CPU threads torch may use (process-wide), and ONNX Runtime per session with '
             'backend onnxruntime; 0 = their default (one per core). On a computer shared with '
             'drivers and planners, 1 often gives the steadiest latency',
@@ -107,7 +98,7 @@ def parameter_table() -> dict[str, tuple[Any, ParameterDescriptor]]:
                         '(a model trained with camera dropout knows how) and names the missing '
                         'ones in ~/scores and /diagnostics. The first camera triggers decisions: '
                         'while it is silent there are none. decide needs backend torch')),
-        'camera_timeout_s': (1.0, _float(
+        'camera_timeout_s': (1.0, float_range(
             'a camera whose newest frame arrived longer ago than this counts as missing '
             '(node receive time, monotonic); 0 = only a camera that never sent a frame is '
             'missing, an old frame is reused', 0.0, 3600.0)),
@@ -119,14 +110,14 @@ def parameter_table() -> dict[str, tuple[Any, ParameterDescriptor]]:
             description='continuous: decide on every new frame (rate-limited); on_instruction: '
                         'one decision per received instruction, on the first frame stamped '
                         'after it arrived')),
-        'max_rate_hz': (10.0, _float('most decisions per second; 0 = every new frame',
+        'max_rate_hz': (10.0, float_range('most decisions per second; 0 = every new frame',
                                      0.0, 1000.0)),
-        'max_image_age_s': (1.0, _float('skip frames whose stamp is older than this against '
+        'max_image_age_s': (1.0, float_range('skip frames whose stamp is older than this against '
                                          'the node clock (sim time aware); 0 = no check',
                                          0.0, 3600.0)),
-        'min_confidence': (0.0, _float('abstain when the top softmax probability is below '
+        'min_confidence': (0.0, float_range('abstain when the top softmax probability is below '
                                        'this', 0.0, 1.0)),
-        'top_k': (5, _int('ranked candidates reported in scores and the debug image', 1,
+        'top_k': (5, int_range('ranked candidates reported in scores and the debug image', 1,
                           10000)),
         'candidate_mode': ('library', ParameterDescriptor(
             description='library | sampled: score the library\'s fixed actions, or choose a '
@@ -135,30 +126,31 @@ def parameter_table() -> dict[str, tuple[Any, ParameterDescriptor]]:
                         'sample_iterations rounds of softmax resampling + shrinking Gaussian '
                         'noise; sampled without a space fails configure (and is refused as a '
                         'change). Candidates from the candidates topic win over both')),
-        'sample_count': (0, _int(
+        'sample_count': (0, int_range(
             f'sampled mode: candidates per round; 0 = auto ({AUTO_SAMPLES["cpu"]} on the CPU, '
             f'{AUTO_SAMPLES["cuda"]} on CUDA); at most {MAX_SAMPLES} (the memory bound)',
             0, MAX_SAMPLES)),
-        'sample_iterations': (3, _int('sampled mode: resampling rounds after the uniform '
+        'sample_iterations': (3, int_range('sampled mode: resampling rounds after the uniform '
                                       'samples (IBC: 3); 0 = best of the uniform samples',
                                       0, 100)),
-        'sample_noise': (0.33, _float('sampled mode: initial noise std as a fraction of each '
+        'sample_noise': (0.33, float_range('sampled mode: initial noise std as a fraction of each '
                                       'dimension\'s range, halved every round', 0.0, 1.0)),
-        'sample_seed': (0, _int('sampled mode: seed of every decision\'s generator (the same '
+        'sample_seed': (0, int_range('sampled mode: seed of every decision\'s generator (the same '
                                 'frames and instruction give the same action)', 0,
                                 2**31 - 1)),
-        'gradient_steps': (0, _int('sampled mode: gradient-ascent steps on the best candidates '
-                                   'after the last round (0 = none)', 0, 1000)),
-        'debug_heatmap_size': (32, _int(
+        'gradient_steps': (0, int_range('sampled mode: gradient-ascent steps on the best '
+                                        'candidates after the last round (0 = none)', 0,
+                                        1000)),
+        'debug_heatmap_size': (32, int_range(
             'sampled mode: ~/debug_image shows the score over a grid of this many cells per '
             'side for the chosen primitive (built only while someone subscribes)', 2, 256)),
         'publish_cmd_vel': (False, ParameterDescriptor(
             description='also publish cmd_vel (geometry_msgs/Twist) for actions whose library '
                         'entry has a twist (sampled mode: from the space\'s twist mapping)')),
-        'max_image_pixels': (40_000_000, _int(
+        'max_image_pixels': (40_000_000, int_range(
             'drop (and count as image_oversized) frames with more pixels than this; the '
             'default admits 8K UHD (33.2 MP); 0 = no limit', 0, 2_000_000_000)),
-        'max_instruction_chars': (1000, _int(
+        'max_instruction_chars': (1000, int_range(
             'longer instructions are cut to this many characters (counted as '
             'instruction_truncated); the tokenizer keeps far fewer tokens anyway', 1,
             10_000_000)),
@@ -170,7 +162,7 @@ def parameter_table() -> dict[str, tuple[Any, ParameterDescriptor]]:
                         'status 1; false: stay unconfigured and wait for ros2 lifecycle (what '
                         'action_selector.launch.py sets). Nodes created in-process never exit',
             read_only=True)),
-        'diagnostics_period_s': (1.0, _float('seconds between /diagnostics messages', 0.05,
+        'diagnostics_period_s': (1.0, float_range('seconds between /diagnostics messages', 0.05,
                                              3600.0, additional_constraints=inactive)),
     }
 

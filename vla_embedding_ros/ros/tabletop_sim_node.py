@@ -34,7 +34,7 @@ import json
 import time
 
 import rclpy
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.time import Time
@@ -55,6 +55,8 @@ from ..data.tabletop.continuous import (
     apply_vector,
     position_error,
 )
+from .descriptors import fixed_float_range as _float
+from .descriptors import fixed_int_range as _int
 from .image_conversion import numpy_to_image
 from .node_program import print_help, program_name, wants_help
 from .qos import CAMERA_QOS, LATCHED_QOS, RESULTS_QOS, flush
@@ -64,15 +66,6 @@ ACTION_TOPIC = 'action_selector/selected_action'
 VECTOR_TOPIC = 'action_selector/action_vector'
 TASKS = ('grid', 'continuous')
 
-
-def _float(desc: str, lo: float, hi: float) -> ParameterDescriptor:
-    return ParameterDescriptor(description=desc, read_only=True, floating_point_range=[
-        FloatingPointRange(from_value=lo, to_value=hi, step=0.0)])
-
-
-def _int(desc: str, lo: int, hi: int) -> ParameterDescriptor:
-    return ParameterDescriptor(description=desc, read_only=True, integer_range=[
-        IntegerRange(from_value=lo, to_value=hi, step=1)])
 
 
 PARAMETERS = {

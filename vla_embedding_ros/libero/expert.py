@@ -106,12 +106,16 @@ def grasp_point(env: LiberoEnv, obj: str, frame: Frame | None = None) -> np.ndar
         # the executor chooses its yaw from the depth alone: the wall must be the one its
         # fingers will straddle
         try:
-            planned = executor.plan_grasp(*frame.calibration.pixel_to_normalised(x, y), frame,
-                                          seen_cloud)[2]
+            t, _, planned = executor.plan_grasp(*frame.calibration.pixel_to_normalised(x, y),
+                                                frame, seen_cloud)
         except Refused:
             return np.inf
         agrees = abs(planned - yaw) < 1e-6
+        # where the executor will put the fingers: across the wall (radially) at its yaw
+        radial = t.point[:2] - centre[:2]
+        across = abs(float(radial @ closing_axis(planned))) / max(np.linalg.norm(radial), 1e-6)
         return (hand_intrusion(around, grasp, yaw) + 0.5 * float(np.linalg.norm(seen - rim))
+                + 0.05 * (1.0 - across)
                 + (0.0 if on_bowl else 0.05) + (0.0 if agrees else 0.03)
                 + (0.02 if yaw else 0.0) + 0.002 * abs(yaw))
     return min(candidates, key=cost)

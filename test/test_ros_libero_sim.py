@@ -117,3 +117,19 @@ def test_check_action_names_what_is_wrong():
         check_action([1, 0, 0.5], 'pick')
     with pytest.raises(PolicyFailure, match='invalid_action'):
         check_action([1, 0, math.inf, 0.5], 'place')
+
+
+def test_the_demo_summary_of_an_expert_run_shows_tasks_not_a_selector():
+    from types import SimpleNamespace
+
+    from vla_embedding_ros.ros.demo import episode_line, summary
+    results = [{'episode': 1, 'suite': 'libero_object', 'task': 0, 'initial_state': 0,
+                'success': True, 'failure': None, 'steps': 140, 'wall_s': 1.5,
+                'instruction': 'pick up the ketchup and place it in the basket'},
+               {'episode': 2, 'suite': 'libero_object', 'task': 1, 'initial_state': 0,
+                'success': False, 'failure': 'missed_grasp', 'steps': 150, 'wall_s': 1.6,
+                'instruction': 'pick up the milk and place it in the basket'}]
+    text = summary(SimpleNamespace(results=results, scores=[], diagnostics={}, e2e_ms=[]), 2)
+    assert 'per task           : 0 1/1, 1 0/1' in text and 'missed_grasp' in text
+    assert 'none (the simulator' in text and 'nan' not in text
+    assert '(missed_grasp)' in episode_line(results[1])

@@ -282,6 +282,8 @@ def summary(listener: _Listener, episodes: int) -> str:
         f'stale {diag.get("frames_stale", "?")}',
     ]
     libero = [r for r in results if 'suite' in r]
+    if libero and not listener.scores and not diag:   # --policy expert: no selector ran
+        lines[3:] = ['selector           : none (the simulator\'s expert answered)']
     if libero:
         tasks: dict = {}
         for r in libero:

@@ -100,6 +100,7 @@ def run_lifecycle_node(make_node, args, prog: str) -> int:
     """
     import rclpy
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 
     rclpy.init(args=args)
     node = None
@@ -108,7 +109,12 @@ def run_lifecycle_node(make_node, args, prog: str) -> int:
         node = make_node()
         executor.add_node(node)
         while rclpy.ok() and not node.exit_reason:
-            executor.spin_once(timeout_sec=0.5)
+            try:
+                executor.spin_once(timeout_sec=0.5)
+            except _rclpy.RCLError:
+                if rclpy.ok():
+                    raise
+                break    # SIGINT shut the context down while spin_once built its wait set
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

@@ -37,14 +37,24 @@ RESULTS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
-def flush(publishers, seconds: float = 2.0) -> None:
+def flush(publishers, seconds: float = 2.0, listener_s: float = 3.0) -> None:
     """Wait until reliable subscribers acknowledged what ``publishers`` sent (an unacknowledged
-    result would die with the process). Quiet when the context is already shutting down (the
+    result would die with the process), first up to ``listener_s`` for a subscriber to match
+    (a listener discovered late, e.g. the demo's under load, still gets the transient-local
+    history while the process lives). Quiet when the context is already shutting down (the
     demo stops a finished simulator with SIGINT, which may land during the wait)."""
+    import time
+
     from rclpy.duration import Duration
     from rclpy.exceptions import InvalidHandle
     from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 
+    end = time.monotonic() + listener_s
+    try:
+        while time.monotonic() < end and not all(p.get_subscription_count() for p in publishers):
+            time.sleep(0.05)
+    except (_rclpy.RCLError, InvalidHandle):
+        return
     for pub in publishers:
         try:
             pub.wait_for_all_acked(Duration(seconds=seconds))

@@ -11,9 +11,11 @@ from vla_embedding_ros.libero import suites  # noqa: E402
 from vla_embedding_ros.libero.env import LiberoEnv  # noqa: E402
 from vla_embedding_ros.libero.episode import run_episode  # noqa: E402
 from vla_embedding_ros.libero.executor import (  # noqa: E402
+    OPEN_WIDTH,
+    YAWS,
     Executor,
     Refused,
-    choose_yaw,
+    choose_grasp,
     closing_axis,
     hand_intrusion,
 )
@@ -96,15 +98,73 @@ def test_hand_turns_away_from_a_wall_only_when_the_upright_hand_meets_it():
     grasp = np.array([0.0, 0.0, 1.0])
     floor = np.array([[x, y, 0.9] for x in np.linspace(-0.12, 0.12, 25)
                       for y in np.linspace(-0.12, 0.12, 25)])
-    assert choose_yaw(floor, grasp) == 0.0          # nothing in the way: LIBERO's upright hand
+    # nothing in the way: LIBERO's upright, fully open hand
+    assert choose_grasp(floor, grasp) == (0.0, OPEN_WIDTH)
     # a wall beside the grasp where the upright hand's open finger goes (world +y)
     wall = np.array([[x, y, z] for x in np.linspace(-0.03, 0.03, 7)
                      for y in np.linspace(0.05, 0.08, 4) for z in np.linspace(0.9, 1.05, 8)])
     cloud = np.concatenate([floor, wall])
     assert hand_intrusion(cloud, grasp) > 0.03
-    yaw = choose_yaw(cloud, grasp)
-    assert yaw != 0.0 and hand_intrusion(cloud, grasp, yaw) == 0.0
+    yaw, opening = choose_grasp(cloud, grasp)
+    assert yaw != 0.0 and hand_intrusion(cloud, grasp, yaw, opening) == 0.0
     assert abs(closing_axis(yaw)[1]) < 0.9          # the fingers no longer close toward it
+
+
+def test_hand_narrows_between_walls_that_every_open_hand_meets():
+    grasp = np.array([0.0, 0.0, 1.0])
+    # a drawer around the grasp: walls 6-7.5 cm from it on every side, 2 cm above the grasp
+    # (below the palm)
+    ring = np.array([[x, y, z] for x in np.linspace(-0.075, 0.075, 31)
+                     for y in np.linspace(-0.075, 0.075, 31) for z in (0.95, 1.02)
+                     if max(abs(x), abs(y)) >= 0.06])
+    floor = np.array([[x, y, 0.95] for x in np.linspace(-0.05, 0.05, 11)
+                      for y in np.linspace(-0.05, 0.05, 11)])
+    cloud = np.concatenate([ring, floor])
+    assert min(hand_intrusion(cloud, grasp, yaw) for yaw in YAWS) > 0.03
+    yaw, opening = choose_grasp(cloud, grasp)
+    assert opening < OPEN_WIDTH and hand_intrusion(cloud, grasp, yaw, opening) == 0.0
+
+
+def test_random_placement_puts_a_bowl_in_its_drawer_and_official_states_repeat():
+    # libero_spatial task 4 starts the bowl in the cabinet's open top drawer. LIBERO's sampler
+    # places it at the drawer's site before a soft reset moves the cabinet: the bowl then sat
+    # on the cabinet or fell to the floor (issue 28). reset_random rebuilds the model.
+    with LiberoEnv(suites.task('libero_spatial', 4), image_size=64) as env:
+        for seed in (3, 4):
+            env.reset_random(seed)
+            env.settle()
+            model, data = env.sim.model, env.sim.data      # a new model after the hard reset
+            drawer = model.site_name2id('wooden_cabinet_1_top_region')
+            cabinet_top = data.site_xpos[model.site_name2id('wooden_cabinet_1_top_side')][2]
+            low, high = body_box(env, 'akita_black_bowl_1')
+            middle = (low + high) / 2
+            site, half = data.site_xpos[drawer], model._model.site_size[drawer]
+            assert high[2] < cabinet_top, (seed, high)         # below the cabinet's top panel
+            assert np.all(np.abs(middle[:2] - site[:2]) < half[:2] + 0.03), (seed, middle)
+            frame = env.render()                               # the renderer follows the model
+            assert frame.rgb.shape == (64, 64, 3) and frame.rgb.std() > 10
+        # An official state fixes the joints, not the fixtures (no joint): their draw is
+        # seeded with the state's index, so state 3 is the same scene every time.
+        where = []
+        for index in (3, 5, 3):
+            env.reset_official(index)
+            where.append(np.array(env.sim.data.body_xpos[
+                env.sim.model.body_name2id('wooden_cabinet_1_main')]))
+        assert np.allclose(where[0], where[2]) and not np.allclose(where[0], where[1])
+
+
+def test_place_frame_shows_how_far_the_held_object_hangs(spatial):
+    spatial.reset_official(0)
+    spatial.settle()
+    executor = Executor(spatial)
+    assert executor.measure_hang(spatial.render()) is None       # nothing in the hand
+    policy = ExpertPolicy(spatial)
+    frame = spatial.render()
+    assert executor.pick(*policy(frame, spatial.instruction, 'pick'), frame).ok
+    low, _ = body_box(spatial, policy.object)
+    truth = spatial.eef_pos()[2] - low[2]           # the bowl's lowest point below the grip
+    seen = executor.measure_hang(spatial.render())
+    assert seen is not None and truth - 0.005 <= seen <= truth + 0.02, (seen, truth)
 
 
 def test_expert_succeeds_through_the_executor(spatial, objects):

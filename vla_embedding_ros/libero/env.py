@@ -57,25 +57,50 @@ class LiberoEnv:
         return self._states
 
     def reset_official(self, index: int) -> None:
-        """Reset to the task's official initial state ``index`` (evaluation only)."""
+        """Reset to the task's official initial state ``index`` (evaluation only).
+
+        An initial state holds the joints (robot, objects, drawers), not the fixtures: a
+        cabinet or stove has no joint, and ``reset()`` draws its position anew (~1 cm) from
+        NumPy's global generator, as in every LIBERO harness. The draw is seeded with
+        ``index`` here, so state ``index`` is the same scene in every process and run.
+        """
         states = self._official()
         if not 0 <= index < len(states):
             raise ValueError(f'{self.spec.name} has initial states 0..{len(states) - 1}, '
                              f'not {index}')
-        self._env.reset()
+        self._reset_seeded(index, hard=False)
         self._env.set_init_state(states[index])
         self.steps = 0
 
     def reset_random(self, seed: int) -> None:
-        """Reset to LIBERO's random placement drawn with ``seed`` (robosuite samples object
-        placements from NumPy's global generator: seeded here, restored afterwards)."""
+        """Reset to LIBERO's random placement drawn with ``seed``.
+
+        A hard reset (the model rebuilt from its XML, ~0.4 s): LIBERO's sampler places an
+        object on or in a fixture (a bowl in a drawer, on a stove) at the fixture's sites
+        before this reset moves the fixture, so after a soft reset such objects start in the
+        air or inside the cabinet and fall (issue 28: the bowl of libero_spatial task 4 sat on
+        the cabinet or the floor, never in its drawer).
+        """
+        self._reset_seeded(seed, hard=True)
+        self.steps = 0
+
+    def _reset_seeded(self, seed: int, hard: bool) -> None:
+        """``reset()`` with NumPy's global generator (robosuite's placement samplers draw from
+        it) seeded with ``seed`` and restored afterwards."""
+        renv = self._env.env
         saved = np.random.get_state()
         try:
             np.random.seed(seed)
-            self._env.reset()
+            renv.hard_reset = hard
+            with contextlib.redirect_stdout(io.StringIO()):
+                self._env.reset()
         finally:
+            renv.hard_reset = False
             np.random.set_state(saved)
-        self.steps = 0
+        if hard and self._renderer is not None:
+            # the renderer is bound to the model the hard reset replaced
+            self._renderer.close()
+            self._renderer = None
 
     def settle(self, steps: int = SETTLE_STEPS) -> None:
         """Hold still with the gripper open while objects settle (the harnesses' first steps)."""

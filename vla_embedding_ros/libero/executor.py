@@ -22,10 +22,11 @@ from .env import LiberoEnv, StepBudgetExhausted
 
 # Top-down grasp, fingers closing along world y: the orientation LIBERO's Panda starts in.
 DOWN = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])
-OPEN, CLOSE = -1.0, 1.0
+OPEN, CLOSE, KEEP = -1.0, 1.0, 0.0     # gripper commands (KEEP: hold the current width)
 MAX_DELTA = 0.05          # m per step at action 1.0 (robosuite's OSC_POSE output_max)
 MAX_ROT_DELTA = 0.5       # rad per step at action 1.0
 KP, KD = 4.0, 4.0         # position gain and damping (per step), tuned on LIBERO's Panda
+STALL_STEPS = 12          # a move that gets no closer for this many steps ends
 
 # Reachable workspace around the robot's base (its mount is calibration, not object state).
 REACH_MIN, REACH_MAX = 0.25, 0.95          # horizontal distance from the base (m)
@@ -46,6 +47,8 @@ HELD_WIDTH = 0.003        # width after closing above this = something held (a b
 MAX_HANG = 0.13           # no object of these suites reaches further below the grip
 PATH_RADIUS = 0.10        # m: a straight path must clear what lies this close to it ...
 PATH_CLEARANCE = 0.03     # ... by this much (below what the hand holds)
+HELD_RADIUS = 0.06        # m: around the hand, where the place frame shows what it holds ...
+HELD_SPARSE = 12          # ... down to two 1 cm layers with fewer points than this
 RELEASE_GAP = 0.02        # held object's bottom this far above the target's top at release
 
 
@@ -93,6 +96,26 @@ class Executor:
         robot = (cloud[:, 2] > hand[2] - 0.03) | (near_hand & (cloud[:, 2] > hand[2] - self.hang
                                                                - 0.03))
         return cloud[~robot]
+
+    def measure_hang(self, frame: Frame) -> float | None:
+        """How far what the hand holds reaches below the grip site, seen in ``frame``: of the
+        points under the hand (HELD_RADIUS), 1 cm layers down from the fingers until two in a
+        row are nearly empty (fewer than HELD_SPARSE points: edge pixels mix depths and bridge
+        any gap thinly); None when the first layers are already empty. A bowl held by its rim
+        can tilt to hang 5-10 cm, far below the estimate from where it stood."""
+        hand = self.env.eef_pos()
+        cloud = frame.point_cloud().reshape(-1, 3)
+        column = cloud[np.hypot(*(cloud[:, :2] - hand[:2]).T) < HELD_RADIUS, 2]
+        start = hand[2] - FINGERS['below']
+        edges = start - np.arange(0.0, MAX_HANG + 0.011, 0.01)
+        counts = np.histogram(column, bins=edges[::-1])[0][::-1]    # top layer first
+        sparse = counts < HELD_SPARSE
+        runs = np.flatnonzero(sparse[:-1] & sparse[1:])
+        if not runs.size:
+            return MAX_HANG
+        if runs[0] == 0:
+            return None
+        return float(hand[2] - edges[runs[0]] + 0.01)     # the layer it ends in: its bottom
 
     def lift(self, u, v, frame: Frame, cloud: np.ndarray | None = None) -> _Target:
         """The 3-D target at normalised image point ``(u, v)``, or :class:`Refused`
@@ -159,26 +182,31 @@ class Executor:
         bound: it may stand on something), at most MAX_HANG."""
         return min(grasp_z - t.support, MAX_HANG)
 
-    def plan_grasp(self, u, v, frame: Frame, cloud: np.ndarray | None = None
-                   ) -> tuple[_Target, float, float]:
-        """``(target, grasp_z, yaw)`` a pick at ``(u, v)`` would use (:class:`Refused` as
-        :meth:`lift`); ``cloud``: the frame's :meth:`surroundings`, when already computed."""
+    def plan_grasp(self, u, v, frame: Frame, cloud: np.ndarray | None = None) -> GraspPlan:
+        """The grasp a pick at ``(u, v)`` would make (:class:`Refused` as :meth:`lift`);
+        ``cloud``: the frame's :meth:`surroundings`, when already computed."""
         cloud = self.surroundings(frame) if cloud is None else cloud
         t = self.lift(u, v, frame, cloud)
         grasp_z = max(t.top - GRASP_DEPTH, t.support + SUPPORT_CLEARANCE)
-        return t, grasp_z, choose_yaw(cloud, np.array([*t.point[:2], grasp_z]))
+        yaw, opening = choose_grasp(cloud, np.array([*t.point[:2], grasp_z]))
+        return GraspPlan(t, grasp_z, yaw, opening)
 
     # --- primitives -----------------------------------------------------------------------
     def pick(self, u, v, frame: Frame) -> Outcome:
         """Grasp what is at ``(u, v)`` of ``frame`` from above and lift it, the hand turned
         to the yaw that fits the depth around the grasp best."""
-        t, grasp_z, self.yaw = self.plan_grasp(u, v, frame)
+        plan = self.plan_grasp(u, v, frame)
+        t, grasp_z, self.yaw = plan.target, plan.z, plan.yaw
         start = self.env.steps
         above = np.array([t.point[0], t.point[1], max(t.clear, t.top) + HOVER])
         try:
             self._travel(above, OPEN)
-            self._move(np.array([*t.point[:2], grasp_z]), OPEN, speed=0.5, tol=0.005)
-            self._hold(OPEN, 2)
+            hand = OPEN
+            if plan.opening < OPEN_WIDTH:      # pre-shape: close to the opening, then keep it
+                self._preshape(plan.opening)
+                hand = KEEP
+            self._move(np.array([*t.point[:2], grasp_z]), hand, speed=0.5, tol=0.005)
+            self._hold(hand, 2)
             self._hold(CLOSE, 10)
             carry = max(above[2] + 0.04, t.support + self.hang_for(grasp_z, t) + CARRY)
             self._move([*above[:2], carry], CLOSE, speed=0.6, tol=0.02, via=True)
@@ -186,7 +214,8 @@ class Executor:
             return Outcome(False, 'out_of_steps', self.env.steps - start)
         self.hang = self.hang_for(grasp_z, t)
         width = self.env.gripper_width()
-        info = {'grasp_z': grasp_z, 'yaw': self.yaw, 'top': t.top, 'support': t.support,
+        info = {'grasp_z': grasp_z, 'yaw': self.yaw, 'opening': plan.opening, 'top': t.top,
+                'support': t.support,
                 'width': width, 'point': t.point.tolist()}
         if width < HELD_WIDTH:
             return Outcome(False, 'missed_grasp', self.env.steps - start, info)
@@ -197,6 +226,9 @@ class Executor:
         surface by lowering until it touches (a guarded move: the held object's length is only
         an upper bound when it stood on something), into a container by releasing it above
         the container's rim."""
+        seen = self.measure_hang(frame)
+        if seen is not None:
+            self.hang = seen
         t = self.lift(u, v, frame)
         opening = self._opening(t, frame)
         start = self.env.steps
@@ -210,18 +242,22 @@ class Executor:
                          hang=self.hang)
             if self.env.gripper_width() < HELD_WIDTH:
                 return Outcome(False, 'dropped', self.env.steps - start)
-            self._move(np.array([*t.point[:2], release_z]), CLOSE, speed=0.5, tol=0.008)
+            # LIBERO's "on" needs the object's middle within 3 cm of the target's: arrive
+            # within 5 mm (a held object makes the hand lag and drift)
+            self._move(np.array([*t.point[:2], release_z]), CLOSE, speed=0.5, tol=0.005)
             if not into:
-                self._lower_until_contact(t.top + 0.01, CLOSE)
+                self._lower_until_contact(np.array([*t.point[:2], t.top + 0.01]), CLOSE)
         except StepBudgetExhausted:
             return Outcome(False, 'out_of_steps', self.env.steps - start)
+        release = self.env.eef_pos()
         try:
             self._hold(OPEN, 6)
             self._move(self.env.eef_pos() + [0, 0, 0.05], OPEN, speed=0.5, tol=0.02, via=True)
         except StepBudgetExhausted:
             pass    # let go where it was put: LIBERO judges it there
         return Outcome(True, None, self.env.steps - start,
-                       {'release_z': float(self.env.eef_pos()[2]), 'top': t.top,
+                       {'release_z': float(release[2]), 'release': release.tolist(), 'top': t.top,
+                        'hang': self.hang, 'hang_seen': seen,
                         'clear': t.clear, 'into': into, 'point': t.point.tolist()})
 
     # --- motion ---------------------------------------------------------------------------
@@ -282,23 +318,36 @@ class Executor:
             if (still >= 4 and dist < 0.02) or (gripper == CLOSE and stuck >= 5
                                                  and dist < 0.03):
                 return
+            # No closer for long (at the edge of the arm's reach, or what the hand holds
+            # rests on something): as close as it gets; the steps are the episode's budget.
+            if stuck >= STALL_STEPS:
+                return
             self._step(KP * err - KD * vel, gripper, speed)
 
-    def _lower_until_contact(self, floor_z, gripper, max_steps=40):
-        """Lower slowly toward ``floor_z`` until the hand stops descending (what it holds
-        rests on something) or it gets there."""
+    def _lower_until_contact(self, floor, gripper, max_steps=40):
+        """Lower slowly toward ``floor`` (a world point: the hand keeps to its x, y) until
+        the hand stops descending (what it holds rests on something) or it gets there."""
         prev = self.env.eef_pos()
         slow = 0
         for n in range(max_steps):
             pos = self.env.eef_pos()
             drop, prev = prev[2] - pos[2], pos
-            if pos[2] <= floor_z + 0.004:
+            if pos[2] <= floor[2] + 0.004:
                 return
             slow = slow + 1 if n >= 3 and drop < 0.001 else 0
             if slow >= 2:
                 return
-            goal = np.array([*pos[:2], floor_z])
-            self._step(KP * (goal - pos), gripper, speed=0.3)
+            # the held weight and a long reach push the hand off its x, y as it descends:
+            # keep correcting them, the descent itself slow
+            self._step(KP * (floor - pos), gripper, speed=0.3)
+
+    def _preshape(self, opening):
+        """Close the open hand to ~``opening`` (m between the fingers) where it is, then
+        KEEP it: each closing step takes ~9.5 mm off the final width (the fingers go on
+        closing for ~5 steps after the command: measured on LIBERO's Panda, 3 steps leave
+        5.2 cm, 5 leave 3.2 cm), so the steps are counted, not the width watched."""
+        self._hold(CLOSE, round((OPEN_WIDTH - opening) / 0.0095))
+        self._hold(KEEP, 5)
 
     def _hold(self, gripper, steps):
         goal = self.env.eef_pos()
@@ -317,10 +366,25 @@ class Executor:
 
 
 # The Panda hand in the grip site's frame (fingers closing along world y), measured from its
-# collision geoms: finger links reach 1.3 cm below the site, 3.2-6.8 cm out along y when open;
-# the palm spans 10.5 cm either side along y, 4 cm along x, from 2.4 cm above the site.
-FINGERS = {'dx': 0.015, 'dy': (0.03, 0.07), 'below': 0.015}
+# collision geoms: finger links reach 1.3 cm below the site, from 1 cm inside their pads to 3
+# cm outside them along y (3.2-6.8 cm out when fully open); the palm spans 10.5 cm either side
+# along y, 4 cm along x, from 2.4 cm above the site.
+OPEN_WIDTH = 0.08         # m between the finger pads, fully open
+FINGERS = {'dx': 0.015, 'inside': 0.01, 'outside': 0.03, 'below': 0.015}
 PALM = {'dx': 0.04, 'dy': 0.105, 'above': 0.024}
+# Openings tried, widest first: a hand pre-shaped to 5 cm reaches between a bowl's wall and a
+# drawer's wall 1-2 cm from it, where the open hand's outer finger lands on the drawer.
+OPENINGS = (OPEN_WIDTH, 0.05)
+
+
+@dataclass
+class GraspPlan:
+    """A pick's grasp: the lifted target, the grip site's height, the hand's yaw about world
+    z and its opening (m between the fingers as it descends)."""
+    target: _Target
+    z: float
+    yaw: float
+    opening: float = OPEN_WIDTH
 
 
 YAWS = np.deg2rad([0.0, 30.0, -30.0, 60.0, -60.0, 90.0])   # candidates, preferred first
@@ -342,31 +406,35 @@ def closing_axis(yaw: float) -> np.ndarray:
     return np.array([-np.sin(yaw), np.cos(yaw)])
 
 
-def choose_yaw(points: np.ndarray, grasp: np.ndarray) -> float:
-    """The hand's yaw for a grasp at ``grasp``: of :data:`YAWS`, the one whose open hand meets
-    the least of ``points`` (the depth's surfaces, :func:`hand_intrusion`); the upright
-    LIBERO orientation (0) unless it meets more than UPRIGHT_FITS and a rotation fits
-    clearly better."""
+def choose_grasp(points: np.ndarray, grasp: np.ndarray) -> tuple[float, float]:
+    """``(yaw, opening)`` of the hand for a grasp at ``grasp``: of :data:`YAWS` x
+    :data:`OPENINGS`, the pair whose hand meets the least of ``points`` (the depth's surfaces,
+    :func:`hand_intrusion`), earlier pairs preferred unless a later one fits clearly better;
+    the upright, fully open LIBERO hand unless it meets more than UPRIGHT_FITS."""
     near = points[np.hypot(*(points[:, :2] - grasp[:2]).T) < 0.13]
-    best, best_cost = 0.0, np.inf
-    if hand_intrusion(near, grasp, 0.0) <= UPRIGHT_FITS:
-        return 0.0
-    for yaw in YAWS:
-        cost = hand_intrusion(near, grasp, yaw)
-        if cost < best_cost - YAW_MARGIN:
-            best, best_cost = float(yaw), cost
+    if hand_intrusion(near, grasp) <= UPRIGHT_FITS:
+        return 0.0, OPEN_WIDTH
+    best, best_cost = (0.0, OPEN_WIDTH), np.inf
+    for opening in OPENINGS:
+        for yaw in YAWS:
+            cost = hand_intrusion(near, grasp, yaw, opening)
+            if cost < best_cost - YAW_MARGIN:
+                best, best_cost = (float(yaw), opening), cost
     return best
 
 
-def hand_intrusion(points: np.ndarray, grasp: np.ndarray, yaw: float = 0.0) -> float:
-    """How far (m) the surfaces in ``points`` ([N, 3] world) reach into the open hand lowered
-    to ``grasp`` (the grip site) at ``yaw``: 0 when it fits. What lies between the fingers is
-    not counted (that is what they grasp)."""
+def hand_intrusion(points: np.ndarray, grasp: np.ndarray, yaw: float = 0.0,
+                   opening: float = OPEN_WIDTH) -> float:
+    """How far (m) the surfaces in ``points`` ([N, 3] world) reach into the hand lowered to
+    ``grasp`` (the grip site) at ``yaw``, ``opening`` m between its fingers: 0 when it fits.
+    What lies between the fingers is not counted (that is what they grasp)."""
     d = points - grasp
     closing = closing_axis(yaw)
     across = np.array([closing[1], -closing[0]])
     ax, ay = np.abs(d[:, :2] @ across), np.abs(d[:, :2] @ closing)
-    fingers = (ax <= FINGERS['dx']) & (ay >= FINGERS['dy'][0]) & (ay <= FINGERS['dy'][1])
+    pad = opening / 2
+    fingers = ((ax <= FINGERS['dx']) & (ay >= pad - FINGERS['inside'])
+               & (ay <= pad + FINGERS['outside']))
     palm = (ax <= PALM['dx']) & (ay <= PALM['dy'])
     worst = 0.0
     if fingers.any():

@@ -62,7 +62,7 @@ def grasp_point(env: LiberoEnv, obj: str, frame: Frame | None = None) -> np.ndar
 
     For a bowl the candidates are its wall on either side along each of the executor's yaws'
     closing axes (:data:`~.executor.YAWS`) at a few insets, where the executor's own choice of
-    yaw from the depth (:func:`~.executor.choose_yaw`) agrees; with ``frame`` the chosen one
+    yaw from the depth (:func:`~.executor.choose_grasp`) agrees; with ``frame`` the chosen one
     leaves the open hand the most room
     (:func:`~.executor.hand_intrusion` of the depth's other surfaces), preferring a point
     whose pixel lifts back onto the bowl (a 3 mm wall seen edge-on is easy to miss). Another
@@ -106,15 +106,17 @@ def grasp_point(env: LiberoEnv, obj: str, frame: Frame | None = None) -> np.ndar
         # the executor chooses its yaw from the depth alone: the wall must be the one its
         # fingers will straddle
         try:
-            t, _, planned = executor.plan_grasp(*frame.calibration.pixel_to_normalised(x, y),
-                                                frame, seen_cloud)
+            plan = executor.plan_grasp(*frame.calibration.pixel_to_normalised(x, y), frame,
+                                       seen_cloud)
         except Refused:
             return np.inf
+        t, planned = plan.target, plan.yaw
         agrees = abs(planned - yaw) < 1e-6
         # where the executor will put the fingers: across the wall (radially) at its yaw
         radial = t.point[:2] - centre[:2]
         across = abs(float(radial @ closing_axis(planned))) / max(np.linalg.norm(radial), 1e-6)
-        return (hand_intrusion(around, grasp, yaw) + 0.5 * float(np.linalg.norm(seen - rim))
+        return (hand_intrusion(around, grasp, yaw, plan.opening)
+                + 0.5 * float(np.linalg.norm(seen - rim))
                 + 0.05 * (1.0 - across)
                 + (0.0 if on_bowl else 0.05) + (0.0 if agrees else 0.03)
                 + (0.02 if yaw else 0.0) + 0.002 * abs(yaw))

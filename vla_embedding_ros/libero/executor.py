@@ -27,6 +27,8 @@ MAX_DELTA = 0.05          # m per step at action 1.0 (robosuite's OSC_POSE outpu
 MAX_ROT_DELTA = 0.5       # rad per step at action 1.0
 KP, KD = 4.0, 4.0         # position gain and damping (per step), tuned on LIBERO's Panda
 STALL_STEPS = 12          # a move that gets no closer for this many steps ends
+RELEASE_SPEED = 0.8       # of the controller's range: the approach to a release point ...
+LOWER_SPEED = 0.6         # ... and the guarded lowering onto a surface
 
 # Reachable workspace around the robot's base (its mount is calibration, not object state).
 REACH_MIN, REACH_MAX = 0.25, 0.95          # horizontal distance from the base (m)
@@ -244,7 +246,8 @@ class Executor:
                 return Outcome(False, 'dropped', self.env.steps - start)
             # LIBERO's "on" needs the object's middle within 3 cm of the target's: arrive
             # within 5 mm (a held object makes the hand lag and drift)
-            self._move(np.array([*t.point[:2], release_z]), CLOSE, speed=0.5, tol=0.005)
+            self._move(np.array([*t.point[:2], release_z]), CLOSE, speed=RELEASE_SPEED,
+                       tol=0.005)
             if not into:
                 self._lower_until_contact(np.array([*t.point[:2], t.top + 0.01]), CLOSE)
         except StepBudgetExhausted:
@@ -339,7 +342,7 @@ class Executor:
                 return
             # the held weight and a long reach push the hand off its x, y as it descends:
             # keep correcting them, the descent itself slow
-            self._step(KP * (floor - pos), gripper, speed=0.3)
+            self._step(KP * (floor - pos), gripper, speed=LOWER_SPEED)
 
     def _preshape(self, opening):
         """Close the open hand to ~``opening`` (m between the fingers) where it is, then

@@ -173,11 +173,14 @@ class ExpertPolicy:
             self._offset = (np.array([*(frame.lift(x, y)[:2] - (low[:2] + high[:2]) / 2), 0.0])
                             if inside else np.zeros(3))
         else:   # a place goes where the pixel's ray leads (the executor finds the surface)
-            low, high = body_box(self.env, self.object)
             if self.env.gripper_width() > 0.003:
-                # where the hand holds the object now (it may have slipped in the grasp since)
-                self._offset = np.array([*(self.env.eef_pos()[:2] - (low[:2] + high[:2]) / 2),
-                                         0.0])
+                # where the hand holds the object now (it may have slipped in the grasp
+                # since), from the object's origin: LIBERO judges "on" by the origins' distance
+                # (< 3 cm), and a bowl hanging tilted from its rim has its box's middle ~1 cm
+                # off its origin (the middle of its foot, where it lands)
+                origin = self.env.sim.data.body_xpos[self.env.robosuite_env.obj_body_id[
+                    self.object]]
+                self._offset = np.array([*(self.env.eef_pos()[:2] - origin[:2]), 0.0])
             world = place_point(self.env, self.target) + getattr(self, '_offset', 0.0)
             (x, y), _ = frame.calibration.world_to_pixel(world)
         return frame.calibration.pixel_to_normalised(x, y)

@@ -158,15 +158,15 @@ class Executor:
                  max(point[2], self.env.eef_pos()[2] - self.hang))
         return _Target(point, float(max(top, point[2])), float(support), float(clear))
 
-    def _opening(self, t: _Target, frame: Frame) -> _Target:
+    def _opening(self, t: _Target, frame: Frame, cloud: np.ndarray) -> _Target:
         """For a place into a container: where the pixel's ray crosses the container's rim.
 
         One camera cannot see a basket's floor behind its front wall: the pixel at the middle
         of the opening lands on the far inner wall. The opening's height is the top of what
         surrounds the seen point (OPENING_RADIUS); when that is above the point, the hand goes
         where the ray crosses it, i.e. over the middle of the opening, and releases above it.
+        ``cloud``: the frame's :meth:`surroundings`.
         """
-        cloud = self.surroundings(frame)
         dist = np.hypot(*(cloud[:, :2] - t.point[:2]).T)
         near = dist < OPENING_RADIUS
         rim = float(np.percentile(cloud[near][:, 2], 99)) if near.any() else t.point[2]
@@ -217,8 +217,7 @@ class Executor:
         self.hang = self.hang_for(grasp_z, t)
         width = self.env.gripper_width()
         info = {'grasp_z': grasp_z, 'yaw': self.yaw, 'opening': plan.opening, 'top': t.top,
-                'support': t.support,
-                'width': width, 'point': t.point.tolist()}
+                'support': t.support, 'width': width, 'point': t.point.tolist()}
         if width < HELD_WIDTH:
             return Outcome(False, 'missed_grasp', self.env.steps - start, info)
         return Outcome(True, None, self.env.steps - start, info)
@@ -231,8 +230,10 @@ class Executor:
         seen = self.measure_hang(frame)
         if seen is not None:
             self.hang = seen
-        t = self.lift(u, v, frame)
-        opening = self._opening(t, frame)
+        # one lifted cloud for the whole plan (it masks the hand and what hangs from it)
+        cloud = self.surroundings(frame)
+        t = self.lift(u, v, frame, cloud)
+        opening = self._opening(t, frame, cloud)
         start = self.env.steps
         into = opening is not t
         t = opening
@@ -240,8 +241,7 @@ class Executor:
         above = np.array([t.point[0], t.point[1], max(t.clear + self.hang + 0.03,
                                                       release_z + 0.02)])
         try:
-            self._travel(above, CLOSE, speed=0.9, cloud=self.surroundings(frame),
-                         hang=self.hang)
+            self._travel(above, CLOSE, speed=0.9, cloud=cloud, hang=self.hang)
             if self.env.gripper_width() < HELD_WIDTH:
                 return Outcome(False, 'dropped', self.env.steps - start)
             # LIBERO's "on" needs the object's middle within 3 cm of the target's: arrive

@@ -83,8 +83,9 @@ class DatasetWriter(StagedDirectory):
 
     def add(self, images, instruction: str, action: str | None = None, action_vector=None,
             episode: int | str = 0, timestamp: float = 0.0, split: str | None = None,
-            color: str = 'rgb') -> int:
+            color: str = 'rgb', labels: dict | None = None) -> int:
         """Append one sample; ``images`` is one HxWx3 uint8 image or a list (one per camera).
+        ``labels``: optional JSON-serialisable scene labels for training (``FORMAT.md``).
 
         Returns the sample's position in the index.
         """
@@ -114,6 +115,8 @@ class DatasetWriter(StagedDirectory):
         record.update(episode=episode, timestamp=float(timestamp))
         if split is not None:
             record['split'] = split
+        if labels is not None:
+            record['labels'] = labels
         self._index.write(json.dumps(record) + '\n')
         self.count += 1
         return self.count - 1
@@ -257,6 +260,8 @@ class JSONLDataset(torch.utils.data.Dataset):
             raise BadSampleError(f"{record['_where']}: cameras differ in size "
                                  f'{[im.shape for im in images]}')
         action = record.get('action') or ''
+        # scene labels only where written (a None would break torch's default collate)
+        labels = {'labels': record['labels']} if 'labels' in record else {}
         vector = record.get('action_vector')
         vector = (np.asarray(vector, np.float32) if vector is not None
                   else self._params.get(action, np.zeros(0, np.float32)))
@@ -265,7 +270,7 @@ class JSONLDataset(torch.utils.data.Dataset):
                 'action_index': self._index.get(action, -1),
                 'action_vector': vector, 'action': action,
                 'episode': str(record.get('episode', '')),
-                'timestamp': float(record.get('timestamp', 0.0))}
+                'timestamp': float(record.get('timestamp', 0.0)), **labels}
 
     def __getitem__(self, i: int) -> dict:
         if not -len(self) <= i < len(self):

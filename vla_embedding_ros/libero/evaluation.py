@@ -38,6 +38,39 @@ def versions() -> dict:
     return out
 
 
+class ReferencedPolicy:
+    """``policy`` with the expert asked at every same frame, not acting: each decision's
+    point error (cm, on the table: both pixels lifted through the depth, horizontal distance)
+    against the expert's point. ``errors`` holds the current episode's, per primitive."""
+
+    def __init__(self, policy: Policy, env):
+        from .expert import ExpertPolicy, NotPickAndPlace
+        self.policy, self.errors = policy, {}
+        self.__name__ = getattr(policy, '__name__', type(policy).__name__)
+        try:
+            self.expert = ExpertPolicy(env)
+        except NotPickAndPlace:     # a goal the expert cannot read (a LIBERO-PRO task variant)
+            self.expert = None
+
+    def __call__(self, frame, instruction: str, primitive: str):
+        point = self.policy(frame, instruction, primitive)
+        if self.expert is not None:
+            try:
+                reference = self.expert(frame, instruction, primitive)
+                self.errors[primitive] = round(100 * _table_distance(frame, point, reference), 2)
+            except (ValueError, IndexError):    # a point off the image has no depth
+                self.errors[primitive] = None
+        return point
+
+
+def _table_distance(frame, a, b) -> float:
+    cal = frame.calibration
+    pa, pb = (frame.lift(*cal.normalised_to_pixel(*p)) for p in (a, b))
+    if not (np.all(np.isfinite(pa)) and np.all(np.isfinite(pb))):
+        raise ValueError('no depth')
+    return float(np.hypot(*(pa[:2] - pb[:2])))
+
+
 def evaluate(suites: Sequence[str], trials: int = 50, policy: Policy | str = 'expert',
              tasks: Sequence[int] | None = None, image_size: int = 256,
              sheet: str | None = None,
@@ -80,13 +113,16 @@ def evaluate(suites: Sequence[str], trials: int = 50, policy: Policy | str = 'ex
                 episodes = []
                 for trial in range(trials):
                     env.reset_official(trial)
-                    chooser = ExpertPolicy(env) if policy == 'expert' else policy
+                    chooser = (ExpertPolicy(env) if policy == 'expert'
+                               else ReferencedPolicy(policy, env))
                     result = run_episode(env, chooser, keep_frames=sheet is not None
                                          and trial == 0)
                     if result.frames:
                         thumbs.append((f'{suite} {index}', result.frames.get('pick'),
                                        result.points, result.success))
-                    episodes.append({'initial_state': trial, **result.to_dict()})
+                    errors = getattr(chooser, 'errors', None)
+                    episodes.append({'initial_state': trial, **result.to_dict(),
+                                     **({'point_error_cm': errors} if errors else {})})
                     if progress is not None:
                         progress(f'{suite} task {index} trial {trial}: '
                                  f'{"success" if result.success else result.failure} '
@@ -104,7 +140,15 @@ def evaluate(suites: Sequence[str], trials: int = 50, policy: Policy | str = 'ex
 
 def _summary(episodes: list[dict]) -> dict:
     successes = sum(e['success'] for e in episodes)
-    return {'episodes': len(episodes), 'successes': successes,
+    errors = {}
+    for primitive in ('pick', 'place'):
+        seen = [e['point_error_cm'][primitive] for e in episodes
+                if e.get('point_error_cm', {}).get(primitive) is not None]
+        if seen:
+            errors[primitive] = {'mean': float(np.mean(seen)), 'median': float(np.median(seen)),
+                                 'n': len(seen)}
+    return {**({'point_error_cm': errors} if errors else {}),
+            'episodes': len(episodes), 'successes': successes,
             'success_rate': successes / len(episodes) if episodes else 0.0,
             'failures': dict(Counter(e['failure'] for e in episodes if not e['success'])),
             'mean_steps': float(np.mean([e['steps'] for e in episodes])) if episodes else 0.0}
@@ -122,6 +166,10 @@ def format_table(result: dict) -> str:
         lines.append(f'{suite:<16} {"all":>4} {s["successes"]:>4}/{s["episodes"]:<4}'
                      f' {s["mean_steps"]:>6.0f}  {100 * s["success_rate"]:.1f}% '
                      f'{("(" + fails + ")") if fails else ""}')
+        errors = s.get('point_error_cm', {})
+        if errors:
+            lines.append(f'{suite:<16} point error vs the expert (cm, median / mean): ' + ', '.join(
+                f'{p} {e["median"]:.1f} / {e["mean"]:.1f}' for p, e in errors.items()))
     return '\n'.join(lines)
 
 

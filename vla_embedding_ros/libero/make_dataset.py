@@ -93,9 +93,12 @@ def _write(args, kept: list[Job], work: Path) -> None:
                                robot_type='panda')
     with writer:
         for job in kept:
-            for image, instruction, vector, t in samples(job, work):
+            for image, instruction, vector, t, labels in samples(job, work):
+                # scene labels (counter-example training) are the JSONL format's; a LeRobot
+                # dataset has no field for them
+                extra = {'labels': labels} if args.format == 'jsonl' else {}
                 writer.add(image, instruction, action_vector=vector,
-                           episode=f'{job.suite}/{job.task}/{job.k}', timestamp=t)
+                           episode=f'{job.suite}/{job.task}/{job.k}', timestamp=t, **extra)
 
 
 if __name__ == '__main__':

@@ -267,7 +267,7 @@ class LiberoSimNode(Node):
 
     # -- episodes -------------------------------------------------------------------------------
     def _run(self) -> None:
-        from ..libero.demonstrations import Job
+        from ..libero.demonstrations import Job, reset_demonstration
         from ..libero.env import LiberoEnv
         from ..libero.episode import run_episode
         from ..libero.expert import ExpertPolicy
@@ -294,8 +294,8 @@ class LiberoSimNode(Node):
                     current = task_index
                 self.sim_seconds = self.sim_time()
                 if self.p['placement'] == 'random':
-                    self.env.reset_random(Job(self.p['suite'], task_index, trial)
-                                          .seed(self.p['seed']))
+                    reset_demonstration(self.env, Job(self.p['suite'], task_index, trial),
+                                        self.p['seed'])
                 else:
                     self.env.reset_official(trial)
                 self.instruction_pub.publish(String(data=self.env.instruction))

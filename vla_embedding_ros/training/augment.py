@@ -28,7 +28,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-RECORDED = ('jsonl', 'lerobot')   # sources.RECORDED (not imported: this module is torch only)
+# sources.RECORDED and recorded_continuous (not imported: this module is torch only)
+RECORDED = ('jsonl', 'lerobot', 'recorded_continuous')
 GREY = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as torchvision's rgb_to_grayscale
 
 

@@ -20,10 +20,12 @@ from .augment import AugmentConfig
 @dataclass
 class DataConfig:
     # 'tabletop' (generated on the fly), 'tabletop_continuous' (the continuous task,
-    # data/tabletop/continuous.py), 'jsonl' (a dataset dir) or 'lerobot' (LeRobotDataset v3)
+    # data/tabletop/continuous.py), 'recorded_continuous' (a JSONL dataset of action vectors
+    # with scene labels, e.g. vla-libero-dataset's: training/recorded_continuous.py),
+    # 'jsonl' (a dataset dir) or 'lerobot' (LeRobotDataset v3)
     source: str = 'tabletop'
-    path: str = ''                    # jsonl/lerobot: the dataset directory
-    val_path: str = ''                # jsonl/lerobot: optional held-out dataset directory
+    path: str = ''                    # jsonl/lerobot/recorded_continuous: the dataset directory
+    val_path: str = ''                # ... and an optional held-out dataset directory
     # The action library trained against; '' = the dataset's own actions.yaml (jsonl),
     # meta/actions.yaml (lerobot) or the package's tabletop library (tabletop).
     library: str = ''
@@ -83,7 +85,7 @@ class OptimConfig:
     temperature: float = 0.1          # nt_xent
     triplet_margin: float = 0.2       # triplet (cosine distance)
     projection_dim: int = 0           # > 0: a training-only MLP head of this width
-    # data.source tabletop_continuous (training/counter_examples.py): sampled negatives per
+    # The continuous lane (training/counter_examples.py): sampled negatives per
     # demonstration, and how far (in object radii) the positive is jittered around the centre.
     counter_examples: int = 255
     positive_jitter: float = 0.3

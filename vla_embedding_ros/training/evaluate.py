@@ -176,10 +176,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                              'all 50, as published LIBERO results)')
     libero.add_argument('--tasks', type=int, nargs='+', metavar='I',
                         help='task indices (default: every task of each suite)')
-    libero.add_argument('--policy', choices=['model', 'expert', 'random'], default='model',
-                        help="who decides: the --model's sampled decision, the scripted "
-                             "expert (the executor's ceiling) or a random image point (the "
-                             'floor) (default: %(default)s)')
+    libero.add_argument('--policy', choices=['model', 'blind', 'expert', 'random'],
+                        default='model',
+                        help="who decides: the --model's sampled decision, the same with an "
+                             "empty instruction (blind), the scripted expert (the executor's "
+                             'ceiling) or a random image point (the floor) (default: '
+                             '%(default)s)')
     libero.add_argument('--sheet', metavar='PNG',
                         help="contact sheet of each task's first frame with the chosen pick "
                              '(red) and place (green) points')

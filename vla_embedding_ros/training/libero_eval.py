@@ -6,7 +6,12 @@ the grasp), made by one of these policies and executed by the ROS-free executor:
 * ``model``: the selector's sampled decision over the model's library space ``[pick, place,
   u, v]`` (the same ``ActionSelector.select_sampled`` the node runs), seeded;
 * ``expert``: the scripted expert (simulator state): the executor's ceiling;
+* ``blind``: the same model with every instruction replaced by an empty one (how much the
+  words matter);
 * ``random``: a uniformly random point of the image for each primitive: the floor.
+
+Every policy but the expert is also scored against the expert's point at the same frames
+(pick and place point errors in cm on the table).
 
 The official initial states are the benchmark's test set: evaluate on them, never choose
 settings on them.
@@ -18,14 +23,15 @@ import random
 
 from ..files import atomic_write_text
 
-POLICIES = ('model', 'expert', 'random')
+POLICIES = ('model', 'blind', 'expert', 'random')
 DEFAULT_IMAGE_SIZE = 256     # the agentview render the executor lifts points from
 
 
 class SelectorPolicy:
     """A model's sampled decision as an episode policy (see :mod:`..libero.episode`)."""
 
-    def __init__(self, model_dir: str, library: str | None, device: str, seed: int):
+    def __init__(self, model_dir: str, library: str | None, device: str, seed: int,
+                 blind: bool = False):
         from ..selection import ActionSelector
         from ..selection.sampling import SamplingConfig
         self.selector = ActionSelector.from_pretrained(model_dir, library, device=device)
@@ -34,12 +40,32 @@ class SelectorPolicy:
                              'needs the [pick, place, u, v] space of '
                              'config/libero_actions.yaml (--library)')
         self.sampling = SamplingConfig(seed=seed)
-        self.__name__ = f'model {model_dir}'
+        self.blind = blind
+        self.__name__ = f'model {model_dir}' + (' (empty instruction)' if blind else '')
 
     def __call__(self, frame, instruction: str, primitive: str) -> tuple[float, float]:
         from ..libero.episode import check_action
+        if self.blind:
+            return check_action(self._blind(frame.rgb), primitive)
         chosen = self.selector.select_sampled(frame.rgb, instruction, sampling=self.sampling)
         return check_action(chosen.vector, primitive)
+
+    def _blind(self, rgb):
+        """The sampled decision with the empty instruction's text features (the selector
+        itself abstains on an empty instruction, as the node must)."""
+        import torch
+
+        from ..selection.sampling import refine
+        selector = self.selector
+        with torch.inference_mode():
+            query = selector.backend.query(selector.preprocess(rgb, 'rgb'),
+                                           selector.text_features(''))
+
+            def score(candidates):
+                return selector.model.score(query, selector.model.encode_actions(candidates,
+                                                                                 None))[0]
+            return refine(score, selector.library.space, self.sampling,
+                          selector.model.device).best
 
 
 class RandomPolicy:
@@ -59,7 +85,8 @@ def make_policy(args):
         return 'expert'
     if args.policy == 'random':
         return RandomPolicy(args.seed)
-    return SelectorPolicy(args.model, args.library, args.device, args.seed)
+    return SelectorPolicy(args.model, args.library, args.device, args.seed,
+                          blind=args.policy == 'blind')
 
 
 def libero_main(args, usage_error) -> int:
@@ -72,9 +99,9 @@ def libero_main(args, usage_error) -> int:
     from ..libero.evaluation import evaluate, format_table
     if not args.suites:
         raise usage_error('--task libero needs --suites NAME [NAME ...] (e.g. libero_spatial)')
-    if args.policy == 'model' and not args.model:
-        raise usage_error('--task libero --policy model needs --model DIR (or use --policy '
-                          'expert / random)')
+    if args.policy in ('model', 'blind') and not args.model:
+        raise usage_error(f'--task libero --policy {args.policy} needs --model DIR (or use '
+                          '--policy expert / random)')
     try:
         policy = make_policy(args)
         image_size = args.image_size or DEFAULT_IMAGE_SIZE

@@ -224,8 +224,9 @@ class LibraryObjective(Objective):
         for name in CONTINUOUS_ONLY:
             if getattr(cfg.optim, name) != _default(OptimConfig, name):
                 raise ValueError(f'optim.{name} is a setting of the continuous lane (data.source '
-                                 f'tabletop_continuous); data.source {cfg.data.source} '
-                                 f'trains against a fixed library: leave optim.{name} unset')
+                                 'tabletop_continuous or recorded_continuous); data.source '
+                                 f'{cfg.data.source} trains against a fixed library: leave '
+                                 f'optim.{name} unset')
 
     def next_batch(self) -> Batch:
         n = self.optim.batch_size
@@ -282,11 +283,11 @@ class LibraryObjective(Objective):
 
 # optim.* settings only the continuous lane reads.
 CONTINUOUS_ONLY = ('counter_examples', 'positive_jitter')
+CONTINUOUS_SOURCES = ('tabletop_continuous', 'recorded_continuous')
 # What the continuous lane cannot honour, and why; each refused when changed from its default.
 _DATASET_ONLY = ('it applies to recorded datasets (data.source jsonl or lerobot), and '
                  'tabletop_continuous draws its scenes in the training process')
-_NO_LABELS = ('it needs per-cell scene labels, which the continuous tabletop source does not '
-              'draw')
+_NO_LABELS = ('it needs per-cell scene labels, which the continuous sources do not have')
 CONTINUOUS_REFUSES = {
     'optim.loss': 'the lane trains with the counter-example InfoNCE (nt_xent and triplet '
                   'compare library actions across the batch)',
@@ -298,10 +299,24 @@ CONTINUOUS_REFUSES = {
                             'own, so no other sample shares its positive',
     'optim.region_weight': _NO_LABELS,
     'optim.target_cell_weight': _NO_LABELS,
-    **{f'data.{name}': _DATASET_ONLY for name in (
+}
+# Per continuous source, what it cannot honour besides.
+_UNNAMED = ("its samples are action vectors of the library's space, not named actions")
+SOURCE_REFUSES = {
+    'tabletop_continuous': {f'data.{name}': _DATASET_ONLY for name in (
         'path', 'val_path', 'strict', 'allow_external_images', 'max_unknown_actions',
         'num_workers', 'val_episodes', 'max_action_distance')},
+    'recorded_continuous': {
+        'data.max_unknown_actions': _UNNAMED,
+        'data.max_action_distance': _UNNAMED,
+        'data.allow_external_images': 'its reader takes images inside the dataset only',
+        'data.num_workers': 'it reads its samples in the training process',
+        'data.objects': 'it is a setting of the procedural tabletop',
+        'data.phrasings': 'it is a setting of the procedural tabletop',
+    },
 }
+# A crop or shift moves what the image shows but not the demonstrated point.
+_GEOMETRIC = {'crop_scale': [1.0, 1.0], 'crop_ratio': [1.0, 1.0], 'max_shift': 0.0}
 
 
 class CounterExampleObjective(Objective):
@@ -313,13 +328,28 @@ class CounterExampleObjective(Objective):
     @classmethod
     def check(cls, cfg) -> None:
         super().check(cfg)
-        for dotted, why in CONTINUOUS_REFUSES.items():
+        source = cfg.data.source
+        for dotted, why in {**CONTINUOUS_REFUSES, **SOURCE_REFUSES[source]}.items():
             section, name = dotted.split('.')
             default = _default(OptimConfig if section == 'optim' else DataConfig, name)
             value = getattr(getattr(cfg, section), name)
             if value != default:
                 raise ValueError(f'{dotted}={value!r} cannot be honoured with data.source '
-                                 f'tabletop_continuous: {why}; leave it at {default!r}')
+                                 f'{source}: {why}; leave it at {default!r}')
+        if source == 'recorded_continuous':
+            if not cfg.data.path:
+                raise ValueError('data.source recorded_continuous needs data.path (a JSONL '
+                                 'dataset with action vectors and labels)')
+            aug = cfg.data.augment
+            if aug.active(source)[0]:
+                for name, neutral in _GEOMETRIC.items():
+                    if getattr(aug, name) != neutral:
+                        raise ValueError(
+                            f'data.augment.{name}={getattr(aug, name)!r} cannot be honoured '
+                            f'with data.source {source}: the demonstrated action is a point '
+                            'of the image, which a crop or shift would move without moving '
+                            f'the label; set it to {neutral!r} (photometric augmentation '
+                            'stays on)')
 
     def next_batch(self) -> Batch:
         images, instructions, examples = self.source.next_continuous_batch(
@@ -340,6 +370,6 @@ class CounterExampleObjective(Objective):
 
 def lane_for(cfg) -> type[Objective]:
     """The objective class of ``data.source``."""
-    if cfg.data.source == 'tabletop_continuous':
+    if cfg.data.source in CONTINUOUS_SOURCES:
         return CounterExampleObjective
     return LibraryObjective

@@ -24,6 +24,7 @@ class RunEvaluation:
         self.cfg, self.library, self.held_out = cfg, library, held_out
         self.continuous = continuous
         self._warned = False
+        self._val_items = None
 
     def __call__(self, model) -> dict[str, dict]:
         if self.continuous:
@@ -55,7 +56,10 @@ class RunEvaluation:
 
     def _continuous(self, model) -> dict[str, dict]:
         """Success of the sampled decision (DFO, the node's defaults) on fresh continuous
-        scenes per eval split; ``top1`` is that success (top5 and mrr do not apply)."""
+        scenes per eval split, or on a recorded dataset's held-out episodes and
+        ``data.val_path``; ``top1`` is that success (top5 and mrr do not apply)."""
+        if self.cfg.data.source == 'recorded_continuous':
+            return self._recorded_points(model)
         results = {}
         for split in self.cfg.schedule.eval_splits:
             found = evaluate_continuous(model, self.library, split,
@@ -63,4 +67,24 @@ class RunEvaluation:
                                         image_size=self.cfg.data.image_size)
             results[split] = {'n': found.n, 'top1': found.success, 'top5': float('nan'),
                               'mrr': float('nan'), 'error_radii': found.error}
+        return results
+
+    def _recorded_points(self, model) -> dict[str, dict]:
+        from .recorded_continuous import RecordedContinuousSource, evaluate_points
+        splits = {}
+        if self.held_out is not None:
+            splits[HELD_OUT_SPLIT] = self.held_out
+        if self.cfg.data.val_path:
+            if self._val_items is None:   # read once: every evaluation scores the same ones
+                val = RecordedContinuousSource(self.cfg.data.val_path, self.library, EVAL_SEED,
+                                               strict=True)
+                self._val_items = [val.dataset[i] for i in range(len(val.dataset))]
+            splits['val_dataset'] = self._val_items
+        results = {}
+        for split, items in splits.items():
+            items = items[:self.cfg.schedule.eval_samples]
+            found = evaluate_points(model, self.library.space, items)
+            results[split] = {'n': found.n, 'top1': found.success, 'top5': float('nan'),
+                              'mrr': float('nan'), 'error_radii': found.error_radii,
+                              'error': found.error, 'primitive': found.primitive_ok}
         return results

@@ -10,7 +10,7 @@ from . import distributed
 from .sources import RECORDED, ContinuousTabletopSource, TabletopSource, recorded_source
 
 log = logging.getLogger('vla_train')
-SOURCES = ('tabletop', 'tabletop_continuous', *RECORDED)
+SOURCES = ('tabletop', 'tabletop_continuous', 'recorded_continuous', *RECORDED)
 
 
 def library_for(data) -> Path:
@@ -36,6 +36,15 @@ def library_for(data) -> Path:
 def make_source(cfg, library: ActionLibrary, library_path: Path, ctx: distributed.Context):
     """The training stream of ``data.source`` on this rank."""
     d = cfg.data
+    if d.source == 'recorded_continuous':
+        from .recorded_continuous import RecordedContinuousSource
+        source = RecordedContinuousSource(d.path, library, cfg.seed, cfg.optim.counter_examples,
+                                          cfg.optim.positive_jitter, strict=d.strict)
+        held = source.hold_out_episodes(d.val_episodes, cfg.seed, d.val_path)
+        if held is not None and ctx.is_main:
+            log.info('%s', held.describe(d.path, cfg.seed))
+        source.shard(ctx.rank, ctx.world_size)
+        return source
     if d.source not in RECORDED:
         for name in ('val_episodes', 'max_action_distance'):
             if getattr(d, name) not in ('auto', 0):
@@ -75,8 +84,7 @@ def make_source(cfg, library: ActionLibrary, library_path: Path, ctx: distribute
                         d.path)
         source.shard(ctx.rank, ctx.world_size)
         return source
-    raise ValueError(f"data.source must be 'tabletop', 'tabletop_continuous', 'jsonl' or "
-                     f"'lerobot', got {d.source!r}")
+    raise ValueError(f"data.source must be one of {', '.join(SOURCES)}, got {d.source!r}")
 
 
 def action_distance(data) -> float | None:

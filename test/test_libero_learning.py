@@ -1,0 +1,146 @@
+"""What LIBERO learning stands on, on real LIBERO scenes: freer arrangements than LIBERO's
+reset, the scene labels of each demonstrated decision, and the point errors against the
+expert that ``vla-eval --task libero`` reports for a model."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip('libero.libero', reason='LIBERO not installed (requirements-libero.txt)')
+
+from support.models import make_tiny_bert, tiny_vla_config  # noqa: E402
+from vla_embedding_ros.data.dataset import JSONLDataset  # noqa: E402
+from vla_embedding_ros.libero import make_dataset  # noqa: E402
+from vla_embedding_ros.libero.arrangement import (  # noqa: E402
+    PICK_RADIUS,
+    image_radius,
+    scene_labels,
+    swap_objects,
+)
+from vla_embedding_ros.libero.env import LiberoEnv  # noqa: E402
+from vla_embedding_ros.libero.expert import ExpertPolicy, body_box, goal_pair  # noqa: E402
+from vla_embedding_ros.libero.suites import task  # noqa: E402
+from vla_embedding_ros.model import VLAModel  # noqa: E402
+from vla_embedding_ros.training.evaluate import main as eval_main  # noqa: E402
+
+LIBRARY = Path(__file__).resolve().parents[1] / 'config' / 'libero_actions.yaml'
+
+
+@pytest.fixture(scope='module')
+def env():
+    with LiberoEnv(task('libero_object', 0), image_size=128) as e:
+        yield e
+
+
+def _places(env) -> dict:
+    renv = env.robosuite_env
+    return {name: env.sim.data.body_xpos[renv.obj_body_id[name]][:2].copy()
+            for name in renv.objects_dict}
+
+
+def test_swapping_moves_every_object_to_another_ones_place_and_they_stay_on_the_table(env):
+    env.reset_random(11)
+    before = _places(env)
+    order = swap_objects(env, np.random.default_rng(3))
+    env.settle()
+    after = _places(env)
+    assert sorted(order) == sorted(before) and order != list(before)
+    for name, source in zip(before, order, strict=True):
+        # each object now stands where ``source`` stood (settling moves it by millimetres)
+        assert np.linalg.norm(after[name] - before[source]) < 0.02, (name, source)
+    floor = min(body_box(env, name)[0][2] for name in before)
+    for name in before:   # nothing fell through, toppled into the air or was thrown
+        low, high = body_box(env, name)
+        assert low[2] < floor + 0.03 and high[2] < floor + 0.35, name
+
+
+def test_scene_labels_name_the_other_objects_where_the_camera_sees_them(env):
+    env.reset_random(12)
+    env.settle()
+    frame = env.render()
+    obj, target = goal_pair(env)
+    point = ExpertPolicy(env)(frame, env.instruction, 'pick')
+    labels = scene_labels(env, frame, 'pick', point, exclude=(obj,))
+    cal = frame.calibration
+    expected = []
+    for name in env.robosuite_env.obj_body_id:
+        if name != obj:
+            low, high = body_box(env, name)
+            (x, y), _ = cal.world_to_pixel(np.array([*(low[:2] + high[:2]) / 2, high[2]]))
+            expected.append(cal.pixel_to_normalised(x, y))
+    assert len(labels['others']) == len(expected) == 6
+    for got, want in zip(labels['others'], expected, strict=True):
+        assert np.allclose(got, want, atol=1e-4)
+    # the basket (the place target) is among a pick's wrong objects; the asked one is not
+    own = np.array(point)
+    assert min(np.linalg.norm(np.array(labels['others']) - own, axis=1)) > labels['radius']
+    # 1.5 cm at ~1 m from the camera: a few pixels of 128, measured in the image
+    assert labels['radius'] == pytest.approx(image_radius(frame, frame.lift(
+        *cal.normalised_to_pixel(*point)), PICK_RADIUS), abs=1e-4)
+    assert 1.0 / 128 < labels['radius'] < 8.0 / 128
+
+
+def test_the_dataset_carries_labels_and_swapped_scenes(tmp_path):
+    out = tmp_path / 'demo'
+    assert make_dataset.main(['--out', str(out), '--suites', 'libero_object', '--tasks', '0',
+                              '--episodes-per-task', '2', '--image-size', '128',
+                              '--quiet']) == 0
+    data = JSONLDataset(out)
+    # kept (k.json) or failed (k.failed.json): every episode's record says how it was set
+    metas = [json.loads(m.read_text()) for m in
+             (tmp_path / 'demo.work' / 'libero_object' / '000').glob('0000?*.json')]
+    assert sorted((m['k'], m['swapped']) for m in metas) == [(0, False), (1, True)]
+    assert len(data) == 2 * sum(m['success'] for m in metas) > 0
+    for record in data.records:
+        labels = record['labels']
+        assert labels['radius'] > 0 and labels['others']
+        assert all(0 <= c < 1 for point in labels['others'] for c in point)
+    # a pick's wrong objects include the basket; a place's leave out the held object too
+    picks = [r for r in data.records if r['action_vector'][0] == 1.0]
+    places = [r for r in data.records if r['action_vector'][1] == 1.0]
+    assert len(picks) == len(places) == len(data) // 2
+    assert all(len(p['labels']['others']) == len(q['labels']['others']) + 1
+               for p, q in zip(picks, places, strict=True))
+
+
+def test_point_errors_are_the_table_distance_to_the_experts_point(env):
+    from vla_embedding_ros.libero.episode import run_episode
+    from vla_embedding_ros.libero.evaluation import ReferencedPolicy
+    env.reset_official(0)
+    expert = ExpertPolicy(env)
+    shift = 0.05                         # of the image: ~5-10 cm on the table
+
+    def shifted(frame, instruction, primitive):
+        u, v = expert(frame, instruction, primitive)
+        seen.append((frame, (u, v)))
+        return u + shift, v
+    seen = []
+    referenced = ReferencedPolicy(shifted, env)
+    run_episode(env, referenced)
+    frame, (u, v) = seen[0]
+    cal = frame.calibration
+    want = np.hypot(*(frame.lift(*cal.normalised_to_pixel(u + shift, v))
+                      - frame.lift(*cal.normalised_to_pixel(u, v)))[:2])
+    assert referenced.errors['pick'] == pytest.approx(100 * want, abs=0.01)
+    assert 3 < referenced.errors['pick'] < 15
+
+
+def test_the_blind_baseline_runs_the_model_without_its_words(tmp_path, capsys):
+    model_dir = tmp_path / 'model'
+    bert = make_tiny_bert(tmp_path / 'bert')
+    VLAModel(tiny_vla_config(text_path=bert, param_dim=4)).save_pretrained(model_dir)
+    shutil.copy(LIBRARY, model_dir / 'actions.yaml')
+    report = tmp_path / 'blind.json'
+    code = eval_main(['--task', 'libero', '--suites', 'libero_object', '--tasks', '0',
+                      '--trials', '1', '--model', str(model_dir), '--policy', 'blind',
+                      '--device', 'cpu', '--image-size', '128', '--json', str(report)])
+    assert code == 0, capsys.readouterr().out
+    result = json.loads(report.read_text())
+    assert result['policy'].endswith('(empty instruction)')
+    [episode] = result['suites']['libero_object']['tasks'][0]['episodes_detail']
+    # an untrained model's first decision: a point of the image or the wrong primitive
+    assert 'pick' in episode['points'] or episode['failure'] == 'wrong_primitive'

@@ -1,0 +1,195 @@
+"""Recorded demonstrations on a continuous action space (``data.source:
+recorded_continuous``): a JSONL dataset whose samples carry an ``action_vector`` of the
+library's continuous space and the scene ``labels`` counter-examples need (``data/FORMAT.md``:
+the target's radius, the other objects' points), as ``vla-libero-dataset`` writes them.
+
+The stream is shuffled epochs over the samples, sharded like the other recorded sources (every
+rank holds the same order and takes its slice of each global batch); whole episodes can be held
+out (``data.val_episodes``) and ``data.val_path`` names a separate dataset of the same kind.
+Validation scores the sampled decision (the node's DFO) on them: the chosen point within the
+sample's radius with the asked primitive.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..actions.library import ActionLibrary
+from .counter_examples import ContinuousTargets, sample_counter_examples
+from .held_out import HeldOutEpisodes, choose_episodes, held_out_count
+
+SOURCE = 'recorded_continuous'
+
+
+class RecordedContinuousSource:
+    """Batches of (images, instructions, ``CounterExamples``) from a labelled JSONL dataset."""
+
+    def __init__(self, path: str, library: ActionLibrary, seed: int,
+                 counter_examples: int = 255, positive_jitter: float = 0.3,
+                 strict: bool = False):
+        from ..data.dataset import JSONLDataset
+        if library.space is None:
+            raise ValueError(f"data.source {SOURCE} needs a library with a continuous 'space' "
+                             '(e.g. config/libero_actions.yaml)')
+        if counter_examples < 1:
+            raise ValueError(f'optim.counter_examples must be >= 1, got {counter_examples}')
+        if not 0 <= positive_jitter < 1:
+            raise ValueError(f'optim.positive_jitter must be in [0, 1) radii, got '
+                             f'{positive_jitter}')
+        self.path, self.space = path, library.space
+        self.counter_examples, self.positive_jitter = counter_examples, positive_jitter
+        self.dataset = JSONLDataset(path, library=library, skip_bad=not strict)
+        if len(self.dataset) == 0:
+            raise ValueError(f'{path}: the dataset has no samples')
+        self._check_records()
+        self.usable = np.arange(len(self.dataset))
+        self._held_out, self.held_out_info = np.empty(0, np.int64), None
+        self.rng = np.random.default_rng(seed)
+        self.negatives = torch.Generator().manual_seed(int(seed) + 1)
+        self.order, self.position = self._shuffled(), 0
+        self.rank, self.world_size = 0, 1
+
+    def _check_records(self) -> None:
+        """Every sample needs a vector of the space's size and labels with a radius: refuse
+        the dataset by its first sample without them (its line in the index)."""
+        size = len(self.space.parameter_names)
+        for n, record in enumerate(self.dataset.records):
+            vector, labels = record.get('action_vector'), record.get('labels')
+            if vector is None or len(vector) != size:
+                raise ValueError(f'{self.path}: sample {n} has action_vector {vector!r}; data.'
+                                 f'source {SOURCE} needs {size} numbers '
+                                 f'{self.space.parameter_names} per sample')
+            if not isinstance(labels, dict) or not _positive(labels.get('radius')):
+                raise ValueError(f'{self.path}: sample {n} has no labels.radius (> 0); data.'
+                                 f'source {SOURCE} needs scene labels per sample '
+                                 '(data/FORMAT.md), as vla-libero-dataset writes them')
+
+    def __len__(self) -> int:
+        return len(self.usable)
+
+    # --- held-out episodes and sharding (as sources.RecordedSource) -------------------------
+    def hold_out_episodes(self, setting, seed: int, val_path: str = '') -> HeldOutEpisodes | None:
+        episodes = np.array([str(r.get('episode', '')) for r in self.dataset.records], object)
+        order = list(dict.fromkeys(episodes))
+        # 'auto' holds out a tenth unless data.val_path validates instead
+        count = held_out_count(setting, len(order), 'jsonl', val_path)
+        if count == 0:
+            return None
+        chosen = choose_episodes(order, count, seed)
+        held = np.isin(episodes, list(chosen))
+        self._held_out, self.usable = np.flatnonzero(held), np.flatnonzero(~held)
+        self.rng = np.random.default_rng(seed)
+        self.order, self.position = self._shuffled(), 0
+        self.held_out_info = HeldOutEpisodes(setting, [e for e in order if e in chosen],
+                                             len(self._held_out), len(order), len(self.usable))
+        return self.held_out_info
+
+    def held_out(self, seed: int = 0) -> list[dict]:
+        """The held-out episodes' samples, in dataset order (``seed``: unused, as the other
+        sources' ``held_out`` takes one; every evaluation scores the same samples)."""
+        return [self.dataset[int(i)] for i in self._held_out]
+
+    def shard(self, rank: int, world_size: int) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f'rank {rank} is not in a world of {world_size}')
+        self.rank, self.world_size = rank, world_size
+
+    def _shuffled(self) -> np.ndarray:
+        return self.usable[self.rng.permutation(len(self.usable))]
+
+    def _take(self, count: int) -> np.ndarray:
+        taken = []
+        while count:
+            if self.position >= len(self.order):
+                self.order, self.position = self._shuffled(), 0
+            part = self.order[self.position:self.position + count]
+            taken.append(part)
+            self.position += len(part)
+            count -= len(part)
+        return np.concatenate(taken)
+
+    # --- batches ------------------------------------------------------------------------------
+    def next_demonstrations(self, n: int):
+        """(images [n, C, H, W, 3], instructions, ``ContinuousTargets``) of this rank."""
+        mine = self._take(n * self.world_size)[self.rank * n:(self.rank + 1) * n]
+        items = [self.dataset[int(i)] for i in mine]
+        return (np.stack([item['images'] for item in items]),
+                [item['instruction'] for item in items], targets_of(items))
+
+    def next_continuous_batch(self, n: int):
+        images, instructions, targets = self.next_demonstrations(n)
+        examples = sample_counter_examples(self.space, targets, self.counter_examples,
+                                           self.negatives, self.positive_jitter)
+        return images, instructions, examples
+
+    def state_dict(self) -> dict:
+        return {'rng': self.rng.bit_generator.state, 'order': self.order.copy(),
+                'position': self.position, 'negatives': self.negatives.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.bit_generator.state = state['rng']
+        self.order, self.position = np.asarray(state['order']), int(state['position'])
+        self.negatives.set_state(torch.as_tensor(state['negatives'], dtype=torch.uint8))
+
+
+def _positive(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+
+
+def targets_of(items: list[dict]) -> ContinuousTargets:
+    """The ``ContinuousTargets`` of dataset items (vector, labels.radius, labels.others)."""
+    others = [item['labels'].get('others') or [] for item in items]
+    width = max(1, max(len(o) for o in others))
+    padded = np.zeros((len(items), width, 2), np.float32)
+    mask = np.zeros((len(items), width), bool)
+    for i, row in enumerate(others):
+        if row:
+            padded[i, :len(row)] = np.asarray(row, np.float32)[:, :2]
+            mask[i, :len(row)] = True
+    return ContinuousTargets(
+        torch.from_numpy(np.stack([np.asarray(item['action_vector'], np.float32)
+                                   for item in items])),
+        torch.tensor([float(item['labels']['radius']) for item in items]),
+        torch.from_numpy(padded), torch.from_numpy(mask))
+
+
+@dataclass
+class PointResult:
+    """Sampled decisions on labelled samples: within the radius with the asked primitive,
+    and the mean distance to the demonstrated point (continuous units, and in radii)."""
+    n: int
+    success: float
+    error: float
+    error_radii: float
+    primitive_ok: float
+
+
+def evaluate_points(model, space, items: list[dict], sampling=None) -> PointResult:
+    """The node's sampled decision (DFO) for each labelled item, judged against its label."""
+    from ..selection.preprocess import ImagePreprocessor
+    from ..selection.sampling import SamplingConfig
+    from .continuous_eval import decide_sampled
+    was_training = model.training
+    model.eval()
+    try:
+        preprocess = ImagePreprocessor(model.image_size, model.image_mean, model.image_std,
+                                       model.device)
+        queries = []
+        with torch.inference_mode():
+            for start in range(0, len(items), 64):
+                part = items[start:start + 64]
+                pixels = preprocess([item['images'][0] for item in part])
+                queries.append(model.encode_query(pixels, [item['instruction'] for item in part]))
+        vectors = decide_sampled(model, space, torch.cat(queries), sampling or SamplingConfig())
+    finally:
+        model.train(was_training)
+    targets = targets_of(items)
+    asked_choice, asked = (t.numpy() for t in space.split(targets.vectors))
+    chosen_choice, chosen = (t.numpy() for t in space.split(torch.as_tensor(vectors)))
+    dist = np.linalg.norm(chosen - asked, axis=1)
+    radii = targets.radii.numpy()
+    same = chosen_choice == asked_choice
+    return PointResult(len(items), float(np.mean(same & (dist <= radii))), float(dist.mean()),
+                       float((dist / radii).mean()), float(same.mean()))

@@ -121,6 +121,7 @@ def test_it_trains_validates_and_resumes_exactly(tmp_path, text_path):
     ({'augment': {'max_shift': 0.02}}, 'data.augment.max_shift'),
     ({'augment': {'crop_scale': [0.8, 1.0], 'max_shift': 0.0}}, 'data.augment.crop_scale'),
     ({'objects': [3, 4]}, 'data.objects'),
+    ({'image_size': 128}, 'data.image_size'),
     ({'max_unknown_actions': 0.2}, 'data.max_unknown_actions'),
     ({'path': ''}, 'data.path'),
 ])
@@ -135,3 +136,25 @@ def test_a_dataset_without_labels_is_refused_naming_the_sample(tmp_path, text_pa
     path = write_dataset(tmp_path / 'd', labels=False)
     with pytest.raises(ValueError, match=r'sample 0 has no labels\.radius'):
         Trainer(config(tmp_path, text_path, {'path': path}))
+
+
+def test_other_primitive_negatives_can_sit_where_the_other_decision_acts(tmp_path):
+    path = write_dataset(tmp_path / 'd')
+    library = ActionLibrary.from_yaml(LIBRARY)
+    source = RecordedContinuousSource(path, library, seed=4, counter_examples=63,
+                                      other_primitive_elsewhere=1.0)
+    _, _, targets = source.next_demonstrations(8)
+    from vla_embedding_ros.training.counter_examples import sample_counter_examples
+    for share, on_other in ((0.0, False), (1.0, True)):
+        examples = sample_counter_examples(library.space, targets, 63,
+                                           torch.Generator().manual_seed(0), 0.3, share)
+        # the last 9 (15% of 63) own candidates are the other primitive's
+        prim = examples.own[:, -9:]
+        asked = targets.vectors[:, :2].argmax(-1)
+        assert bool((prim[..., :2].argmax(-1) != asked[:, None]).all())
+        for i in range(8):
+            if targets.others_mask[i].any():   # picks: the place target is the other object
+                dist = (prim[i, :, 2:] - targets.others[i, 0]).norm(dim=-1)
+                assert bool((dist <= 0.3 * RADIUS + 1e-6).all()) == on_other, (share, i)
+    with pytest.raises(ValueError, match='other_primitive_elsewhere'):
+        RecordedContinuousSource(path, library, seed=4, other_primitive_elsewhere=1.5)

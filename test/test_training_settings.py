@@ -35,6 +35,7 @@ CHANGES = {
     'optim.projection_dim': 16,
     'optim.counter_examples': 15,
     'optim.positive_jitter': 0.1,
+    'optim.other_primitive_elsewhere': 0.5,
     'optim.image_dropout': 0.5,        # one camera: instruction-only samples
     'data.image_size': 56,
     'data.objects': [2, 3],

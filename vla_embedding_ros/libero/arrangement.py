@@ -62,7 +62,10 @@ def scene_labels(env: LiberoEnv, frame: Frame, primitive: str, point,
     points of the tops of every object but ``exclude`` (the asked one, the held one), in
     the image; ``radius`` how far around ``point`` (normalised) still does the same."""
     cal = frame.calibration
-    at = frame.lift(*cal.normalised_to_pixel(*point))
+    # a point off the image (an object out of view: the executor will refuse it, and the
+    # episode is not kept) is measured at the nearest pixel
+    x, y = cal.normalised_to_pixel(*point)
+    at = frame.lift(min(max(x, 0.5), cal.width - 0.5), min(max(y, 0.5), cal.height - 0.5))
     metres = PICK_RADIUS if primitive == 'pick' else PLACE_RADIUS
     others = []
     for name in env.robosuite_env.obj_body_id:

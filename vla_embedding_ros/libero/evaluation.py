@@ -74,8 +74,12 @@ def _table_distance(frame, a, b) -> float:
 def evaluate(suites: Sequence[str], trials: int = 50, policy: Policy | str = 'expert',
              tasks: Sequence[int] | None = None, image_size: int = 256,
              sheet: str | None = None,
-             progress: Callable[[str], None] | None = None) -> dict:
-    """Run ``trials`` episodes per task (official initial states 0..trials-1) of each suite.
+             progress: Callable[[str], None] | None = None,
+             placement_seed: int | None = None) -> dict:
+    """Run ``trials`` episodes per task (official initial states 0..trials-1) of each suite,
+    or with ``placement_seed`` the seeded random placements 0..trials-1 that
+    ``vla-libero-dataset --seed placement_seed`` draws (validation on your own scenes: choose
+    settings there, never on the official states).
 
     Args:
         suites: suite names (every one the installed benchmark registers is accepted).
@@ -97,8 +101,10 @@ def evaluate(suites: Sequence[str], trials: int = 50, policy: Policy | str = 'ex
     if trials < 1:
         raise ValueError(f'trials must be at least 1, got {trials}')
     started = time.perf_counter()
+    from .demonstrations import Job, reset_demonstration
     out = {'policy': policy if isinstance(policy, str) else getattr(policy, '__name__',
                                                                       type(policy).__name__),
+           'placement': 'official' if placement_seed is None else f'random:{placement_seed}',
            'trials': trials, 'image_size': image_size, 'versions': versions(), 'suites': {}}
     thumbs = []
     for suite in suites:
@@ -107,12 +113,15 @@ def evaluate(suites: Sequence[str], trials: int = 50, policy: Policy | str = 'ex
         for index in indices:
             spec = task(suite, index)
             with LiberoEnv(spec, image_size=image_size) as env:
-                if trials > env.num_initial_states():
+                if placement_seed is None and trials > env.num_initial_states():
                     raise ValueError(f'{suite} task {index} has {env.num_initial_states()} '
                                      f'initial states, fewer than trials={trials}')
                 episodes = []
                 for trial in range(trials):
-                    env.reset_official(trial)
+                    if placement_seed is None:
+                        env.reset_official(trial)
+                    else:
+                        reset_demonstration(env, Job(suite, index, trial), placement_seed)
                     chooser = (ExpertPolicy(env) if policy == 'expert'
                                else ReferencedPolicy(policy, env))
                     result = run_episode(env, chooser, keep_frames=sheet is not None

@@ -89,6 +89,10 @@ class OptimConfig:
     # demonstration, and how far (in object radii) the positive is jittered around the centre.
     counter_examples: int = 255
     positive_jitter: float = 0.3
+    # ... and the share of the other-primitive negatives put on the other objects (0: all at
+    # the demonstration's own place): pick and place frames that differ only in what the hand
+    # holds need "the other primitive where the other decision acts" taught as wrong.
+    other_primitive_elsewhere: float = 0.0
     # Camera dropout (training/camera_dropout.py): the chance of leaving each camera out of a
     # sample's fusion (never all of them), and of leaving every camera out (an instruction-only
     # sample). Both in [0, 1); 0 draws nothing.

@@ -64,9 +64,14 @@ class CounterExamples:
 
 
 def sample_counter_examples(space: ActionSpace, targets: ContinuousTargets, k: int,
-                            generator: torch.Generator,
-                            positive_jitter: float = 0.3) -> CounterExamples:
-    """The positive and ``k`` negatives for every demonstration of the batch."""
+                            generator: torch.Generator, positive_jitter: float = 0.3,
+                            other_primitive_elsewhere: float = 0.0) -> CounterExamples:
+    """The positive and ``k`` negatives for every demonstration of the batch.
+
+    ``other_primitive_elsewhere``: the share of the other-primitive negatives put on the
+    other objects instead of the demonstration's own place (where a frame's other decision
+    would act: a pick frame's place target), for tasks whose pick and place frames differ
+    only in what the hand holds."""
     vectors = targets.vectors
     b, device = vectors.shape[0], vectors.device
     choice, position = space.split(vectors)
@@ -104,7 +109,17 @@ def sample_counter_examples(space: ActionSpace, targets: ContinuousTargets, k: i
         shift = torch.randint(1, len(space.options), (b, n_prim), generator=generator,
                               device=device)
         parts_choice.append((choice[:, None] + shift) % len(space.options))
-        parts_pos.append(position[:, None] + disc(n_prim, 0, positive_jitter))
+        at = position[:, None] + disc(n_prim, 0, positive_jitter)
+        n_away = int(round(n_prim * other_primitive_elsewhere))
+        if n_away and targets.others.shape[1]:
+            pick = torch.multinomial(targets.others_mask.float() + 1e-9, n_away,
+                                     replacement=True, generator=generator)
+            away = (torch.gather(targets.others, 1, pick[..., None].expand(b, n_away, 2))
+                    + disc(n_away, 0, positive_jitter))
+            has = targets.others_mask.any(dim=1)[:, None, None]
+            at = torch.cat([at[:, :n_prim - n_away],
+                            torch.where(has, away, at[:, n_prim - n_away:])], dim=1)
+        parts_pos.append(at)
     own_choice = torch.cat(parts_choice, dim=1)
     own_pos = space.clip(torch.cat(parts_pos, dim=1))
     own = space.vectors(own_choice.reshape(-1), own_pos.reshape(-1, own_pos.shape[-1]))

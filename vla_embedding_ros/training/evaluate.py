@@ -182,6 +182,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "empty instruction (blind), the scripted expert (the executor's "
                              'ceiling) or a random image point (the floor) (default: '
                              '%(default)s)')
+    libero.add_argument('--placement-seed', type=int, metavar='N',
+                        help="instead of the official initial states, the seeded random "
+                             'placements vla-libero-dataset --seed N draws (validation on your '
+                             'own scenes; the official states are the test set)')
     libero.add_argument('--sheet', metavar='PNG',
                         help="contact sheet of each task's first frame with the chosen pick "
                              '(red) and place (green) points')

@@ -106,7 +106,7 @@ def libero_main(args, usage_error) -> int:
         policy = make_policy(args)
         image_size = args.image_size or DEFAULT_IMAGE_SIZE
         result = evaluate(args.suites, args.trials, policy, args.tasks, image_size,
-                          args.sheet, print)
+                          args.sheet, print, placement_seed=args.placement_seed)
     except (LiberoNotInstalled, FileNotFoundError, ValueError) as exc:
         raise usage_error(str(exc)) from exc
     result['seed'] = args.seed

@@ -282,7 +282,7 @@ class LibraryObjective(Objective):
 
 
 # optim.* settings only the continuous lane reads.
-CONTINUOUS_ONLY = ('counter_examples', 'positive_jitter')
+CONTINUOUS_ONLY = ('counter_examples', 'positive_jitter', 'other_primitive_elsewhere')
 CONTINUOUS_SOURCES = ('tabletop_continuous', 'recorded_continuous')
 # What the continuous lane cannot honour, and why; each refused when changed from its default.
 _DATASET_ONLY = ('it applies to recorded datasets (data.source jsonl or lerobot), and '
@@ -312,6 +312,8 @@ SOURCE_REFUSES = {
         'data.allow_external_images': 'its reader takes images inside the dataset only',
         'data.num_workers': 'it reads its samples in the training process',
         'data.objects': 'it is a setting of the procedural tabletop',
+        'data.image_size': "it is the tabletop's render size; recorded frames are resized to "
+                           "the model's own input size",
         'data.phrasings': 'it is a setting of the procedural tabletop',
     },
 }

@@ -28,7 +28,7 @@ class RecordedContinuousSource:
 
     def __init__(self, path: str, library: ActionLibrary, seed: int,
                  counter_examples: int = 255, positive_jitter: float = 0.3,
-                 strict: bool = False):
+                 strict: bool = False, other_primitive_elsewhere: float = 0.0):
         from ..data.dataset import JSONLDataset
         if library.space is None:
             raise ValueError(f"data.source {SOURCE} needs a library with a continuous 'space' "
@@ -40,6 +40,7 @@ class RecordedContinuousSource:
                              f'{positive_jitter}')
         self.path, self.space = path, library.space
         self.counter_examples, self.positive_jitter = counter_examples, positive_jitter
+        self.elsewhere = _share(other_primitive_elsewhere)
         self.dataset = JSONLDataset(path, library=library, skip_bad=not strict)
         if len(self.dataset) == 0:
             raise ValueError(f'{path}: the dataset has no samples')
@@ -121,7 +122,8 @@ class RecordedContinuousSource:
     def next_continuous_batch(self, n: int):
         images, instructions, targets = self.next_demonstrations(n)
         examples = sample_counter_examples(self.space, targets, self.counter_examples,
-                                           self.negatives, self.positive_jitter)
+                                           self.negatives, self.positive_jitter,
+                                           self.elsewhere)
         return images, instructions, examples
 
     def state_dict(self) -> dict:
@@ -132,6 +134,12 @@ class RecordedContinuousSource:
         self.rng.bit_generator.state = state['rng']
         self.order, self.position = np.asarray(state['order']), int(state['position'])
         self.negatives.set_state(torch.as_tensor(state['negatives'], dtype=torch.uint8))
+
+
+def _share(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ValueError(f'optim.other_primitive_elsewhere must be in [0, 1], got {value!r}')
+    return float(value)
 
 
 def _positive(value) -> bool:

@@ -39,7 +39,9 @@ def make_source(cfg, library: ActionLibrary, library_path: Path, ctx: distribute
     if d.source == 'recorded_continuous':
         from .recorded_continuous import RecordedContinuousSource
         source = RecordedContinuousSource(d.path, library, cfg.seed, cfg.optim.counter_examples,
-                                          cfg.optim.positive_jitter, strict=d.strict)
+                                          cfg.optim.positive_jitter, strict=d.strict,
+                                          other_primitive_elsewhere=cfg.optim
+                                          .other_primitive_elsewhere)
         held = source.hold_out_episodes(d.val_episodes, cfg.seed, d.val_path)
         if held is not None and ctx.is_main:
             log.info('%s', held.describe(d.path, cfg.seed))
@@ -65,7 +67,8 @@ def make_source(cfg, library: ActionLibrary, library_path: Path, ctx: distribute
                              "continuous 'space' (use config/tabletop_continuous_actions.yaml)")
         return ContinuousTabletopSource(
             'train', distributed.rank_seed(cfg.seed, ctx), d.image_size, d.objects,
-            d.phrasings, library.space, cfg.optim.counter_examples, cfg.optim.positive_jitter)
+            d.phrasings, library.space, cfg.optim.counter_examples, cfg.optim.positive_jitter,
+            cfg.optim.other_primitive_elsewhere)
     if d.source in RECORDED:
         # Every rank walks the same shuffled order and takes its own slice of each
         # global batch (disjoint shards, and results independent of the world size).

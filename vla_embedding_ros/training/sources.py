@@ -68,7 +68,7 @@ class ContinuousTabletopSource:
 
     def __init__(self, split: str, seed: int, image_size: int, objects=None,
                  phrasings: int = 0, space=None, counter_examples: int = 255,
-                 positive_jitter: float = 0.3):
+                 positive_jitter: float = 0.3, other_primitive_elsewhere: float = 0.0):
         from ..data.tabletop.continuous import CONTINUOUS_SPACE, ContinuousTabletopGenerator
         if counter_examples < 1:
             raise ValueError(f'optim.counter_examples must be >= 1, got {counter_examples}')
@@ -79,7 +79,9 @@ class ContinuousTabletopSource:
         if self.space.parameter_names != CONTINUOUS_SPACE.parameter_names:
             raise ValueError(f'the continuous tabletop task acts in {CONTINUOUS_SPACE.to_dict()}'
                              f'; the library\'s space is {self.space.to_dict()}')
+        from .recorded_continuous import _share
         self.counter_examples, self.positive_jitter = counter_examples, positive_jitter
+        self.elsewhere = _share(other_primitive_elsewhere)
         config = TabletopConfig(image_size=image_size, phrasings=phrasings,
                                 **_object_range(objects))
         self.generator = ContinuousTabletopGenerator(config, split, seed)
@@ -91,7 +93,8 @@ class ContinuousTabletopSource:
         its K negatives)."""
         images, instructions, targets = self.next_demonstrations(n)
         examples = sample_counter_examples(self.space, targets, self.counter_examples,
-                                           self.negatives, self.positive_jitter)
+                                           self.negatives, self.positive_jitter,
+                                           self.elsewhere)
         return images, instructions, examples
 
     def next_demonstrations(self, n: int):

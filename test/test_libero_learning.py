@@ -147,3 +147,17 @@ def test_the_blind_baseline_runs_the_model_without_its_words(tmp_path, capsys):
     [episode] = result['suites']['libero_object']['tasks'][0]['episodes_detail']
     # an untrained model's first decision: a point of the image or the wrong primitive
     assert 'pick' in episode['points'] or episode['failure'] == 'wrong_primitive'
+
+
+def test_a_libero_pro_variant_gives_its_own_instruction_where_it_perturbs_it():
+    from vla_embedding_ros.libero.suites import bddl_language
+    base = task('libero_spatial', 0)
+    assert base.instruction_source == 'registry'
+    for suite in ('libero_spatial_lan', 'libero_spatial_task'):
+        spec = task(suite, 0)
+        # registered under the base task's name and language; the variant's own is its BDDL's
+        assert spec.name == base.name and spec.instruction_source == 'bddl'
+        assert spec.instruction == bddl_language(spec.bddl_path) != base.instruction
+    # a variant that perturbs the scene only keeps the standard instruction
+    assert task('libero_spatial_swap', 0).instruction == base.instruction
+    assert task('libero_object_object', 0).instruction_source == 'registry'

@@ -137,6 +137,7 @@ def evaluate(suites: Sequence[str], trials: int = 50, policy: Policy | str = 'ex
                                  f'{"success" if result.success else result.failure} '
                                  f'({result.steps} steps, {result.wall_s:.1f} s)')
             rows.append({'task': index, 'name': spec.name, 'instruction': spec.instruction,
+                         'instruction_source': spec.instruction_source,
                          'max_steps': spec.max_steps, **_summary(episodes),
                          'episodes_detail': episodes})
         out['suites'][suite] = {**_summary([e for r in rows for e in r['episodes_detail']]),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -41,10 +42,16 @@ def suite_names() -> list[str]:
     return sorted(require_libero().get_benchmark_dict())
 
 
+def base_suite(suite: str) -> str | None:
+    """The LIBERO suite a LIBERO-PRO variant perturbs (``libero_spatial_lan`` ->
+    ``libero_spatial``), the suite itself for a base suite, None when unknown."""
+    return max((b for b in STEP_BUDGETS if suite == b or suite.startswith(b + '_')),
+               key=len, default=None)
+
+
 def step_budget(suite: str) -> int:
     """The control-step budget of ``suite`` (its base suite's for a LIBERO-PRO variant)."""
-    base = max((b for b in STEP_BUDGETS if suite == b or suite.startswith(b + '_')),
-               key=len, default=None)
+    base = base_suite(suite)
     if base is None:
         raise ValueError(f'no step budget known for suite {suite!r}; known bases: '
                          f'{sorted(STEP_BUDGETS)} (pass max_steps explicitly)')
@@ -60,6 +67,10 @@ class TaskSpec:
     instruction: str
     bddl_path: str
     max_steps: int
+    # 'registry': the benchmark's task language (what every published harness gives); 'bddl':
+    # a LIBERO-PRO variant's own (:language ...) where it differs from its base task's, i.e.
+    # where the variant perturbs the instruction (_lan) or the task (_task)
+    instruction_source: str = 'registry'
 
 
 @lru_cache(maxsize=None)
@@ -90,9 +101,32 @@ def task(suite: str, which: int | str) -> TaskSpec:
     if not 0 <= which < len(names):
         raise ValueError(f'suite {suite!r} has tasks 0..{len(names) - 1}, not {which}')
     info = bench.get_task(which)
-    return TaskSpec(suite=suite, index=which, name=info.name, instruction=info.language,
-                    bddl_path=bench.get_task_bddl_file_path(which),
-                    max_steps=step_budget(suite))
+    path = bench.get_task_bddl_file_path(which)
+    instruction, source = info.language, 'registry'
+    base = base_suite(suite)
+    if base is not None and base != suite:
+        # LIBERO-PRO registers every variant's task under its base task's name and language;
+        # the perturbed instruction lives only in the variant's BDDL file
+        own = bddl_language(path)
+        base_bench = _suite(base)
+        base_names = base_bench.get_task_names()
+        same = (info.name in base_names and own is not None and _words(own) == _words(
+            bddl_language(base_bench.get_task_bddl_file_path(base_names.index(info.name)))))
+        if own is not None and not same:
+            instruction, source = own, 'bddl'
+    return TaskSpec(suite=suite, index=which, name=info.name, instruction=instruction,
+                    bddl_path=path, max_steps=step_budget(suite), instruction_source=source)
+
+
+def bddl_language(path: str) -> str | None:
+    """The ``(:language ...)`` text of a BDDL file, None when it has none."""
+    with open(path, encoding='utf-8') as handle:
+        found = re.search(r'\(:language\s+([^()]*?)\s*\)', handle.read())
+    return found.group(1) if found else None
+
+
+def _words(text: str | None) -> list[str]:
+    return (text or '').lower().split()
 
 
 def initial_states(spec: TaskSpec):

@@ -23,6 +23,7 @@ setup(
         share('config', '*.xml'),
         share('models/tabletop'),
         share('models/tabletop_continuous'),
+        share('models/libero'),
         (f'lib/{PACKAGE}', ['scripts/action_selector', 'scripts/tabletop_sim',
                             'scripts/episode_recorder', 'scripts/instruct',
                             'scripts/libero_sim']),

@@ -128,3 +128,20 @@ def test_augmentation_quick(tmp_path):
     assert [r[:2] for r in rows] == [['off', '3'], ['on', '3']]
     data = json.loads((tmp_path / 'aug.json').read_text())
     assert data['counts']['train'] == 12 and [r['augment'] for r in data['rows']] == [False, True]
+
+
+def test_libero_decision_quick(tmp_path):
+    import importlib.util
+
+    import pytest
+    if importlib.util.find_spec('libero') is None:
+        pytest.skip('LIBERO not installed (requirements-libero.txt)')
+    out = _run('libero_decision.py', '--quick', '--device', 'cpu', '--threads', '1',
+               '--json', str(tmp_path / 'libero.json'),
+               env=dict(os.environ, OMP_NUM_THREADS='1', MUJOCO_GL='egl'))
+    header, *rows = _table(out)
+    assert header == ['row', 'candidates', 'p50', 'p95', 'MFLOP', 'floor']
+    assert [r[0] for r in rows] == ['sampled 256 x 1', 'sampled 1024 x 3']
+    assert 'image encoder' in out and 'GFLOP/s' in out
+    data = json.loads((tmp_path / 'libero.json').read_text())
+    assert data['matmul_gflops'] > 0 and len(data['rows']) == 2

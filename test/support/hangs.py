@@ -7,9 +7,16 @@ C++ threads, which Python's dump does not list, so the report here adds the test
 table of every native thread (name, state, scheduling policy and the CPU it used in the last
 second: a spinning thread shows ~100%) and, where gdb is installed, the native stacks of the
 busy ones.
+
+That report runs in a Python thread, so it needs the GIL; a hang in which a C extension holds
+the GIL forever (seen once: two Fast DDS async threads spinning while rclpy held it) would never
+be reported and the run would hang until CI's limit. :data:`BACKSTOP_S` later, faulthandler's
+own watchdog (a C thread that needs no GIL) dumps every Python thread's stack, the hung test's
+frame among them, and ends the process with status 1.
 """
 from __future__ import annotations
 
+import faulthandler
 import os
 import shutil
 import subprocess
@@ -22,6 +29,8 @@ import pytest
 CLOCK_TICKS = os.sysconf('SC_CLK_TCK')
 POLICIES = {0: 'OTHER', 1: 'FIFO', 2: 'RR', 3: 'BATCH', 5: 'IDLE'}
 BUSY_PERCENT = 50.0
+BACKSTOP_S = 120.0     # after the test's limit: the report above had its chance
+BACKSTOP_ENV = 'VLA_TEST_HANG_BACKSTOP_S'   # tests of this plugin shorten it
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -34,12 +43,26 @@ def pytest_timeout_set_timer(item, settings):
     timer.daemon = True
 
     def cancel():
+        faulthandler.cancel_dump_traceback_later()
         timer.cancel()
         timer.join()
 
     item.cancel_timeout = cancel
     timer.start()
+    sys.stderr.flush()
+    backstop = float(os.environ.get(BACKSTOP_ENV, BACKSTOP_S))
+    faulthandler.dump_traceback_later(settings.timeout + backstop, exit=True,
+                                      file=_terminal_fd(item))
     return True
+
+
+def _terminal_fd(item) -> int:
+    """The run's real stderr: while a test runs, fd 2 is pytest's capture file, which an exit
+    from the watchdog would leave unread (pytest keeps the original in its fd capture)."""
+    capman = item.config.pluginmanager.getplugin('capturemanager')
+    err = getattr(getattr(capman, '_global_capturing', None), 'err', None)
+    saved = getattr(err, 'targetfd_save', None)
+    return saved if isinstance(saved, int) else sys.__stderr__.fileno()
 
 
 def report_and_exit(item, settings) -> None:

@@ -88,7 +88,9 @@ class RecordingExpert:
 
     def __call__(self, frame, instruction: str, primitive: str):
         from .arrangement import scene_labels
-        point = self.expert(frame, instruction, primitive)
+        # stored as the episode executes it (float32, as an action vector over topics
+        # carries it: the robot path's demonstrations are then identical)
+        point = tuple(float(np.float32(c)) for c in self.expert(frame, instruction, primitive))
         exclude = ((self.expert.object,) if primitive == 'pick'
                    else (self.expert.object, self.expert.target))
         self.decisions[primitive] = (frame.rgb, point, scene_labels(

@@ -26,7 +26,7 @@ os.environ.setdefault('MUJOCO_GL', 'egl')
 
 from continuous_select import action_encoder_flops, matmul_gflops  # noqa: E402
 
-from benchlib import machine_line, percentile, pick_device, print_table, write_json  # noqa: E402
+from benchlib import machine_line, percentile, pick_device, print_table, sync, write_json  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -71,12 +71,10 @@ def run(args) -> int:
     for i in range(args.calls):
         rgb, text = scenes[i % len(scenes)]
         for name, config in rows.items():
-            if device.type == 'cuda':
-                torch.cuda.synchronize(device)
+            sync(device)
             start = time.perf_counter()
             selector.select_sampled(rgb, text, config)
-            if device.type == 'cuda':
-                torch.cuda.synchronize(device)
+            sync(device)
             times[name].append(time.perf_counter() - start)
     gflops = matmul_gflops(device)
     query = query_flops(model)

@@ -93,7 +93,7 @@ def test_batches_carry_the_labels_as_counter_example_targets(tmp_path):
 def test_episodes_held_out_never_reach_training(tmp_path):
     path = write_dataset(tmp_path / 'd', episodes=10)
     source = RecordedContinuousSource(path, ActionLibrary.from_yaml(LIBRARY), seed=2)
-    held = source.hold_out_episodes(0.2, seed=2)
+    held = source.hold_out_episodes(0.2, seed=2, source='jsonl')
     assert len(held.episodes) == 2 and held.samples == 4 and len(source) == 16
     trained = {str(source.dataset.records[int(i)]['episode']) for i in source._take(64)}
     assert trained.isdisjoint(held.episodes) and len(trained) == 8

@@ -18,12 +18,12 @@ import torch
 
 from ..actions.library import ActionLibrary
 from .counter_examples import ContinuousTargets, sample_counter_examples
-from .held_out import HeldOutEpisodes, choose_episodes, held_out_count
+from .sample_stream import SampleStream
 
 SOURCE = 'recorded_continuous'
 
 
-class RecordedContinuousSource:
+class RecordedContinuousSource(SampleStream):
     """Batches of (images, instructions, ``CounterExamples``) from a labelled JSONL dataset."""
 
     def __init__(self, path: str, library: ActionLibrary, seed: int,
@@ -46,11 +46,8 @@ class RecordedContinuousSource:
             raise ValueError(f'{path}: the dataset has no samples')
         self._check_records()
         self.usable = np.arange(len(self.dataset))
-        self._held_out, self.held_out_info = np.empty(0, np.int64), None
-        self.rng = np.random.default_rng(seed)
+        self._start_stream(seed)
         self.negatives = torch.Generator().manual_seed(int(seed) + 1)
-        self.order, self.position = self._shuffled(), 0
-        self.rank, self.world_size = 0, 1
 
     def _check_records(self) -> None:
         """Every sample needs a vector of the space's size and labels with a radius: refuse
@@ -67,55 +64,16 @@ class RecordedContinuousSource:
                                  f'source {SOURCE} needs scene labels per sample '
                                  '(data/FORMAT.md), as vla-libero-dataset writes them')
 
-    def __len__(self) -> int:
-        return len(self.usable)
-
-    # --- held-out episodes and sharding (as sources.RecordedSource) -------------------------
-    def hold_out_episodes(self, setting, seed: int, val_path: str = '') -> HeldOutEpisodes | None:
-        episodes = np.array([str(r.get('episode', '')) for r in self.dataset.records], object)
-        order = list(dict.fromkeys(episodes))
-        # 'auto' holds out a tenth unless data.val_path validates instead
-        count = held_out_count(setting, len(order), 'jsonl', val_path)
-        if count == 0:
-            return None
-        chosen = choose_episodes(order, count, seed)
-        held = np.isin(episodes, list(chosen))
-        self._held_out, self.usable = np.flatnonzero(held), np.flatnonzero(~held)
-        self.rng = np.random.default_rng(seed)
-        self.order, self.position = self._shuffled(), 0
-        self.held_out_info = HeldOutEpisodes(setting, [e for e in order if e in chosen],
-                                             len(self._held_out), len(order), len(self.usable))
-        return self.held_out_info
-
+    # --- held-out episodes, sharding and position: SampleStream ------------------------------
     def held_out(self, seed: int = 0) -> list[dict]:
         """The held-out episodes' samples, in dataset order (``seed``: unused, as the other
         sources' ``held_out`` takes one; every evaluation scores the same samples)."""
         return [self.dataset[int(i)] for i in self._held_out]
 
-    def shard(self, rank: int, world_size: int) -> None:
-        if not 0 <= rank < world_size:
-            raise ValueError(f'rank {rank} is not in a world of {world_size}')
-        self.rank, self.world_size = rank, world_size
-
-    def _shuffled(self) -> np.ndarray:
-        return self.usable[self.rng.permutation(len(self.usable))]
-
-    def _take(self, count: int) -> np.ndarray:
-        taken = []
-        while count:
-            if self.position >= len(self.order):
-                self.order, self.position = self._shuffled(), 0
-            part = self.order[self.position:self.position + count]
-            taken.append(part)
-            self.position += len(part)
-            count -= len(part)
-        return np.concatenate(taken)
-
     # --- batches ------------------------------------------------------------------------------
     def next_demonstrations(self, n: int):
         """(images [n, C, H, W, 3], instructions, ``ContinuousTargets``) of this rank."""
-        mine = self._take(n * self.world_size)[self.rank * n:(self.rank + 1) * n]
-        items = [self.dataset[int(i)] for i in mine]
+        items = [self.dataset[int(i)] for i in self._mine(n)]
         return (np.stack([item['images'] for item in items]),
                 [item['instruction'] for item in items], targets_of(items))
 
@@ -127,12 +85,10 @@ class RecordedContinuousSource:
         return images, instructions, examples
 
     def state_dict(self) -> dict:
-        return {'rng': self.rng.bit_generator.state, 'order': self.order.copy(),
-                'position': self.position, 'negatives': self.negatives.get_state()}
+        return {**super().state_dict(), 'negatives': self.negatives.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.rng.bit_generator.state = state['rng']
-        self.order, self.position = np.asarray(state['order']), int(state['position'])
+        super().load_state_dict(state)
         self.negatives.set_state(torch.as_tensor(state['negatives'], dtype=torch.uint8))
 
 

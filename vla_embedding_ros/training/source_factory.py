@@ -42,7 +42,8 @@ def make_source(cfg, library: ActionLibrary, library_path: Path, ctx: distribute
                                           cfg.optim.positive_jitter, strict=d.strict,
                                           other_primitive_elsewhere=cfg.optim
                                           .other_primitive_elsewhere)
-        held = source.hold_out_episodes(d.val_episodes, cfg.seed, d.val_path)
+        # a JSONL dataset: data.val_episodes auto holds out a tenth as for data.source jsonl
+        held = source.hold_out_episodes(d.val_episodes, cfg.seed, 'jsonl', d.val_path)
         if held is not None and ctx.is_main:
             log.info('%s', held.describe(d.path, cfg.seed))
         source.shard(ctx.rank, ctx.world_size)

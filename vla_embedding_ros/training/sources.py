@@ -19,8 +19,8 @@ from ..data.tabletop import TabletopConfig, TabletopGenerator
 from ..data.tabletop.cameras import check_cameras, render_views
 from ..data.tabletop.generator import collate
 from .counter_examples import ContinuousTargets, sample_counter_examples
-from .held_out import HeldOutEpisodes, choose_episodes, held_out_count
 from .region import scene_labels
+from .sample_stream import SampleStream
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ def _object_range(objects) -> dict:
     return {'min_objects': objects[0], 'max_objects': objects[1]}
 
 
-class RecordedSource:
+class RecordedSource(SampleStream):
     """Shuffled epochs over the samples of a recorded dataset whose action is in the library.
 
     ``dataset`` is a ``JSONLDataset`` or a ``LeRobotV3Dataset``: items as ``JSONLDataset``
@@ -154,7 +154,6 @@ class RecordedSource:
         self.usable = np.flatnonzero([name in known for name in names])
         unknown = Counter(name for name in names if name not in known)
         self.unknown_actions = sum(unknown.values())
-        self._held_out, self.held_out_info = np.empty(0, np.int64), None
         if unknown:
             listed = ', '.join(f'{n!r} ({c})' for n, c in unknown.most_common(5))
             where = f'the library {library_path}' if library_path else 'the library'
@@ -180,33 +179,7 @@ class RecordedSource:
                     f'{max_unknown}: is it the library the dataset was written with?')
             log.warning('%s: %d of %d samples name actions not in %s and are left out: %s',
                         path, self.unknown_actions, len(names), where, listed)
-        self.rng = np.random.default_rng(seed)
-        self.order = self._shuffled()
-        self.position = 0
-        self.rank, self.world_size = 0, 1
-
-    def __len__(self) -> int:
-        """Usable samples (the dataset's, less unknown actions and held-out episodes)."""
-        return len(self.usable)
-
-    def hold_out_episodes(self, setting, seed: int, source: str,
-                          val_path: str = '') -> HeldOutEpisodes | None:
-        """Take the episodes ``data.val_episodes`` holds out (``held_out.py``) out of this
-        source; None when it holds none. :meth:`held_out` then reads them."""
-        episodes = np.array([str(r.get('episode', '')) for r in self.dataset.records],
-                            dtype=object)
-        order = list(dict.fromkeys(episodes[self.usable]))
-        count = held_out_count(setting, len(order), source, val_path)
-        if count == 0:
-            return None
-        chosen = choose_episodes(order, count, seed)
-        held = np.isin(episodes[self.usable], list(chosen))
-        self._held_out, self.usable = self.usable[held], self.usable[~held]
-        self.rng = np.random.default_rng(seed)   # the order a source built without them has
-        self.order, self.position = self._shuffled(), 0
-        self.held_out_info = HeldOutEpisodes(setting, [e for e in order if e in chosen],
-                                             len(self._held_out), len(order), len(self.usable))
-        return self.held_out_info
+        self._start_stream(seed)
 
     def held_out(self, seed: int) -> 'RecordedSource':
         """The held-out episodes' samples as a source of their own over the same dataset,
@@ -222,29 +195,6 @@ class RecordedSource:
         """Back to the first sample of the current order."""
         self.position = 0
 
-    def shard(self, rank: int, world_size: int) -> None:
-        """Read only this rank's part of each global batch (see ``next_batch``)."""
-        if not 0 <= rank < world_size:
-            raise ValueError(f'rank {rank} is not in a world of {world_size}')
-        self.rank, self.world_size = rank, world_size
-
-    def _shuffled(self) -> np.ndarray:
-        return self.usable[self.rng.permutation(len(self.usable))]
-
-    def _take(self, count: int) -> np.ndarray:
-        """The next ``count`` entries of the endless shuffled stream (a new epoch's order
-        when one runs out). Every rank holds the same order, position and RNG, so every rank
-        takes the same entries."""
-        taken = []
-        while count:
-            if self.position >= len(self.order):
-                self.order, self.position = self._shuffled(), 0
-            part = self.order[self.position:self.position + count]
-            taken.append(part)
-            self.position += len(part)
-            count -= len(part)
-        return np.concatenate(taken)
-
     @property
     def skipped(self) -> int:
         return int(getattr(self.dataset, 'skipped', 0))
@@ -253,7 +203,7 @@ class RecordedSource:
         """This rank's ``n`` samples of the next global batch of ``n * world_size``: rank r
         reads entries ``[r * n, (r + 1) * n)`` of it, so the ranks' shards are disjoint and
         together they are the batch one process would draw with ``n * world_size``."""
-        mine = self._take(n * self.world_size)[self.rank * n:(self.rank + 1) * n]
+        mine = self._mine(n)
         images, instructions, indices = [], [], []
         for slot in mine:
             item = self._usable_item(int(slot))
@@ -273,15 +223,6 @@ class RecordedSource:
                 return item
         raise ValueError(f'{self.dataset.root}: no usable sample in a whole pass '
                          f'({self.skipped} bad, {self.unknown_actions} with unknown actions)')
-
-    def state_dict(self) -> dict:
-        return {'rng': self.rng.bit_generator.state, 'order': self.order.copy(),
-                'position': self.position}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.rng.bit_generator.state = state['rng']
-        self.order, self.position = np.asarray(state['order']), int(state['position'])
-
 
 def _covering(dataset) -> str:
     """A max_action_distance just above the farthest vector's distance to its nearest action."""

@@ -80,3 +80,18 @@ def test_check_vector_and_twist_mapping():
         space.check_vector([1, 0, 0.5])
     with pytest.raises(ValueError, match='non-finite'):
         space.check_vector([1, 0, np.nan, 0])
+
+
+def test_a_pinned_space_samples_only_its_option_and_the_same_values():
+    space = ActionSpace.from_dict(SPACE)
+    free = space.sample_uniform(500, torch.Generator().manual_seed(3))
+    pinned = space.pinned_to('push').sample_uniform(500, torch.Generator().manual_seed(3))
+    choice, values = space.split(pinned)
+    assert set(choice.tolist()) == {1}
+    # The same draws: a pinned search differs from a free one only in the option.
+    assert torch.equal(values, space.split(free)[1])
+    assert space.pinned_to('push').pinned_to(None) == space
+    assert space.pinned_to('push').parameter_names == space.parameter_names
+    assert 'pinned' not in str(space.pinned_to('push').to_dict())
+    with pytest.raises(ValueError, match=r"cannot pin primitive to 'jump'.*\['pick', 'push'\]"):
+        space.pinned_to('jump')

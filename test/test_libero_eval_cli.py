@@ -44,18 +44,22 @@ def test_a_model_decides_through_the_same_episodes(tmp_path, capsys):
                  '--trials', '1', '--model', str(model_dir), '--device', 'cpu',
                  '--image-size', '128', '--json', str(report)])
     assert code == 0, capsys.readouterr()
-    [episode] = json.loads(report.read_text())['suites']['libero_spatial']['tasks'][0][
-        'episodes_detail']
-    # An untrained model: whatever it chose was a point of the image, judged like any other.
-    pick = episode['points'].get('pick')
-    assert (pick is not None and 0 <= pick[0] <= 1 and 0 <= pick[1] <= 1) or \
-        episode['failure'] == 'wrong_primitive', episode
+    written = json.loads(report.read_text())
+    [episode] = written['suites']['libero_spatial']['tasks'][0]['episodes_detail']
+    # An untrained model: whatever it chose was a point of the image, judged like any other;
+    # the primitive is the one the episode asked for (--primitive given, the default).
+    assert written['primitive'] == 'given'
+    pick = episode['points']['pick']
+    assert 0 <= pick[0] <= 1 and 0 <= pick[1] <= 1, episode
+    assert episode['failure'] != 'wrong_primitive', episode
 
 
 @pytest.mark.parametrize('argv,says', [
     (['--suites', 'libero_nope', '--policy', 'expert'], 'libero_spatial'),
     (['--suites', 'libero_spatial'], '--model'),
     (['--policy', 'expert'], '--suites'),
+    (['--suites', 'libero_spatial', '--policy', 'random', '--primitive', 'chosen'],
+     '--primitive chosen'),
 ])
 def test_mistakes_are_one_line_and_exit_2(argv, says, capsys):
     assert main(['--task', 'libero', *argv]) == 2

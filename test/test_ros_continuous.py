@@ -192,6 +192,42 @@ def test_sampled_mode_decides_in_the_space_reproducibly_and_draws_the_heatmap(sc
         assert _in_space(client.decide(first.image)['vector'])
 
 
+def test_action_choice_pins_the_option_and_a_bad_pin_is_counted(scenes):
+    """A robot that knows its next primitive pins it: every candidate takes that option, the
+    node answers as the in-process selector with the same pin; a bad pin is counted and the
+    previous one stays; an empty message lets the model choose again."""
+    first = scenes[0]
+    options = list(CONTINUOUS_SPACE.options)
+    with Harness() as h:
+        client = Client(h)
+        pin = h.node.create_publisher(String, 'action_choice', 10)
+        node = _selector(h, sample_seed=3)
+        client.wait_connected(node)
+        assert h.spin_until(lambda: pin.get_subscription_count() == 1)
+        free = client.decide(first.image, first.instruction)
+        assert free['choice'] is None
+        other = options[(int(np.argmax(free['vector'][:5])) + 1) % len(options)]
+        pin.publish(String(data=other))
+        assert h.spin_until(lambda: node._queue.choice == other)
+        pinned = client.decide(first.image)
+        assert pinned['choice'] == other
+        assert int(np.argmax(pinned['vector'][:5])) == options.index(other)
+        direct = ActionSelector.from_pretrained(MODEL, LIBRARY, device='cpu').select_sampled(
+            first.image, first.instruction,
+            SamplingConfig(samples=SAMPLES, iterations=ITERATIONS, seed=3), choice=other)
+        assert pinned['vector'] == pytest.approx(direct.vector.tolist(), abs=1e-5)
+
+        pin.publish(String(data='jump'))
+        assert h.spin_until(
+            lambda: node.stats.snapshot()['rejected'].get('choice_unknown') == 1)
+        assert client.decide(first.image)['choice'] == other
+        pin.publish(String(data=''))
+        assert h.spin_until(lambda: node._queue.choice is None)
+        again = client.decide(first.image)
+        assert again['choice'] is None
+        assert again['vector'] == pytest.approx(free['vector'])
+
+
 def test_sampled_needs_a_space_and_sample_count_is_bounded():
     with Harness() as h:
         # The shipped model's own library has no space: configure fails and says why.

@@ -37,12 +37,14 @@ def _simulator(**params) -> subprocess.Popen:
 
 class Driver:
     """The test side: answers the n-th decision (the simulator publishes its frame, then the
-    expert's answer to it) once, with ``answer(n)`` (None: the expert's own)."""
+    expert's answer to it) with ``answer(n)``: a vector, None (the expert's own), or a list
+    of those sent one after another."""
 
     def __init__(self, harness: Harness, answer):
         self.h, self.answer = harness, answer
         node = harness.node
         self.results, self.images, self.depths, self.infos, self.expert = [], [], [], [], []
+        self.pins = []
         self.pub = node.create_publisher(Float32MultiArray, 'action_selector/action_vector',
                                          RELIABLE_QOS)
         node.create_subscription(String, 'libero_sim/episode_result',
@@ -52,12 +54,16 @@ class Driver:
         node.create_subscription(CameraInfo, 'camera/camera_info', self.infos.append, CAMERA_QOS)
         node.create_subscription(Float32MultiArray, 'libero_sim/expert_action',
                                  self._on_decision, RELIABLE_QOS)
+        node.create_subscription(String, 'action_choice', lambda m: self.pins.append(m.data),
+                                 RELIABLE_QOS)
 
     def _on_decision(self, msg: Float32MultiArray) -> None:
         self.expert.append(list(msg.data))
-        vector = self.answer(len(self.expert) - 1)
-        self.pub.publish(Float32MultiArray(data=[float(v) for v in
-                                                 (msg.data if vector is None else vector)]))
+        answer = self.answer(len(self.expert) - 1)
+        for vector in answer if isinstance(answer, list) and isinstance(
+                answer[0], (list, type(None))) else [answer]:
+            self.pub.publish(Float32MultiArray(data=[float(v) for v in
+                                                     (msg.data if vector is None else vector)]))
 
 
 def _run(answer, episodes: int, **params):
@@ -100,13 +106,29 @@ def test_bad_actions_fail_their_episode_and_the_node_goes_on():
                1: [0.0, 1.0, 0.5, 0.5],             # place asked, pick expected
                2: [1.0, 0.0, 0.01, 0.01],           # the top-left corner: off the table
                3: [1.0, 0.0, 1.7, 0.5]}             # outside the image
-    driver, code, output = _run(answers.get, episodes=4)
+    # Unpinned (choice_topic ''): the answer's primitive is the policy's, a wrong one fails.
+    driver, code, output = _run(answers.get, episodes=4, choice_topic="''")
     assert code == 0, output[-3000:]
     failures = [r['failure'] for r in driver.results]
     assert failures[0] == 'invalid_action' and failures[1] == 'wrong_primitive', failures
     assert failures[2].startswith('refused') and failures[3].startswith('refused'), failures
     assert not any(r['success'] for r in driver.results)
     assert 'Traceback' not in output
+
+
+def test_a_pinned_decision_ignores_an_answer_for_the_other_primitive():
+    """With the pin (the default), each decision's primitive goes out on action_choice with
+    its frames; an answer for the other primitive was made before the pin arrived: ignored,
+    counted, and the next answer decides."""
+    wrong = {0: [0.0, 1.0, 0.5, 0.5], 1: [1.0, 0.0, 0.5, 0.5]}
+    driver, code, output = _run(lambda n: [wrong[n], None], episodes=1)
+    assert code == 0, output[-3000:]
+    [result] = driver.results
+    assert result['success'] and result['failure'] is None, result
+    assert driver.pins and driver.pins[0] == 'pick' and 'place' in driver.pins, driver.pins
+    assert driver.pins.index('place') > len(driver.pins) - 1 - driver.pins[::-1].index('pick')
+    assert 'ignoring an answer for the other primitive while pick is pinned (1 ignored' \
+        in output, output[-3000:]
 
 
 def test_check_action_names_what_is_wrong():

@@ -1,21 +1,24 @@
 """The action_selector's input checks without a node: frame headers and pixel limits (raw and
 compressed), frames of several cameras in one channel order, instruction cleaning, and
-candidate messages cut into rows for the selector's own check."""
+candidate messages cut into rows for the selector's own check, action_choice pins."""
 import numpy as np
 import pytest
 
 pytest.importorskip('sensor_msgs')
 
+from vla_embedding_ros.actions.space import ActionSpace  # noqa: E402
 from vla_embedding_ros.ros.image_conversion import (  # noqa: E402
     ImageError,
     numpy_to_compressed,
     numpy_to_image,
 )
 from vla_embedding_ros.ros.selector_inputs import (  # noqa: E402
+    ChoiceError,
     candidate_rows,
     check_frame,
     clean_instruction,
     frames_of,
+    pinned_choice,
 )
 from vla_embedding_ros.selection.selector import CandidateError  # noqa: E402
 
@@ -89,3 +92,16 @@ def test_candidate_messages_become_rows_the_selector_then_checks():
     with pytest.raises(CandidateError) as info:
         candidate_rows(values, [2, 3], Checker(3, refuse='nonfinite'))
     assert info.value.kind == 'nonfinite'
+
+
+def test_a_choice_pin_names_an_option_of_the_space_in_sampled_mode():
+    space = ActionSpace.from_dict({'choice': {'name': 'primitive', 'options': ['pick', 'place']},
+                                   'continuous': [{'name': 'u', 'low': 0.0, 'high': 1.0}]})
+    assert pinned_choice(' place ', space, 'sampled') == 'place'
+    assert pinned_choice('  ', space, 'sampled') is None        # empty: the model chooses
+    for text, space_, mode, kind in (('jump', space, 'sampled', 'unknown'),
+                                     ('pick', space, 'library', 'unsupported'),
+                                     ('pick', None, 'sampled', 'unsupported')):
+        with pytest.raises(ChoiceError, match=repr(text)) as info:
+            pinned_choice(text, space_, mode)
+        assert info.value.kind == kind

@@ -42,6 +42,15 @@ def test_refinement_finds_the_peak_and_beats_sampling_alone():
     assert refined[0].history == sorted(refined[0].history)   # the best never gets worse
 
 
+def test_a_pinned_choice_finds_the_best_of_that_option_and_never_leaves_it():
+    # Free, the search finds option 'b''s sharp peak; pinned to 'c' it climbs c's broad hill.
+    for seed in range(5):
+        found = refine(peaked, SPACE.pinned_to('c'), SamplingConfig(samples=256, seed=seed))
+        assert int(np.argmax(found.best[:3])) == 2
+        assert set(np.argmax(found.final[:, :3], axis=1).tolist()) == {2}
+        assert np.hypot(*(found.best[3:] - 0.2)) < 0.1
+
+
 def test_the_same_seed_gives_the_same_action_and_another_seed_other_samples():
     a = refine(peaked, SPACE, SamplingConfig(samples=128, seed=5))
     b = refine(peaked, SPACE, SamplingConfig(samples=128, seed=5))
@@ -108,6 +117,13 @@ def test_selector_chooses_a_vector_of_the_space_reproducibly(continuous_model_di
             torch.from_numpy(np.concatenate([first.refinement.final,
                                              first.vector[None]])), None))[0]
     assert float(logits[-1]) == pytest.approx(float(logits.max()), abs=1e-4)
+    # A pinned choice: every candidate takes that option; an option the space lacks is refused.
+    for index, option in enumerate(SPACE.options):
+        pinned = selector.select_sampled(frame, 'pick up the red cube', config, choice=option)
+        assert int(np.argmax(pinned.vector[:3])) == index
+        assert set(np.argmax(pinned.refinement.final[:, :3], axis=1).tolist()) == {index}
+    with pytest.raises(ValueError, match="cannot pin primitive to 'd'"):
+        selector.select_sampled(frame, 'pick up the red cube', config, choice='d')
     with pytest.raises(ValueError, match='only a continuous space'):
         selector.select(frame, 'pick up the red cube')
     assert selector.select_sampled(frame, '  ').abstained

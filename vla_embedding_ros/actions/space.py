@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -49,6 +49,24 @@ class ActionSpace:
     options: tuple[str, ...]
     dims: tuple[ContinuousDim, ...]
     twist: tuple[tuple[str, str], ...] = ()     # (twist field, continuous dim name)
+    # The option every sampled vector takes (None: drawn uniformly). Not part of the declared
+    # space: a robot's task state pins it per decision (see :meth:`pinned_to`).
+    pinned: int | None = None
+
+    def pinned_to(self, option: str | None) -> 'ActionSpace':
+        """This space with its choice fixed to ``option`` (None: free again). A robot whose
+        task state says which primitive comes next (pick, then place) asks only *where*: the
+        search then spends every candidate on that option's values.
+
+        Raises:
+            ValueError: ``option`` is not one of the choice's options.
+        """
+        if option is None:
+            return replace(self, pinned=None)
+        if option not in self.options:
+            raise ValueError(f'cannot pin {self.choice_name or "the choice"} to {option!r}: '
+                             f'the space\'s options are {list(self.options)}')
+        return replace(self, pinned=self.options.index(option))
 
     # -- layout -----------------------------------------------------------------------------
     @property
@@ -93,12 +111,15 @@ class ActionSpace:
 
     def sample_uniform(self, n: int, generator: torch.Generator,
                        device: torch.device | str = 'cpu') -> torch.Tensor:
-        """``n`` vectors drawn uniformly: a uniform option and uniform values in the bounds."""
+        """``n`` vectors drawn uniformly: a uniform option (or the pinned one) and uniform
+        values in the bounds."""
         low, high = (torch.as_tensor(b, device=device) for b in self.bounds())
         values = low + (high - low) * torch.rand(n, len(self.dims), generator=generator,
                                                  device=device)
         choice = torch.randint(max(1, len(self.options)), (n,), generator=generator,
                                device=device)
+        if self.pinned is not None:   # drawn all the same: the values match a free search's
+            choice = torch.full_like(choice, self.pinned)
         return self.vectors(choice, values)
 
     def describe(self, vector) -> str:

@@ -14,6 +14,8 @@ Topics (relative names, remap as needed)::
                 image/compressed (sensor_msgs/CompressedImage)      with image_transport:=compressed
                 instruction (std_msgs/String, reliable; latched or volatile publishers)
                 candidates (std_msgs/Float32MultiArray N x D; empty message = back to library)
+                action_choice (std_msgs/String: pins the space's choice, e.g. pick; empty =
+                               the model chooses; candidate_mode sampled)
     publishes   ~/selected_action (std_msgs/String)   ~/action_vector (Float32MultiArray)
                 ~/scores (String, JSON)   ~/debug_image (Image, only built when subscribed)
                 cmd_vel (geometry_msgs/Twist, publish_cmd_vel)   /diagnostics
@@ -56,7 +58,14 @@ from .decision_queue import DecisionQueue, Job, Skip, clock_advice, missing_came
 from .image_conversion import ImageError, numpy_to_image
 from .node_program import print_help, program_name, run_lifecycle_node, wants_help
 from .qos import INSTRUCTION_QOS, LATCHED_QOS, RELIABLE_QOS, SENSOR_QOS
-from .selector_inputs import candidate_rows, check_frame, clean_instruction, frames_of
+from .selector_inputs import (
+    ChoiceError,
+    candidate_rows,
+    check_frame,
+    clean_instruction,
+    frames_of,
+    pinned_choice,
+)
 from .selector_stats import FrameWatch, LogLimiter, SelectorStats, no_frame_message
 
 LOG_PERIOD_S = 5.0   # at most one log line per kind of bad input / failure in this time
@@ -234,6 +243,9 @@ class ActionSelectorNode(LifecycleNode):
         self._subs.append(self.create_subscription(
             Float32MultiArray, 'candidates', self._on_candidates, RELIABLE_QOS,
             callback_group=self._sub_group, event_callbacks=self._events('candidates')))
+        self._subs.append(self.create_subscription(
+            String, 'action_choice', self._on_choice, RELIABLE_QOS,
+            callback_group=self._sub_group, event_callbacks=self._events('action_choice')))
         self._pubs = {
             'selected_action': self.create_publisher(String, '~/selected_action', RELIABLE_QOS),
             'action_vector': self.create_publisher(Float32MultiArray, '~/action_vector',
@@ -323,6 +335,17 @@ class ActionSelectorNode(LifecycleNode):
             self._reject(f'candidates_{exc.kind}', str(exc))
             return
         self._queue.set_candidates(candidates)
+
+    def _on_choice(self, msg: String) -> None:
+        """Pin the space's choice (a robot's task state: pick, then place); a bad pin is
+        rejected and counted, the previous one stays."""
+        space = self._library.space if self._library is not None else None
+        try:
+            option = pinned_choice(msg.data, space, self.settings['candidate_mode'])
+        except ChoiceError as exc:
+            self._reject(f'choice_{exc.kind}', str(exc))
+            return
+        self._queue.set_choice(option)
 
     def _on_incompatible_qos(self, topic: str, event, latched_twin: bool = False) -> None:
         if latched_twin and event.last_policy_kind == QoSPolicyKind.DURABILITY:
@@ -431,7 +454,7 @@ class ActionSelectorNode(LifecycleNode):
         if self.settings['candidate_mode'] == 'sampled' and job.candidates is None:
             return self.selector.select_sampled(frames, job.instruction, self._sampling_config(),
                                                 color=color, top_k=self.settings['top_k'],
-                                                cameras=cameras)
+                                                cameras=cameras, choice=job.choice)
         return self.selector.select(frames, job.instruction, color=color,
                                     candidates=job.candidates, top_k=self.settings['top_k'],
                                     cameras=cameras)

@@ -46,6 +46,7 @@ class Job:
     received_at: float = field(default_factory=time.monotonic)   # the trigger frame's
     received: list = field(default_factory=list)   # each camera's newest frame's arrival
     missing: list = field(default_factory=list)    # camera topics missing in this decision
+    choice: str | None = None     # the option the space's choice is pinned to (action_choice)
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,7 @@ class DecisionQueue:
         self.instruction_time_ns = 0     # node clock when the instruction arrived
         self.decided_seq = 0             # on_instruction: the last instruction decided on
         self.candidates: np.ndarray | None = None
+        self.choice: str | None = None
         self.last_decision = 0.0         # time.monotonic() of the last job taken
         self._recent_instructions: deque = deque(maxlen=RECENT_INSTRUCTIONS)
 
@@ -90,6 +92,7 @@ class DecisionQueue:
         """Forget everything the inputs said (the model was dropped)."""
         with self._cond:
             self.instruction, self.candidates, self.slots = None, None, []
+            self.choice = None
 
     def put_frame(self, camera: int, msg, stamp_ns: int, now: float) -> bool | None:
         """Store ``camera``'s newest frame. True when it replaced one no decision used (a
@@ -124,6 +127,11 @@ class DecisionQueue:
         """N x D vectors to score instead of the library (None: the library again)."""
         with self._cond:
             self.candidates = candidates
+
+    def set_choice(self, option: str | None) -> None:
+        """Pin the space's choice to ``option`` for the next decisions (None: free again)."""
+        with self._cond:
+            self.choice = option
 
     def decided(self, instruction_seq: int) -> None:
         """on_instruction mode: the instruction ``instruction_seq`` has had its decision."""
@@ -203,7 +211,8 @@ class DecisionQueue:
                         counter='stale',
                         remedy='set max_image_age_s: 0 to turn the check off'), None
         return Job(msgs, self.instruction, self.instruction_seq, self.candidates,
-                   primary.received_at, [s.received_at for s in self.slots]), None
+                   primary.received_at, [s.received_at for s in self.slots],
+                   choice=self.choice), None
 
     def _predating(self, stamp_ns: int, now_ns: int) -> Skip:
         """A frame stamped before the pending instruction arrived (on_instruction mode).

@@ -7,8 +7,10 @@ asks for two decisions: a *pick* point from the first frame and a *place* point 
 after the grasp. A decision is an action vector ``[pick, place, u, v]`` (one-hot primitive,
 normalised point of the upright image) on ``action_selector/action_vector``: the existing
 ``action_selector`` in ``candidate_mode: sampled`` with ``config/libero_actions.yaml`` answers
-it unchanged. The point is executed by the ROS-free executor (``libero/executor.py``: lifted
-with depth and the camera calibration only, no simulator state), and the episode is judged.
+it unchanged, its search pinned to the decision's primitive by ``action_choice`` (the robot
+knows it picks, then places; the model chooses where). The point is executed by the ROS-free
+executor (``libero/executor.py``: lifted with depth and the camera calibration only, no
+simulator state), and the episode is judged.
 
 Bad actions (a vector of the wrong length, NaN, the wrong primitive, a point off the table or
 outside the image) are logged and end their episode as failed; the node keeps running. No
@@ -24,6 +26,7 @@ Topics::
                 camera/camera_info (CameraInfo)  camera/pose (PoseStamped, world <- camera)
                 wrist/image_raw (Image rgb8, with publish_wrist)
                 instruction (String, latched)  ~/episode_result (String JSON)
+                action_choice (String: the decision's primitive, with every frame; choice_topic)
                 ~/success_rate (Float32, latched)  ~/expert_action (Float32MultiArray)
                 /clock with publish_clock (sim time: 50 ms per control step)
     subscribes  action_selector/action_vector (Float32MultiArray), or action_topic
@@ -46,7 +49,7 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Float32, Float32MultiArray, String
 
-from ..libero.episode import PolicyFailure, check_action
+from ..libero.episode import PRIMITIVES, PolicyFailure, check_action
 from .descriptors import fixed_float_range as _float
 from .descriptors import fixed_int_range as _int
 from .image_conversion import depth_to_image, numpy_to_image
@@ -54,6 +57,7 @@ from .node_program import print_help, program_name, wants_help
 from .qos import CAMERA_QOS, LATCHED_QOS, RELIABLE_QOS, RESULTS_QOS, flush
 
 VECTOR_TOPIC = 'action_selector/action_vector'
+CHOICE_TOPIC = 'action_choice'     # the action_selector's (relative, as instruction)
 CONTROL_PERIOD_S = 0.05     # LIBERO's 20 Hz control: sim time advances this much per step
 OFFICIAL_STATES = 50        # fixed initial states per LIBERO task
 
@@ -87,6 +91,11 @@ PARAMETERS = {
                                         'episode', 0.1, 3600.0)),
     'action_topic': (VECTOR_TOPIC, _text('where decisions arrive (Float32MultiArray '
                                          '[pick, place, u, v])')),
+    'choice_topic': (CHOICE_TOPIC, _text(
+        "where each decision's primitive (pick, then place) is published before its frames: "
+        "the selector's action_choice pins it and searches only where; an answer for the "
+        "other primitive (made before the pin arrived) is ignored. '' = not published: the "
+        'policy chooses the primitive and a wrong one fails the episode (wrong_primitive)')),
     'publish_expert': (False, _text("publish the scripted expert's answer on ~/expert_action "
                                     '(privileged simulator state: demonstrations, plumbing)')),
     'wait_for_policy': (True, _text('start the first episode only once action_topic has a '
@@ -145,6 +154,8 @@ class LiberoSimNode(Node):
         self.instruction_pub = self.create_publisher(String, 'instruction', LATCHED_QOS)
         self.result_pub = self.create_publisher(String, '~/episode_result', RESULTS_QOS)
         self.rate_pub = self.create_publisher(Float32, '~/success_rate', LATCHED_QOS)
+        self.choice_pub = (self.create_publisher(String, self.p['choice_topic'], RELIABLE_QOS)
+                           if self.p['choice_topic'] else None)
         self.expert_pub = (self.create_publisher(Float32MultiArray, '~/expert_action',
                                                  RELIABLE_QOS)
                            if self.p['publish_expert'] else None)
@@ -213,6 +224,13 @@ class LiberoSimNode(Node):
                                        f'({self.ignored_actions} so far)',
                                        throttle_duration_sec=10.0)
                 return
+            if self.choice_pub is not None and other_primitive(msg.data, decision.primitive):
+                # Made on a frame that reached the selector before this decision's pin.
+                self.ignored_actions += 1
+                self.get_logger().info(f'ignoring an answer for the other primitive while '
+                                       f'{decision.primitive} is pinned ({self.ignored_actions} '
+                                       'ignored so far)', throttle_duration_sec=10.0)
+                return
             decision.answer = list(msg.data)
         self._answered.set()
 
@@ -227,6 +245,8 @@ class LiberoSimNode(Node):
         # re-published frame is what a camera would see now (and a selector that skips frames
         # older than max_image_age_s keeps deciding on it).
         frame, stamp, header_id = decision.frame, self.stamp(), self.p['frame_id']
+        if self.choice_pub is not None:   # with every frame: a lost pin is sent again
+            self.choice_pub.publish(String(data=decision.primitive))
         image = numpy_to_image(frame.rgb, 'rgb8')
         depth = depth_to_image(frame.depth)
         for msg in (image, depth):
@@ -320,6 +340,15 @@ class LiberoSimNode(Node):
         self.get_logger().info(
             f'episode {number}/{len(self.plan)} task {task_index} state {trial}: {outcome} in '
             f'{result.steps} steps; success rate {rate:.2f} over {len(self.results)}')
+
+
+def other_primitive(values, primitive: str) -> bool:
+    """True when the action vector ``values`` is well-formed and chose the primitive other
+    than ``primitive`` (a malformed one is :func:`check_action`'s to fail)."""
+    values = [float(v) for v in values]
+    if len(values) != 4 or not all(math.isfinite(v) for v in values[:2]):
+        return False
+    return PRIMITIVES[int(np.argmax(values[:2]))] != primitive
 
 
 def camera_info(calibration, stamp: TimeMsg, frame_id: str) -> CameraInfo:

@@ -15,6 +15,9 @@ logged at most once per ``LOG_PERIOD_S`` per kind):
 - candidates: rows of the wrong width, non-finite values, or anything else the selector
   cannot score (:meth:`ActionSelector.check_candidates`) are rejected and the previous
   candidates stay in force; an empty message means "back to the library", as documented.
+- action_choice: an option the library's space does not have, or a pin in a mode that
+  cannot honour it (candidate_mode library), is rejected and the previous pin stays; an
+  empty message frees the choice again.
 - an exception inside inference is counted under ``errors['inference']`` and the next
   frame is processed as usual.
 """
@@ -96,3 +99,30 @@ def candidate_rows(data: np.ndarray, dims: list[int], selector) -> np.ndarray:
         raise CandidateError('shape', f'{data.size} values do not split into rows of {width} '
                                       '(set layout.dim = [N, D])')
     return selector.check_candidates(data.reshape(-1, width))
+
+
+class ChoiceError(ValueError):
+    """An action_choice the node cannot honour; ``kind`` names it for the counters."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
+
+
+def pinned_choice(text: str, space, candidate_mode: str) -> str | None:
+    """The option an ``action_choice`` message pins (None: the model chooses again).
+
+    Raises:
+        ChoiceError: ``unsupported`` (not sampled, or a library without a space) or
+            ``unknown`` (not one of the space's options).
+    """
+    option = text.strip() or None
+    if option is None:
+        return None
+    if candidate_mode != 'sampled' or space is None or not space.options:
+        raise ChoiceError('unsupported', f'action_choice {option!r} needs candidate_mode '
+                          'sampled and a library whose space has a choice')
+    if option not in space.options:
+        raise ChoiceError('unknown', f'action_choice {option!r} is not one of '
+                          f'{list(space.options)}')
+    return option

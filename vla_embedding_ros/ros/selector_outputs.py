@@ -79,6 +79,7 @@ def scores_payload(decision: Decision, stamp: tuple[int, int], frame_id: str, li
     if found is not None:
         # sampled: top_* rank the final candidate set; what the search did, in numbers
         scores['candidates'] = 'sampled'
+        scores['choice'] = job.choice     # pinned by action_choice (None: the model chose)
         scores['evaluations'] = found.evaluations
         scores['sampling'] = {
             'samples': int(found.initial.shape[0]),

@@ -355,16 +355,20 @@ class ActionSelector:
     def select_sampled(self, images: np.ndarray | Sequence[np.ndarray], instruction: str,
                        sampling: SamplingConfig | None = None, color: str = 'rgb',
                        top_k: int | None = None,
-                       cameras: Sequence[int] | None = None) -> Selection:
+                       cameras: Sequence[int] | None = None,
+                       choice: str | None = None) -> Selection:
         """Choose a continuous action of the library's space by derivative-free optimisation
         (:mod:`.sampling`): the frames and instruction are encoded once, then thousands of
         sampled candidates are embedded and scored. ``vector`` is the best candidate, ``name``
         its description (``pick(x=0.412, y=0.730)``); ``top_*`` rank the final candidate set
         (``top_probs`` the softmax over it) and ``refinement`` keeps what the search saw.
-        ``cameras`` as in :meth:`select` (a missing camera left out of the fusion).
+        ``cameras`` as in :meth:`select` (a missing camera left out of the fusion). ``choice``
+        pins the space's discrete choice to one option (the robot knows the next primitive;
+        the model chooses where): every candidate takes it.
 
         Raises:
-            ValueError: no space in the library, bad settings, bad frames, non-finite scores.
+            ValueError: no space in the library, an option the space lacks, bad settings, bad
+                frames, non-finite scores.
         """
         sampling = sampling or SamplingConfig()
         sampling.check()
@@ -375,7 +379,7 @@ class ActionSelector:
                              '(see actions/space.py)')
         if not self.model.supports_candidate_vectors:
             raise ValueError(f'{type(self.model).__name__} cannot score sampled candidates')
-        space = library.space
+        space = library.space.pinned_to(choice)
         query = self._query(images, instruction, color, cameras)
         if query is None:
             return _empty_instruction()

@@ -182,6 +182,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "empty instruction (blind), the scripted expert (the executor's "
                              'ceiling) or a random image point (the floor) (default: '
                              '%(default)s)')
+    libero.add_argument('--primitive', choices=['given', 'chosen'], default='given',
+                        help="given: each decision's primitive is the one the episode asks for "
+                             '(pick, then place) and the model chooses where; chosen: the '
+                             'model chooses the primitive too, a wrong one fails the episode '
+                             '(default: %(default)s)')
     libero.add_argument('--placement-seed', type=int, metavar='N',
                         help="instead of the official initial states, the seeded random "
                              'placements vla-libero-dataset --seed N draws (validation on your '

@@ -13,6 +13,10 @@ the grasp), made by one of these policies and executed by the ROS-free executor:
 Every policy but the expert is also scored against the expert's point at the same frames
 (pick and place point errors in cm on the table).
 
+``--primitive given`` (the default) pins each decision's primitive to the one the episode asks
+for (the robot knows it picks, then places; the model chooses *where*); ``chosen`` lets the
+model choose the primitive too, and a wrong one fails the episode (``wrong_primitive``).
+
 The official initial states are the benchmark's test set: evaluate on them, never choose
 settings on them.
 """
@@ -24,6 +28,7 @@ import random
 from ..files import atomic_write_text
 
 POLICIES = ('model', 'blind', 'expert', 'random')
+PRIMITIVE_MODES = ('given', 'chosen')
 DEFAULT_IMAGE_SIZE = 256     # the agentview render the executor lifts points from
 
 
@@ -31,7 +36,7 @@ class SelectorPolicy:
     """A model's sampled decision as an episode policy (see :mod:`..libero.episode`)."""
 
     def __init__(self, model_dir: str, library: str | None, device: str, seed: int,
-                 blind: bool = False):
+                 blind: bool = False, primitive: str = 'given'):
         from ..selection import ActionSelector
         from ..selection.sampling import SamplingConfig
         self.selector = ActionSelector.from_pretrained(model_dir, library, device=device)
@@ -39,18 +44,23 @@ class SelectorPolicy:
             raise ValueError(f'the library of {model_dir} has no continuous space: LIBERO '
                              'needs the [pick, place, u, v] space of '
                              'config/libero_actions.yaml (--library)')
+        if primitive not in PRIMITIVE_MODES:
+            raise ValueError(f'primitive must be one of {PRIMITIVE_MODES}, got {primitive!r}')
         self.sampling = SamplingConfig(seed=seed)
-        self.blind = blind
-        self.__name__ = f'model {model_dir}' + (' (empty instruction)' if blind else '')
+        self.blind, self.primitive = blind, primitive
+        self.__name__ = (f'model {model_dir}' + (' (empty instruction)' if blind else '')
+                         + f', primitive {primitive}')
 
     def __call__(self, frame, instruction: str, primitive: str) -> tuple[float, float]:
         from ..libero.episode import check_action
+        pin = primitive if self.primitive == 'given' else None
         if self.blind:
-            return check_action(self._blind(frame.rgb), primitive)
-        chosen = self.selector.select_sampled(frame.rgb, instruction, sampling=self.sampling)
+            return check_action(self._blind(frame.rgb, pin), primitive)
+        chosen = self.selector.select_sampled(frame.rgb, instruction, sampling=self.sampling,
+                                              choice=pin)
         return check_action(chosen.vector, primitive)
 
-    def _blind(self, rgb):
+    def _blind(self, rgb, pin: str | None):
         """The sampled decision with the empty instruction's text features (the selector
         itself abstains on an empty instruction, as the node must)."""
         import torch
@@ -64,7 +74,7 @@ class SelectorPolicy:
             def score(candidates):
                 return selector.model.score(query, selector.model.encode_actions(candidates,
                                                                                  None))[0]
-            return refine(score, selector.library.space, self.sampling,
+            return refine(score, selector.library.space.pinned_to(pin), self.sampling,
                           selector.model.device).best
 
 
@@ -86,7 +96,7 @@ def make_policy(args):
     if args.policy == 'random':
         return RandomPolicy(args.seed)
     return SelectorPolicy(args.model, args.library, args.device, args.seed,
-                          blind=args.policy == 'blind')
+                          blind=args.policy == 'blind', primitive=args.primitive)
 
 
 def libero_main(args, usage_error) -> int:
@@ -102,6 +112,9 @@ def libero_main(args, usage_error) -> int:
     if args.policy in ('model', 'blind') and not args.model:
         raise usage_error(f'--task libero --policy {args.policy} needs --model DIR (or use '
                           '--policy expert / random)')
+    if args.primitive == 'chosen' and args.policy not in ('model', 'blind'):
+        raise usage_error(f'--primitive chosen is for a model (--policy model or blind); '
+                          f'--policy {args.policy} always gives the primitive it is asked for')
     try:
         policy = make_policy(args)
         image_size = args.image_size or DEFAULT_IMAGE_SIZE
@@ -110,6 +123,8 @@ def libero_main(args, usage_error) -> int:
     except (LiberoNotInstalled, FileNotFoundError, ValueError) as exc:
         raise usage_error(str(exc)) from exc
     result['seed'] = args.seed
+    if args.policy in ('model', 'blind'):
+        result['primitive'] = args.primitive
     print(format_table(result))
     if args.sheet:
         print(f'contact sheet: {args.sheet}')

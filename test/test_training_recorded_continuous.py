@@ -105,6 +105,7 @@ def test_it_trains_validates_and_resumes_exactly(tmp_path, text_path):
     straight = config(tmp_path / 'a', text_path, {'path': train, 'val_path': val})
     results = Trainer(straight).run(progress=False)
     assert results['val_dataset']['n'] == 8 and 0 <= results['val_dataset']['top1'] <= 1
+    assert 0 <= results['val_dataset']['free_top1'] <= 1      # the model choosing the primitive
     got = losses(straight.run_dir)
     # started near log(1 + K): the positive among 32 candidates, none preferred yet
     assert abs(got[1] - np.log(32.0)) < 1.5
@@ -115,6 +116,30 @@ def test_it_trains_validates_and_resumes_exactly(tmp_path, text_path):
     again = losses(interrupted.run_dir)
     for step in (3, 4):
         assert again[step] == pytest.approx(got[step], rel=1e-5, abs=1e-6), step
+
+
+def test_validation_pins_the_asked_primitive_as_deployed(text_path):
+    """The decision as libero_sim and vla-eval make it: the search stays on each sample's own
+    primitive, whatever an (untrained) model prefers."""
+    from vla_embedding_ros.model import VLAConfig, VLAModel
+    from vla_embedding_ros.selection.sampling import SamplingConfig
+    from vla_embedding_ros.training.continuous_eval import decide_sampled
+    space = ActionLibrary.from_yaml(LIBRARY).space
+    torch.manual_seed(0)
+    config_dict = tiny_vla_config(text_path=text_path, param_dim=4).to_dict()
+    config_dict['action'].update(FOURIER, continuous_dims=[2, 3])   # u, v
+    model = VLAModel(VLAConfig.from_dict(config_dict)).eval()
+    rng = np.random.default_rng(0)
+    with torch.inference_mode():
+        queries = model.encode_query(torch.from_numpy(
+            rng.uniform(-1, 1, (6, 3, model.image_size, model.image_size)).astype(np.float32)),
+            ['put the bowl on the plate'] * 6)
+    asked = ['pick', 'place', 'pick', 'place', 'place', 'pick']
+    found = decide_sampled(model, space, queries, SamplingConfig(samples=64, iterations=1),
+                           asked)
+    assert [space.options[int(np.argmax(v[:2]))] for v in found] == asked
+    free = decide_sampled(model, space, queries, SamplingConfig(samples=64, iterations=1))
+    assert [space.options[int(np.argmax(v[:2]))] for v in free] != asked   # the pin mattered
 
 
 @pytest.mark.parametrize('data,says', [

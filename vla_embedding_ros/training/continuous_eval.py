@@ -49,18 +49,21 @@ def _queries(model, samples, batch_size: int = 100) -> torch.Tensor:
     return torch.cat(out)
 
 
-def decide_sampled(model, space, queries: torch.Tensor, sampling: SamplingConfig):
+def decide_sampled(model, space, queries: torch.Tensor, sampling: SamplingConfig,
+                   choices=None):
     """The DFO choice for each query row (the seed advances per row, as a node's would not:
-    each scene gets draws of its own so a lucky seed cannot carry a whole split)."""
+    each scene gets draws of its own so a lucky seed cannot carry a whole split). ``choices``:
+    per row the option the space's choice is pinned to (None: the model chooses)."""
     chosen = []
     for i in range(queries.shape[0]):
+        row_space = space.pinned_to(choices[i]) if choices is not None else space
         with torch.inference_mode(sampling.gradient_steps == 0):
             query = queries[i:i + 1].clone()   # a normal tensor when gradients flow
 
             def score(candidates, query=query):
                 return model.score(query, model.encode_actions(candidates, None))[0]
 
-            found = refine(score, space, replace(sampling, seed=sampling.seed + i),
+            found = refine(score, row_space, replace(sampling, seed=sampling.seed + i),
                            model.device)
         chosen.append(found.best)
     return np.stack(chosen)

@@ -7,7 +7,9 @@ The stream is shuffled epochs over the samples, sharded like the other recorded 
 rank holds the same order and takes its slice of each global batch); whole episodes can be held
 out (``data.val_episodes``) and ``data.val_path`` names a separate dataset of the same kind.
 Validation scores the sampled decision (the node's DFO) on them: the chosen point within the
-sample's radius with the asked primitive.
+sample's radius with the asked primitive, searched with that primitive pinned (as libero_sim
+and vla-eval ask: the robot knows it picks, then places) and, for comparison, with the model
+choosing the primitive too.
 """
 from __future__ import annotations
 
@@ -122,12 +124,15 @@ def targets_of(items: list[dict]) -> ContinuousTargets:
 @dataclass
 class PointResult:
     """Sampled decisions on labelled samples: within the radius with the asked primitive,
-    and the mean distance to the demonstrated point (continuous units, and in radii)."""
+    and the mean distance to the demonstrated point (continuous units, and in radii); the
+    model choosing the primitive (``success``, ``primitive_ok``) and the same search with the
+    asked primitive pinned (``pinned_success``; equal to ``success`` without a choice)."""
     n: int
     success: float
     error: float
     error_radii: float
     primitive_ok: float
+    pinned_success: float
 
 
 def evaluate_points(model, space, items: list[dict], sampling=None) -> PointResult:
@@ -146,14 +151,24 @@ def evaluate_points(model, space, items: list[dict], sampling=None) -> PointResu
                 part = items[start:start + 64]
                 pixels = preprocess([item['images'][0] for item in part])
                 queries.append(model.encode_query(pixels, [item['instruction'] for item in part]))
-        vectors = decide_sampled(model, space, torch.cat(queries), sampling or SamplingConfig())
+        queries = torch.cat(queries)
+        sampling = sampling or SamplingConfig()
+        targets = targets_of(items)
+        asked_choice, asked = (t.numpy() for t in space.split(targets.vectors))
+        vectors = decide_sampled(model, space, queries, sampling)
+        pinned = (decide_sampled(model, space, queries, sampling,
+                                 [space.options[c] for c in asked_choice])
+                  if space.options else vectors)
     finally:
         model.train(was_training)
-    targets = targets_of(items)
-    asked_choice, asked = (t.numpy() for t in space.split(targets.vectors))
-    chosen_choice, chosen = (t.numpy() for t in space.split(torch.as_tensor(vectors)))
-    dist = np.linalg.norm(chosen - asked, axis=1)
     radii = targets.radii.numpy()
-    same = chosen_choice == asked_choice
+
+    def judged(found):
+        chosen_choice, chosen = (t.numpy() for t in space.split(torch.as_tensor(found)))
+        return chosen_choice == asked_choice, np.linalg.norm(chosen - asked, axis=1)
+
+    same, dist = judged(vectors)
+    pinned_same, pinned_dist = judged(pinned)
     return PointResult(len(items), float(np.mean(same & (dist <= radii))), float(dist.mean()),
-                       float((dist / radii).mean()), float(same.mean()))
+                       float((dist / radii).mean()), float(same.mean()),
+                       float(np.mean(pinned_same & (pinned_dist <= radii))))

@@ -155,3 +155,12 @@ def test_the_demo_summary_of_an_expert_run_shows_tasks_not_a_selector():
     assert 'per task           : 0 1/1, 1 0/1' in text and 'missed_grasp' in text
     assert 'none (the simulator' in text and 'nan' not in text
     assert '(missed_grasp)' in episode_line(results[1])
+
+
+def test_the_demo_runs_libero_on_your_own_placements_when_asked():
+    from vla_embedding_ros.ros.demo import _args, child_commands
+    sim = ' '.join(child_commands(_args(['--task', 'libero', '--placement-seed', '3']))
+                   ['libero_sim'])
+    assert 'placement:=random' in sim and 'seed:=3' in sim
+    official = ' '.join(child_commands(_args(['--task', 'libero']))['libero_sim'])
+    assert 'placement:=' not in official     # the default: LIBERO's official initial states

@@ -20,9 +20,11 @@ the summary adds the pick error in object radii and the select time (``inference
 
 With ``--task libero`` the simulator is ``libero_sim`` (LIBERO's scenes, robot and
 ``check_success``; needs requirements-libero.txt, in the venv ``make`` builds) over the official
-initial states of ``--suite``: ``--policy expert`` runs the scripted expert through the same
-topics (the simulator publishes its answers, no selector); ``--policy selector`` (default) runs
-the action selector in ``candidate_mode: sampled`` on a LIBERO model (``--model``).
+initial states of ``--suite`` (or, with ``--placement-seed``, seeded random placements):
+``--policy expert`` runs the scripted expert through the same topics (the simulator publishes
+its answers, no selector); ``--policy selector`` (default) runs the action selector in
+``candidate_mode: sampled`` on a LIBERO model (``--model``), each decision's primitive pinned
+by the simulator over ``action_choice``.
 
 Exit status: 0 when at least one episode completed and neither child crashed, else 1.
 
@@ -73,6 +75,10 @@ def _args(argv):
     ap.add_argument('--suite', default='libero_spatial',
                     help='libero: the suite (default libero_spatial); episodes go through '
                          'its tasks in order, official initial states 0, 1, ... of each')
+    ap.add_argument('--placement-seed', type=int, default=None, metavar='N',
+                    help="libero: instead of the official initial states, the seeded random "
+                         'placements vla-libero-dataset --seed N draws (your own scenes: '
+                         'validate there; the official states are the test set)')
     ap.add_argument('--policy', default='selector', choices=('selector', 'expert'),
                     help="libero: who answers: the action selector on --model, or the "
                          "simulator's scripted expert over the same topics (default selector)")
@@ -124,6 +130,8 @@ def _libero_sim(args, py, level) -> list[str]:
                 '-p', f'suite:={args.suite}', '-p', f'trials_per_task:={min(trials, 50)}',
                 '-p', f'episodes:={args.episodes}', '-p', f'image_size:={args.image_size}',
                 '-p', f'decision_timeout_s:={float(args.episode_timeout)}']
+    if args.placement_seed is not None:
+        cmd += ['-p', 'placement:=random', '-p', f'seed:={args.placement_seed}']
     if args.policy == 'expert':
         cmd += ['-p', 'publish_expert:=true', '-p', 'action_topic:=libero_sim/expert_action']
     return cmd

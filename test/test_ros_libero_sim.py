@@ -37,7 +37,7 @@ def _simulator(**params) -> subprocess.Popen:
 
 class Driver:
     """The test side: answers the n-th decision (the simulator publishes its frame, then the
-    expert's answer to it) with ``answer(n)``: a vector, None (the expert's own), or a list
+    expert's answer to it) with ``answer(n)``: a vector, None (the expert's own), or a tuple
     of those sent one after another."""
 
     def __init__(self, harness: Harness, answer):
@@ -60,8 +60,7 @@ class Driver:
     def _on_decision(self, msg: Float32MultiArray) -> None:
         self.expert.append(list(msg.data))
         answer = self.answer(len(self.expert) - 1)
-        for vector in answer if isinstance(answer, list) and isinstance(
-                answer[0], (list, type(None))) else [answer]:
+        for vector in answer if isinstance(answer, tuple) else (answer,):
             self.pub.publish(Float32MultiArray(data=[float(v) for v in
                                                      (msg.data if vector is None else vector)]))
 
@@ -121,7 +120,7 @@ def test_a_pinned_decision_ignores_an_answer_for_the_other_primitive():
     its frames; an answer for the other primitive was made before the pin arrived: ignored,
     counted, and the next answer decides."""
     wrong = {0: [0.0, 1.0, 0.5, 0.5], 1: [1.0, 0.0, 0.5, 0.5]}
-    driver, code, output = _run(lambda n: [wrong[n], None], episodes=1)
+    driver, code, output = _run(lambda n: (wrong[n], None), episodes=1)
     assert code == 0, output[-3000:]
     [result] = driver.results
     assert result['success'] and result['failure'] is None, result
@@ -139,6 +138,11 @@ def test_check_action_names_what_is_wrong():
         check_action([1, 0, 0.5], 'pick')
     with pytest.raises(PolicyFailure, match='invalid_action'):
         check_action([1, 0, math.inf, 0.5], 'place')
+    # while a pin is out, only a well-formed answer for the other primitive is ignored
+    from vla_embedding_ros.ros.libero_sim_node import other_primitive
+    assert other_primitive([0.0, 1.0, 0.5, 0.5], 'pick')
+    assert not other_primitive([1.0, 0.0, 0.5, 0.5], 'pick')
+    assert not other_primitive([0.0, 1.0, math.nan, 0.5], 'pick')   # malformed: it fails
 
 
 def test_the_demo_summary_of_an_expert_run_shows_tasks_not_a_selector():

@@ -49,7 +49,7 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Float32, Float32MultiArray, String
 
-from ..libero.episode import PRIMITIVES, PolicyFailure, check_action
+from ..libero.episode import PolicyFailure, check_action
 from .descriptors import fixed_float_range as _float
 from .descriptors import fixed_int_range as _int
 from .image_conversion import depth_to_image, numpy_to_image
@@ -345,10 +345,11 @@ class LiberoSimNode(Node):
 def other_primitive(values, primitive: str) -> bool:
     """True when the action vector ``values`` is well-formed and chose the primitive other
     than ``primitive`` (a malformed one is :func:`check_action`'s to fail)."""
-    values = [float(v) for v in values]
-    if len(values) != 4 or not all(math.isfinite(v) for v in values[:2]):
-        return False
-    return PRIMITIVES[int(np.argmax(values[:2]))] != primitive
+    try:
+        check_action(values, primitive)
+    except PolicyFailure as exc:
+        return exc.kind == 'wrong_primitive'
+    return False
 
 
 def camera_info(calibration, stamp: TimeMsg, frame_id: str) -> CameraInfo:

@@ -40,6 +40,7 @@ from ..model.loading import is_local_folder_name, load_scorer, model_kind, model
 from ..package_share import package_file
 from . import metrics
 from .evaluation import LibraryScorer, replay_demo_episodes, tabletop_ranks
+from .libero_eval import POLICIES, PRIMITIVE_MODES
 from .run_evaluation import EVAL_SEED
 from .variants import FUSIONS, train_variants  # noqa: F401 (vla-eval's own names)
 
@@ -176,13 +177,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                              'all 50, as published LIBERO results)')
     libero.add_argument('--tasks', type=int, nargs='+', metavar='I',
                         help='task indices (default: every task of each suite)')
-    libero.add_argument('--policy', choices=['model', 'blind', 'expert', 'random'],
+    libero.add_argument('--policy', choices=POLICIES,
                         default='model',
                         help="who decides: the --model's sampled decision, the same with an "
                              "empty instruction (blind), the scripted expert (the executor's "
                              'ceiling) or a random image point (the floor) (default: '
                              '%(default)s)')
-    libero.add_argument('--primitive', choices=['given', 'chosen'], default='given',
+    libero.add_argument('--primitive', choices=PRIMITIVE_MODES, default='given',
                         help="given: each decision's primitive is the one the episode asks for "
                              '(pick, then place) and the model chooses where; chosen: the '
                              'model chooses the primitive too, a wrong one fails the episode '

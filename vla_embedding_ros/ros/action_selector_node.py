@@ -32,7 +32,6 @@ exception inside inference is counted under ``errors['inference']``.
 """
 from __future__ import annotations
 
-import json
 import sys
 import threading
 import time
@@ -47,7 +46,7 @@ from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSPolicyKind
 from sensor_msgs.msg import CompressedImage, Image
-from std_msgs.msg import Float32MultiArray, MultiArrayDimension, String
+from std_msgs.msg import Float32MultiArray, String
 
 from ..selection.selector import CandidateError
 from . import selector_outputs as outputs
@@ -66,6 +65,7 @@ from .selector_inputs import (
     frames_of,
     pinned_choice,
 )
+from .selector_messages import decision_messages
 from .selector_stats import FrameWatch, LogLimiter, SelectorStats, no_frame_message
 
 LOG_PERIOD_S = 5.0   # at most one log line per kind of bad input / failure in this time
@@ -358,15 +358,10 @@ class ActionSelectorNode(LifecycleNode):
 
     # -- parameters -----------------------------------------------------------------------------
     def _validate_parameters(self, changes) -> SetParametersResult:
-        state = self.state
+        backend = self.selector.backend_name if self.selector is not None else None
         for p in changes:
-            reason = params.check_change(p.name, p.value, state)
-            if not reason and p.name == 'missing_camera' and self.selector is not None:
-                reason = setup.missing_camera_refusal(p.value, self.selector.backend_name,
-                                                      len(self.settings['image_topics']))
-            if not reason and p.name == 'candidate_mode' and self._library is not None:
-                reason = setup.sampled_refusal(p.value, self._library)
-            if reason:
+            if reason := params.change_refusal(p.name, p.value, self.state, backend,
+                                               self._library, len(self.settings['image_topics'])):
                 return SetParametersResult(successful=False, reason=reason)
         return SetParametersResult(successful=True)
 
@@ -468,25 +463,10 @@ class ActionSelectorNode(LifecycleNode):
 
     # -- outputs --------------------------------------------------------------------------------
     def _publish(self, header, decision: outputs.Decision) -> None:
-        pubs, selection = self._pubs, decision.selection
-        if not decision.abstained:
-            pubs['selected_action'].publish(String(data=outputs.action_name(selection)))
-            values = outputs.vector_values(selection)
-            vector = Float32MultiArray()
-            vector.layout.dim = [MultiArrayDimension(label='params', size=len(values),
-                                                     stride=len(values))]
-            vector.data = values
-            pubs['action_vector'].publish(vector)
-            twist = outputs.action_twist(decision, self._library) \
-                if self.settings['publish_cmd_vel'] else None
-            if twist is not None:
-                msg = Twist()
-                msg.linear.x, msg.linear.y, msg.linear.z = map(float, twist[0])
-                msg.angular.x, msg.angular.y, msg.angular.z = map(float, twist[1])
-                self._cmd_vel_publisher().publish(msg)
-        scores = outputs.scores_payload(decision, (header.stamp.sec, header.stamp.nanosec),
-                                header.frame_id, self._library, self.settings)
-        pubs['scores'].publish(String(data=json.dumps(scores)))
+        for output, msg in decision_messages(header, decision, self._library,
+                                             self.settings).items():
+            pub = self._cmd_vel_publisher() if output == 'cmd_vel' else self._pubs[output]
+            pub.publish(msg)
 
     def _publish_debug(self, header, frames, color, decision: outputs.Decision, cameras) -> None:
         self.debug_images_built += 1

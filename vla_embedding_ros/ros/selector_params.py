@@ -19,7 +19,9 @@ from .descriptors import float_range, int_range
 from .selector_setup import (
     AUTO_SAMPLES,
     default_model_path,
+    missing_camera_refusal,
     sample_count_for,  # noqa: F401  (part of this module's API)
+    sampled_refusal,
 )
 
 MODES = ('continuous', 'on_instruction')
@@ -238,4 +240,16 @@ def check_change(name: str, value: Any, state: str) -> str:
     if name in TOPIC_PARAMS + ('diagnostics_period_s',) and state == 'active':
         return f'{name} can only change while not active: deactivate, set it, then activate'
     return check_value(name, value)
+
+
+def change_refusal(name: str, value: Any, state: str, backend: str | None, library,
+                   cameras: int) -> str:
+    """Why a live change is refused ('' when it is taken): :func:`check_change`, then what
+    the loaded selector allows (``backend``, ``library``: None before configure)."""
+    reason = check_change(name, value, state)
+    if not reason and name == 'missing_camera' and backend is not None:
+        reason = missing_camera_refusal(value, backend, cameras)
+    if not reason and name == 'candidate_mode' and library is not None:
+        reason = sampled_refusal(value, library)
+    return reason
 

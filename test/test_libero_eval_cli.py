@@ -28,6 +28,9 @@ def test_the_expert_over_official_states_writes_a_per_task_report(tmp_path, caps
     result = json.loads(report.read_text())
     suite = result['suites']['libero_object']
     assert suite['episodes'] == 1 and suite['success_rate'] == 1.0, suite
+    assert result['grasp_attempts'] == 3
+    assert [a['primitive'] for a in suite['tasks'][0]['episodes_detail'][0]['attempts']] == [
+        'pick', 'place']
     [row] = suite['tasks']
     assert row['task'] == 0 and row['instruction'] in out
     assert result['versions'] and sheet.stat().st_size > 0
@@ -60,6 +63,8 @@ def test_a_model_decides_through_the_same_episodes(tmp_path, capsys):
     (['--policy', 'expert'], '--suites'),
     (['--suites', 'libero_spatial', '--policy', 'random', '--primitive', 'chosen'],
      '--primitive chosen'),
+    (['--suites', 'libero_spatial', '--policy', 'random', '--grasp-attempts', '0'],
+     '--grasp-attempts'),
 ])
 def test_mistakes_are_one_line_and_exit_2(argv, says, capsys):
     assert main(['--task', 'libero', *argv]) == 2

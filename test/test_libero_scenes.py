@@ -177,6 +177,62 @@ def test_expert_succeeds_through_the_executor(spatial, objects):
             assert set(result.points) == {'pick', 'place'}
 
 
+def _empty_table_point(env, frame) -> tuple[float, float]:
+    """A normalised image point on bare table in the arm's reach: nothing within 10 cm of it
+    stands above the table (most of what the camera sees)."""
+    executor = Executor(env)
+    cloud = executor.surroundings(frame)
+    table = np.median(cloud[:, 2])
+    cal = frame.calibration
+    for y in range(cal.height // 2, cal.height - 8, 4):
+        for x in range(8, cal.width - 8, 4):
+            point = frame.lift(x + 0.5, y + 0.5)
+            near = np.hypot(*(cloud[:, :2] - point[:2]).T) < 0.10
+            if abs(point[2] - table) > 0.003 or cloud[near, 2].max() > table + 0.005:
+                continue
+            u, v = cal.pixel_to_normalised(x + 0.5, y + 0.5)
+            try:
+                executor.lift(u, v, frame, cloud)
+            except Refused:
+                continue
+            return u, v
+    raise AssertionError('no bare table in view')
+
+
+def test_a_missed_grasp_is_tried_again_from_a_new_frame(spatial):
+    from vla_embedding_ros.libero.episode import GRASP_ATTEMPTS
+
+    class FirstPickOnBareTable:
+        def __init__(self):
+            self.expert, self.asked = ExpertPolicy(spatial), []
+
+        def __call__(self, frame, instruction, primitive):
+            self.asked.append((primitive, frame))
+            if len(self.asked) == 1:
+                return _empty_table_point(spatial, frame)
+            return self.expert(frame, instruction, primitive)
+
+    assert GRASP_ATTEMPTS >= 2
+    spatial.reset_official(0)
+    policy = FirstPickOnBareTable()
+    result = run_episode(spatial, policy)
+    assert result.success, result.to_dict()
+    assert [(a['primitive'], a['failure']) for a in result.attempts] == [
+        ('pick', 'missed_grasp'), ('pick', None), ('place', None)]
+    assert [p for p, _ in policy.asked] == ['pick', 'pick', 'place']
+    # the retry decides on what the camera sees after the miss, not the first frame again
+    assert not np.array_equal(policy.asked[0][1].rgb, policy.asked[1][1].rgb)
+    assert result.points['pick'] == result.attempts[1]['point']
+    assert result.steps <= spatial.spec.max_steps
+
+    spatial.reset_official(0)
+    once = run_episode(spatial, FirstPickOnBareTable(), grasp_attempts=1)
+    assert not once.success and once.failure == 'missed_grasp'
+    assert [a['failure'] for a in once.attempts] == ['missed_grasp']
+    with pytest.raises(ValueError, match='grasp_attempts'):
+        run_episode(spatial, FirstPickOnBareTable(), grasp_attempts=0)
+
+
 def test_evaluation_result_and_contact_sheet(tmp_path):
     from vla_embedding_ros.libero.evaluation import evaluate, format_table
     sheet = tmp_path / 'sheet.png'

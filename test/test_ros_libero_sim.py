@@ -168,3 +168,17 @@ def test_the_demo_runs_libero_on_your_own_placements_when_asked():
     assert 'placement:=random' in sim and 'seed:=3' in sim
     official = ' '.join(child_commands(_args(['--task', 'libero']))['libero_sim'])
     assert 'placement:=' not in official     # the default: LIBERO's official initial states
+
+
+def test_the_demo_searches_as_the_libero_evaluation_does_unless_told():
+    from vla_embedding_ros.ros.demo import SELECTOR_NODE, _args, child_commands
+    from vla_embedding_ros.training.libero_eval import LIBERO_ITERATIONS, LIBERO_SAMPLES
+
+    def selector(*argv):
+        return ' '.join(child_commands(_args(list(argv)))[SELECTOR_NODE])
+    libero = selector('--task', 'libero')
+    assert (f'sample_count:={LIBERO_SAMPLES}' in libero
+            and f'sample_iterations:={LIBERO_ITERATIONS}' in libero)
+    assert 'sample_count:=512' in selector('--task', 'libero', '--samples', '512')
+    continuous = selector('--task', 'continuous')     # the tabletop's own defaults
+    assert 'sample_count:=0' in continuous and 'sample_iterations:=3' in continuous

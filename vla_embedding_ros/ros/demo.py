@@ -46,6 +46,7 @@ import time
 
 import numpy as np
 
+from ..training.libero_eval import LIBERO_ITERATIONS, LIBERO_SAMPLES
 from .dds_transport import BUILTIN_VAR, PROFILES_VAR, with_large_frame_transport
 from .dds_transport import describe as describe_transport
 
@@ -90,10 +91,12 @@ def _args(argv):
     ap.add_argument('--library', default='',
                     help="action library YAML (default: the model's actions.yaml); "
                          '--task continuous needs one with a space')
-    ap.add_argument('--samples', type=int, default=0,
-                    help='continuous: sample_count (0 = auto: 1024 on the CPU, 16384 on CUDA)')
-    ap.add_argument('--iterations', type=int, default=3,
-                    help='continuous: sample_iterations (default 3)')
+    ap.add_argument('--samples', type=int, default=None,
+                    help='continuous, libero: sample_count (default: continuous 0 = auto, '
+                         f'1024 on the CPU and 16384 on CUDA; libero {LIBERO_SAMPLES})')
+    ap.add_argument('--iterations', type=int, default=None,
+                    help='continuous, libero: sample_iterations (default: continuous 3, '
+                         f'libero {LIBERO_ITERATIONS})')
     ap.add_argument('--sample-seed', type=int, default=0, help='continuous: sample_seed')
     ap.add_argument('--candidates', default='sampled', choices=('sampled', 'library'),
                     help="continuous: the selector's candidate_mode. library scores the "
@@ -160,13 +163,17 @@ def child_commands(args) -> dict[str, list[str]]:
     if args.library:
         selector += ['-p', f'library_path:={args.library}']
     if args.task == 'libero':
-        selector += ['-p', 'candidate_mode:=sampled', '-p', f'sample_count:={args.samples}',
-                     '-p', f'sample_iterations:={args.iterations}',
+        samples = LIBERO_SAMPLES if args.samples is None else args.samples
+        iterations = LIBERO_ITERATIONS if args.iterations is None else args.iterations
+        selector += ['-p', 'candidate_mode:=sampled', '-p', f'sample_count:={samples}',
+                     '-p', f'sample_iterations:={iterations}',
                      '-p', f'sample_seed:={args.sample_seed}']
     if args.task == 'continuous':
+        samples = 0 if args.samples is None else args.samples
+        iterations = 3 if args.iterations is None else args.iterations
         selector += ['-p', f'candidate_mode:={args.candidates}',
-                     '-p', f'sample_count:={args.samples}',
-                     '-p', f'sample_iterations:={args.iterations}',
+                     '-p', f'sample_count:={samples}',
+                     '-p', f'sample_iterations:={iterations}',
                      '-p', f'sample_seed:={args.sample_seed}']
     return {sim_node(args): sim, SELECTOR_NODE: selector}
 

@@ -40,7 +40,13 @@ from ..model.loading import is_local_folder_name, load_scorer, model_kind, model
 from ..package_share import package_file
 from . import metrics
 from .evaluation import LibraryScorer, replay_demo_episodes, tabletop_ranks
-from .libero_eval import GRASP_ATTEMPTS, POLICIES, PRIMITIVE_MODES
+from .libero_eval import (
+    GRASP_ATTEMPTS,
+    LIBERO_ITERATIONS,
+    LIBERO_SAMPLES,
+    POLICIES,
+    PRIMITIVE_MODES,
+)
 from .run_evaluation import EVAL_SEED
 from .variants import FUSIONS, train_variants  # noqa: F401 (vla-eval's own names)
 
@@ -188,6 +194,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                              '(pick, then place) and the model chooses where; chosen: the '
                              'model chooses the primitive too, a wrong one fails the episode '
                              '(default: %(default)s)')
+    libero.add_argument('--sample-count', type=int, metavar='N',
+                        help="a model's sampled search (--policy model or blind): candidates "
+                             f'per round (default: {LIBERO_SAMPLES})')
+    libero.add_argument('--sample-iterations', type=int, metavar='N',
+                        help="a model's sampled search: resampling rounds after the uniform "
+                             f'samples (default: {LIBERO_ITERATIONS})')
     libero.add_argument('--grasp-attempts', type=int, default=GRASP_ATTEMPTS, metavar='N',
                         help='picks an episode may make: a pick the gripper reports empty, or '
                              'that dropped its object, is decided again from a new frame while '

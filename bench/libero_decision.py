@@ -1,5 +1,6 @@
 """One LIBERO decision in process: a 256 px agentview frame and the task's instruction to a
-refined point of the [pick, place, u, v] space (the node's ``candidate_mode: sampled``).
+refined point of the [pick, place, u, v] space (the node's ``candidate_mode: sampled``), first
+at the search LIBERO's evaluation and demo use (4,096 x 6), then at cheaper ones.
 
     python bench/libero_decision.py                 # models/libero, CPU
     python bench/libero_decision.py --device cuda   # adds 16384 x 3
@@ -57,7 +58,9 @@ def run(args) -> int:
         return 2
     selector = ActionSelector.from_pretrained(args.model, device=str(device))
     model = selector.model
-    counts = [(1024, 3), (1024, 1), (256, 3), (4096, 3)]
+    from vla_embedding_ros.training.libero_eval import LIBERO_ITERATIONS, LIBERO_SAMPLES
+    # first the search vla-eval --task libero and the LIBERO demo run, then cheaper ones
+    counts = [(LIBERO_SAMPLES, LIBERO_ITERATIONS), (4096, 3), (1024, 3), (1024, 1), (256, 3)]
     if device.type == 'cuda':
         counts.append((16384, 3))
     if args.quick:

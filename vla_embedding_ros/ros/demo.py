@@ -51,6 +51,9 @@ from .dds_transport import BUILTIN_VAR, PROFILES_VAR, with_large_frame_transport
 from .dds_transport import describe as describe_transport
 
 SELECTOR_NODE = 'action_selector'
+# the selector's sampled search per task unless --samples/--iterations: (sample_count,
+# sample_iterations); the tabletop's 0 is the node's auto (1024 on the CPU, 16384 on CUDA)
+SEARCH_DEFAULTS = {'libero': (LIBERO_SAMPLES, LIBERO_ITERATIONS), 'continuous': (0, 3)}
 SIM_NODE = 'tabletop_sim'
 LIBERO_SIM_NODE = 'libero_sim'
 CONTINUOUS_MODEL = ('models', 'tabletop_continuous')   # --task continuous's default model
@@ -162,17 +165,12 @@ def child_commands(args) -> dict[str, list[str]]:
                      '-r', 'image:=/camera/image_raw', '-r', 'instruction:=/instruction']
     if args.library:
         selector += ['-p', f'library_path:={args.library}']
-    if args.task == 'libero':
-        samples = LIBERO_SAMPLES if args.samples is None else args.samples
-        iterations = LIBERO_ITERATIONS if args.iterations is None else args.iterations
-        selector += ['-p', 'candidate_mode:=sampled', '-p', f'sample_count:={samples}',
-                     '-p', f'sample_iterations:={iterations}',
-                     '-p', f'sample_seed:={args.sample_seed}']
-    if args.task == 'continuous':
-        samples = 0 if args.samples is None else args.samples
-        iterations = 3 if args.iterations is None else args.iterations
-        selector += ['-p', f'candidate_mode:={args.candidates}',
-                     '-p', f'sample_count:={samples}',
+    if args.task in SEARCH_DEFAULTS:
+        mode = 'sampled' if args.task == 'libero' else args.candidates
+        default_samples, default_iterations = SEARCH_DEFAULTS[args.task]
+        samples = default_samples if args.samples is None else args.samples
+        iterations = default_iterations if args.iterations is None else args.iterations
+        selector += ['-p', f'candidate_mode:={mode}', '-p', f'sample_count:={samples}',
                      '-p', f'sample_iterations:={iterations}',
                      '-p', f'sample_seed:={args.sample_seed}']
     return {sim_node(args): sim, SELECTOR_NODE: selector}

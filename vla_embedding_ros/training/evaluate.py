@@ -35,13 +35,13 @@ import torch
 from ..actions.library import ActionLibrary
 from ..data.tabletop import SPLIT_NAMES
 from ..files import atomic_write_text
+from ..libero.episode import GRASP_ATTEMPTS
 from ..model import VLAModel
 from ..model.loading import is_local_folder_name, load_scorer, model_kind, model_library_path
 from ..package_share import package_file
 from . import metrics
 from .evaluation import LibraryScorer, replay_demo_episodes, tabletop_ranks
 from .libero_eval import (
-    GRASP_ATTEMPTS,
     LIBERO_ITERATIONS,
     LIBERO_SAMPLES,
     POLICIES,

@@ -26,7 +26,6 @@ import json
 import random
 
 from ..files import atomic_write_text
-from ..libero.episode import GRASP_ATTEMPTS  # noqa: F401  (the CLI's default; LIBERO-free)
 
 POLICIES = ('model', 'blind', 'expert', 'random')
 PRIMITIVE_MODES = ('given', 'chosen')

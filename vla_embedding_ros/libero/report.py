@@ -2,6 +2,11 @@
 success as the mean and spread over the runs' sampling seeds, and the point errors.
 
     python -m vla_embedding_ros.libero.report runs/libero_s0.json runs/libero_s1.json ...
+    python -m vla_embedding_ros.libero.report --pro runs/*.json   # + LIBERO-PRO's layout
+
+``--pro`` adds LIBERO-PRO's leaderboard layout: one row per base suite and policy, success
+(0-1) on the clean suite and on each perturbation (``_object``, ``_swap`` = position, ``_lan``
+= semantic, ``_task``), the columns the published anchors are reported in.
 """
 from __future__ import annotations
 
@@ -11,6 +16,12 @@ import sys
 from collections import defaultdict
 
 import numpy as np
+
+from .suites import base_suite
+
+# LIBERO-PRO's perturbation suffixes, in its leaderboard's column order
+PRO_COLUMNS = (('', 'clean'), ('_object', 'object'), ('_swap', 'position (swap)'),
+               ('_lan', 'semantic (language)'), ('_task', 'task'))
 
 
 def combine(reports: list[dict]) -> dict:
@@ -48,13 +59,49 @@ def format_rows(rows: dict) -> str:
     return '\n'.join(lines)
 
 
+def format_pro(rows: dict) -> str:
+    """LIBERO-PRO's layout of ``rows`` (from :func:`combine`): per base suite and policy, mean
+    success (0-1) over the runs on the clean suite and on every perturbation, with the
+    episodes behind each; '-' where no run was given. Official placements only."""
+    table: dict = defaultdict(dict)
+    for (suite, policy, placement), r in rows.items():
+        base = base_suite(suite)
+        suffix = suite[len(base):] if base else None
+        if placement != 'official' or suffix not in dict(PRO_COLUMNS):
+            continue
+        table[(base, _policy_name(policy))][suffix] = r
+    header = ' | '.join(name for _, name in PRO_COLUMNS)
+    lines = [f'| suite | policy | {header} |', '|---|---|' + '---|' * len(PRO_COLUMNS)]
+    for (base, policy), cells in sorted(table.items()):
+        values = []
+        for suffix, _ in PRO_COLUMNS:
+            r = cells.get(suffix)
+            values.append('-' if r is None else
+                          f'{np.mean(r["rates"]):.2f} ({sum(r["episodes"])})')
+        lines.append(f'| {base} | {policy} | ' + ' | '.join(values) + ' |')
+    lines.append('(success 0-1, the mean over runs; episodes in brackets)')
+    return '\n'.join(lines)
+
+
+def _policy_name(policy: str) -> str:
+    # a policy's seed is a run's, not a row's: 'random (seed 0)' and 'random (seed 1)' are one
+    return policy.split(' (seed')[0]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('reports', nargs='+', help='vla-eval --task libero --json files')
+    parser.add_argument('--pro', action='store_true',
+                        help="also print LIBERO-PRO's layout: clean, object, position (swap), "
+                             'semantic (language) and task per base suite')
     args = parser.parse_args(argv)
     try:
         reports = [json.loads(open(path, encoding='utf-8').read()) for path in args.reports]
-        print(format_rows(combine(reports)))
+        rows = combine(reports)
+        print(format_rows(rows))
+        if args.pro:
+            print()
+            print(format_pro(rows))
     except (OSError, ValueError, KeyError) as exc:
         parser.exit(2, f'error: {exc}\n')
     return 0

@@ -21,8 +21,14 @@ from vla_embedding_ros.libero.arrangement import (  # noqa: E402
     scene_labels,
     swap_objects,
 )
+from vla_embedding_ros.libero.demonstrations import GENERATOR, Job, scene_change  # noqa: E402
 from vla_embedding_ros.libero.env import LiberoEnv  # noqa: E402
-from vla_embedding_ros.libero.expert import ExpertPolicy, body_box, goal_pair  # noqa: E402
+from vla_embedding_ros.libero.expert import (  # noqa: E402
+    ExpertPolicy,
+    body_box,
+    goal_pair,
+    place_point,
+)
 from vla_embedding_ros.libero.suites import task  # noqa: E402
 from vla_embedding_ros.model import VLAModel  # noqa: E402
 from vla_embedding_ros.training.evaluate import main as eval_main  # noqa: E402
@@ -87,16 +93,64 @@ def test_scene_labels_name_the_other_objects_where_the_camera_sees_them(env):
     assert scene_labels(env, frame, 'pick', (1.2, -0.1), exclude=(obj,))['radius'] > 0
 
 
-def test_the_dataset_carries_labels_and_swapped_scenes(tmp_path):
+def test_the_place_target_moves_to_a_free_spot_in_view_before_the_place_frame(env):
+    env.reset_random(13)
+    held, target = goal_pair(env)
+    change = scene_change(env, Job('libero_object', 0, 1), 13)
+    env.settle()
+    before = _places(env)
+    change('pick')                               # nothing changes before the pick
+    assert change.moved_to is None
+    assert all(np.allclose(before[n], p) for n, p in _places(env).items())
+    change('place')
+    after = _places(env)
+    assert change.moved_to is not None
+    assert np.linalg.norm(after[target] - change.moved_to) < 0.02     # settled where it went
+    assert np.linalg.norm(after[target] - before[target]) > 0.02
+    assert all(np.linalg.norm(after[n] - before[n]) < 0.005 for n in before if n != target)
+    low, high = body_box(env, target)
+    for name in env.robosuite_env.obj_body_id:   # clear of every other footprint
+        if name != target:
+            o_low, o_high = body_box(env, name)
+            assert not (np.all(low[:2] < o_high[:2]) and np.all(o_low[:2] < high[:2])), name
+    # in view: the pixel of the middle of its top sees the target (no arm in front of it)
+    frame = env.render()
+    (x, y), _ = frame.calibration.world_to_pixel(place_point(env, target))
+    lifted = frame.lift(x, y)
+    assert np.all(low - 0.01 < lifted) and np.all(lifted < high + 0.01)
+    # the placement seed decides the spot
+    env.reset_random(13)
+    again = scene_change(env, Job('libero_object', 0, 1), 13)
+    env.settle()
+    again('place')
+    assert again.moved_to == change.moved_to
+
+
+def test_a_work_folder_of_another_generator_is_refused(tmp_path, capsys):
+    old = tmp_path / 'demo.work' / 'libero_object' / '000'
+    old.mkdir(parents=True)
+    (old / '00000.failed.json').write_text(json.dumps({'k': 0, 'swapped': False}))
+    with pytest.raises(SystemExit) as exited:
+        make_dataset.main(['--out', str(tmp_path / 'demo'), '--suites', 'libero_object',
+                           '--tasks', '0', '--episodes-per-task', '1', '--quiet'])
+    assert exited.value.code == 2
+    assert 'made by generator 1' in capsys.readouterr().err
+    assert not (tmp_path / 'demo').exists()
+
+
+def test_the_dataset_carries_labels_and_changed_scenes(tmp_path):
     out = tmp_path / 'demo'
     assert make_dataset.main(['--out', str(out), '--suites', 'libero_object', '--tasks', '0',
-                              '--episodes-per-task', '2', '--image-size', '128',
+                              '--episodes-per-task', '3', '--image-size', '128',
                               '--quiet']) == 0
     data = JSONLDataset(out)
     # kept (k.json) or failed (k.failed.json): every episode's record says how it was set
-    metas = [json.loads(m.read_text()) for m in
-             (tmp_path / 'demo.work' / 'libero_object' / '000').glob('0000?*.json')]
-    assert sorted((m['k'], m['swapped']) for m in metas) == [(0, False), (1, True)]
+    metas = sorted((json.loads(m.read_text()) for m in
+                    (tmp_path / 'demo.work' / 'libero_object' / '000').glob('0000?*.json')),
+                   key=lambda m: m['k'])
+    assert [(m['k'], m['swapped'], m['target_moved_to'] is not None) for m in metas] == [
+        (0, False, False), (1, False, True), (2, True, False)]
+    assert all(m['generator'] == GENERATOR for m in metas)
     assert len(data) == 2 * sum(m['success'] for m in metas) > 0
     for record in data.records:
         labels = record['labels']

@@ -5,9 +5,16 @@ frame before the place, the instruction, and each decision's action vector
 (:func:`.arrangement.scene_labels`: the other objects' image points, the target's radius) for
 counter-example training. Only episodes that LIBERO's ``check_success`` accepts are kept.
 
-In a suite whose instructions name objects by what they are (``arrangement.SWAPPABLE_SUITES``)
-every other episode (odd ``k``) has its objects' places permuted after the reset
-(:func:`.arrangement.swap_objects`), so the data does not tie an object to a region.
+LIBERO's reset only jitters each object in its region, so two scene changes keep the data
+from tying an object to a place (:func:`scene_change`):
+
+* every odd ``k``: once the object is in the hand, the place target (the plate, the basket) is
+  moved to a free spot of the table before the place frame (:func:`.arrangement.
+  move_to_free_spot`); no instruction is falsified, since the relation that named the object
+  is behind, and the place decision must find the target by its look;
+* ``k % 4`` of 2 or 3, in a suite whose instructions name objects by what they are
+  (``arrangement.SWAPPABLE_SUITES``): the objects' places permuted after the reset
+  (:func:`.arrangement.swap_objects`).
 
 Episodes are cached one file each under a work folder (NPZ of numeric arrays, read back with
 ``allow_pickle=False``; a failed episode leaves a small JSON), so an interrupted run resumes
@@ -26,6 +33,9 @@ import numpy as np
 from ..files import atomic_write_text
 
 LIBRARY_FILE = 'libero_actions.yaml'
+# What a cached episode was made by: 2 = the scene changes below (the place target moved on
+# odd k, the permutation on k % 4 of 2-3); 1 (no field) = the permutation on odd k only.
+GENERATOR = 2
 PRIMITIVE_VECTORS = {'pick': [1.0, 0.0], 'place': [0.0, 1.0]}
 
 
@@ -50,31 +60,89 @@ def action_vector(primitive: str, point) -> list[float]:
     return PRIMITIVE_VECTORS[primitive] + [float(point[0]), float(point[1])]
 
 
+class StaleEpisode(ValueError):
+    """A cached episode made by another version of the generator (other scene changes)."""
+
+
 def cached(job: Job, work: Path) -> str | None:
-    """'kept', 'failed' or None (not run yet) for ``job`` in ``work``."""
+    """'kept', 'failed' or None (not run yet) for ``job`` in ``work``.
+
+    Raises:
+        StaleEpisode: the cached episode was made by another :data:`GENERATOR`: mixing them
+            would give a data set of two recipes under one command.
+    """
     stem = job.stem(work)
-    if stem.with_suffix('.npz').exists():
-        return 'kept'
-    if stem.with_suffix('.failed.json').exists():
-        return 'failed'
+    for state, meta in (('kept', stem.with_suffix('.json')),
+                        ('failed', stem.with_suffix('.failed.json'))):
+        if state == 'kept' and not stem.with_suffix('.npz').exists():
+            continue
+        if meta.exists():
+            made_by = json.loads(meta.read_text(encoding='utf-8')).get('generator', 1)
+            if made_by != GENERATOR:
+                raise StaleEpisode(f'{meta} was made by generator {made_by}, this is '
+                                   f'{GENERATOR} (other scene changes): give another '
+                                   '--work-dir')
+            return state
     return None
 
 
 def swapped(job: Job) -> bool:
-    """Whether ``job``'s scene has its objects' places permuted (odd ``k`` of a suite whose
-    instructions allow it)."""
+    """Whether ``job``'s scene has its objects' places permuted (``k % 4`` of 2 or 3, in a
+    suite whose instructions allow it)."""
     from .arrangement import SWAPPABLE_SUITES
-    return job.suite in SWAPPABLE_SUITES and job.k % 2 == 1
+    return job.suite in SWAPPABLE_SUITES and job.k % 4 >= 2
 
 
-def reset_demonstration(env, job: Job, seed: int) -> None:
+def target_moved(job: Job) -> bool:
+    """Whether ``job``'s place target moves to a free spot before the place frame (odd k)."""
+    return job.k % 2 == 1
+
+
+MOVE_SETTLE_STEPS = 5    # steps holding still after the move, while the target settles
+
+
+def reset_demonstration(env, job: Job, seed: int) -> SceneChange | None:
     """Reset ``env`` to ``job``'s scene: LIBERO's random placement of ``job.seed(seed)``, its
-    objects' places permuted when :func:`swapped` (the libero_sim node's ``placement:
-    random`` resets the same way, so both paths give the same demonstrations)."""
+    objects' places permuted when :func:`swapped`. Returns the episode's scene change (give
+    it to ``run_episode(before_frame=)``), None when :func:`target_moved` is false. The
+    libero_sim node's ``placement: random`` and ``vla-eval --placement-seed`` reset the same
+    way, so every path gives the same scenes."""
     from .arrangement import swap_objects
     env.reset_random(job.seed(seed))
     if swapped(job):
         swap_objects(env, np.random.default_rng(job.seed(seed)))
+    return scene_change(env, job, seed) if target_moved(job) else None
+
+
+def scene_change(env, job: Job, seed: int) -> SceneChange:
+    """``job``'s change between the decisions (see :class:`SceneChange`)."""
+    return SceneChange(env, np.random.default_rng([job.seed(seed), 1]))
+
+
+class SceneChange:
+    """Before the place frame: the goal's target moved to a free spot of the table, then
+    MOVE_SETTLE_STEPS holding the grasp (before the pick, and a retried pick, nothing).
+    ``moved_to`` is the spot ``(x, y)``, None while not moved (or where the table had no free
+    spot: the episode goes on with the target where it was, and says so)."""
+
+    def __init__(self, env, rng: np.random.Generator):
+        from .expert import goal_pair
+        self.env, self.rng = env, rng
+        self.held, self.target = goal_pair(env)
+        self.moved_to = None
+
+    def __call__(self, primitive: str) -> None:
+        from .arrangement import NoFreeSpot, move_to_free_spot
+        from .executor import CLOSE
+        if primitive != 'place' or self.moved_to is not None:
+            return
+        try:
+            spot = move_to_free_spot(self.env, self.target, self.rng, ignore=(self.held,))
+        except NoFreeSpot:
+            return
+        self.moved_to = [round(float(c), 4) for c in spot]
+        for _ in range(MOVE_SETTLE_STEPS):
+            self.env.step(np.array([0, 0, 0, 0, 0, 0, CLOSE]))
 
 
 class RecordingExpert:
@@ -111,20 +179,23 @@ def run_jobs(jobs: list[Job], work: str, seed: int, image_size: int = 256) -> li
     if todo:
         with LiberoEnv(task(todo[0].suite, todo[0].task), image_size=image_size) as env:
             for job in todo:
-                reset_demonstration(env, job, seed)
+                change = reset_demonstration(env, job, seed)
                 expert = RecordingExpert(env)
                 # one pick: a kept demonstration is the expert's first decisions on the scene
                 # the seed drew, never a retry's frame of a scene its miss disturbed
-                result = run_episode(env, expert, grasp_attempts=1)
-                _store(job, work, result, expert.decisions, env.instruction, job.seed(seed))
+                result = run_episode(env, expert, grasp_attempts=1, before_frame=change)
+                _store(job, work, result, expert.decisions, env.instruction, job.seed(seed),
+                       change.moved_to if change is not None else None)
     return [cached(j, work) for j in jobs]
 
 
-def _store(job, work: Path, result, decisions, instruction: str, seed: int) -> None:
+def _store(job, work: Path, result, decisions, instruction: str, seed: int,
+           moved_to) -> None:
     stem = job.stem(work)
     stem.parent.mkdir(parents=True, exist_ok=True)
     meta = {'suite': job.suite, 'task': job.task, 'k': job.k, 'seed': seed,
-            'swapped': swapped(job), 'instruction': instruction, 'success': result.success,
+            'generator': GENERATOR, 'swapped': swapped(job), 'target_moved_to': moved_to,
+            'instruction': instruction, 'success': result.success,
             'failure': result.failure, 'steps': result.steps}
     if not (result.success and set(decisions) == {'pick', 'place'}):
         atomic_write_text(stem.with_suffix('.failed.json'), json.dumps(meta))

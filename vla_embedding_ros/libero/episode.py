@@ -84,7 +84,8 @@ class EpisodeResult:
 
 def run_episode(env: LiberoEnv, policy: Policy, keep_frames: bool = False,
                 on_decision: Callable[[str, Frame, tuple], None] | None = None,
-                grasp_attempts: int = GRASP_ATTEMPTS) -> EpisodeResult:
+                grasp_attempts: int = GRASP_ATTEMPTS,
+                before_frame: Callable[[str], None] | None = None) -> EpisodeResult:
     """Run the episode from the environment's current (freshly reset) state.
 
     Settle steps (gripper open), then for each primitive: render the agentview frame, ask
@@ -93,6 +94,8 @@ def run_episode(env: LiberoEnv, policy: Policy, keep_frames: bool = False,
     picks and while RETRY_MIN_STEPS are left. Success is LIBERO's ``check_success`` after the
     place; ``on_decision(primitive, frame, point)`` sees each decision (demonstrations record
     them). ``keep_frames`` keeps each primitive's frame (of its last decision, as ``points``).
+    ``before_frame(primitive)`` runs before each decision's frame is rendered: a
+    demonstration's scene change between the decisions (:func:`.demonstrations.scene_change`).
     """
     if grasp_attempts < 1:
         raise ValueError(f'grasp_attempts must be at least 1, got {grasp_attempts}')
@@ -106,6 +109,8 @@ def run_episode(env: LiberoEnv, policy: Policy, keep_frames: bool = False,
         while step < len(PRIMITIVES):
             primitive = PRIMITIVES[step]
             picks += primitive == 'pick'
+            if before_frame is not None:
+                before_frame(primitive)
             frame = env.render()
             try:
                 # float32, as an action vector carries a point over topics: the same point

@@ -122,14 +122,17 @@ def evaluate(suites: Sequence[str], trials: int = 50, policy: Policy | str = 'ex
                                      f'initial states, fewer than trials={trials}')
                 episodes = []
                 for trial in range(trials):
+                    change = None
                     if placement_seed is None:
                         env.reset_official(trial)
                     else:
-                        reset_demonstration(env, Job(suite, index, trial), placement_seed)
+                        change = reset_demonstration(env, Job(suite, index, trial),
+                                                     placement_seed)
                     chooser = (ExpertPolicy(env) if policy == 'expert'
                                else ReferencedPolicy(policy, env))
                     result = run_episode(env, chooser, keep_frames=sheet is not None
-                                         and trial == 0, grasp_attempts=grasp_attempts)
+                                         and trial == 0, grasp_attempts=grasp_attempts,
+                                         before_frame=change)
                     if result.frames:
                         thumbs.append((f'{suite} {index}', result.frames.get('pick'),
                                        result.points, result.success))

@@ -17,7 +17,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..package_share import package_file
-from .demonstrations import LIBRARY_FILE, Job, cached, run_jobs, samples
+from .demonstrations import LIBRARY_FILE, Job, StaleEpisode, cached, run_jobs, samples
 
 GROUP = 5    # episodes per worker call: one environment build (~2-8 s) serves them all
 
@@ -57,7 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [Job(s, t, k) for s in args.suites for t in tasks[s]
             for k in range(args.episodes_per_task)]
     groups = [jobs[i:i + GROUP] for i in range(0, len(jobs), GROUP)]
-    done = sum(cached(j, work) is not None for j in jobs)
+    try:
+        done = sum(cached(j, work) is not None for j in jobs)
+    except StaleEpisode as exc:
+        parser.exit(2, f'error: {exc}\n')
     bar = tqdm(total=len(jobs), initial=done, disable=args.quiet, unit='episode')
     calls = [(g, str(work), args.seed, args.image_size) for g in groups
              if any(cached(j, work) is None for j in g)]

@@ -318,14 +318,16 @@ class LiberoSimNode(Node):
                     self.expert = ExpertPolicy(self.env)
                     current = task_index
                 self.sim_seconds = self.sim_time()
+                change = None
                 if self.p['placement'] == 'random':
-                    reset_demonstration(self.env, Job(self.p['suite'], task_index, trial),
-                                        self.p['seed'])
+                    change = reset_demonstration(
+                        self.env, Job(self.p['suite'], task_index, trial), self.p['seed'])
                 else:
                     self.env.reset_official(trial)
                 self.instruction_pub.publish(String(data=self.env.instruction))
                 result = run_episode(self.env, self.policy,
-                                     grasp_attempts=self.p['grasp_attempts'])
+                                     grasp_attempts=self.p['grasp_attempts'],
+                                     before_frame=change)
                 self._report(number, task_index, trial, result)
         except Exception as exc:   # the simulator cannot go on: say why, end the run
             self.get_logger().error(f'libero_sim stopped: {type(exc).__name__}: {exc}')

@@ -21,7 +21,12 @@ from vla_embedding_ros.libero.arrangement import (  # noqa: E402
     scene_labels,
     swap_objects,
 )
-from vla_embedding_ros.libero.demonstrations import GENERATOR, Job, scene_change  # noqa: E402
+from vla_embedding_ros.libero.demonstrations import (  # noqa: E402
+    GENERATOR,
+    Job,
+    run_jobs,
+    scene_change,
+)
 from vla_embedding_ros.libero.env import LiberoEnv  # noqa: E402
 from vla_embedding_ros.libero.expert import (  # noqa: E402
     ExpertPolicy,
@@ -136,6 +141,20 @@ def test_a_work_folder_of_another_generator_is_refused(tmp_path, capsys):
     assert exited.value.code == 2
     assert 'made by generator 1' in capsys.readouterr().err
     assert not (tmp_path / 'demo').exists()
+
+
+def test_each_episode_runs_in_its_own_tasks_scene(tmp_path):
+    # one episode per task: a worker's group of episodes must not reach into the next task
+    out = tmp_path / 'demo'
+    assert make_dataset.main(['--out', str(out), '--suites', 'libero_object', '--tasks', '0',
+                              '1', '--episodes-per-task', '1', '--image-size', '128',
+                              '--quiet']) == 0
+    metas = {m.parent.name: json.loads(m.read_text()) for m in
+             (tmp_path / 'demo.work' / 'libero_object').glob('*/00000*.json')}
+    assert {k: m['instruction'] for k, m in metas.items()} == {
+        '000': task('libero_object', 0).instruction, '001': task('libero_object', 1).instruction}
+    with pytest.raises(ValueError, match='jobs of one task'):
+        run_jobs([Job('libero_object', 0, 0), Job('libero_object', 1, 0)], str(tmp_path), 0)
 
 
 def test_the_dataset_carries_labels_and_changed_scenes(tmp_path):

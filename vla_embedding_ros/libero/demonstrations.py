@@ -170,7 +170,13 @@ def run_jobs(jobs: list[Job], work: str, seed: int, image_size: int = 256) -> li
     """Run ``jobs`` (all of one task) not already cached; return each one's 'kept'/'failed'.
 
     A worker's unit: one environment is built for the task and reused.
+
+    Raises:
+        ValueError: ``jobs`` of more than one task.
     """
+    tasks = sorted({(j.suite, j.task) for j in jobs})
+    if len(tasks) > 1:
+        raise ValueError(f'run_jobs runs the jobs of one task, got jobs of {tasks}')
     from .env import LiberoEnv
     from .episode import run_episode
     from .suites import task

@@ -56,7 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work_dir or f'{args.out.rstrip("/")}.work')
     jobs = [Job(s, t, k) for s in args.suites for t in tasks[s]
             for k in range(args.episodes_per_task)]
-    groups = [jobs[i:i + GROUP] for i in range(0, len(jobs), GROUP)]
+    # a group runs in one task's environment: never across two tasks
+    per_task = [[j for j in jobs if (j.suite, j.task) == key]
+                for key in dict.fromkeys((j.suite, j.task) for j in jobs)]
+    groups = [same[i:i + GROUP] for same in per_task for i in range(0, len(same), GROUP)]
     try:
         done = sum(cached(j, work) is not None for j in jobs)
     except StaleEpisode as exc:

@@ -5,8 +5,13 @@ frame before the place, the instruction, and each decision's action vector
 (:func:`.arrangement.scene_labels`: the other objects' image points, the target's radius) for
 counter-example training. Only episodes that LIBERO's ``check_success`` accepts are kept.
 
-LIBERO's reset only jitters each object in its region, so two scene changes keep the data
-from tying an object to a place (:func:`scene_change`):
+LIBERO's reset only jitters each object in its region, so three scene changes keep the data
+from tying an object to a place:
+
+* the arrangement: every other run of LAYOUT_EPISODES placements of a task (``k // 5`` odd)
+  is built from the task's BDDL with all the table's regions moved by one rigid motion
+  (:mod:`.layouts`: mirrored half the time, turned, shifted), every relation kept
+  (:func:`demonstration_spec`);
 
 * every odd ``k``: once the object is in the hand, the place target (the plate, the basket) is
   moved to a free spot of the table before the place frame (:func:`.arrangement.
@@ -33,9 +38,10 @@ import numpy as np
 from ..files import atomic_write_text
 
 LIBRARY_FILE = 'libero_actions.yaml'
-# What a cached episode was made by: 2 = the scene changes below (the place target moved on
-# odd k, the permutation on k % 4 of 2-3); 1 (no field) = the permutation on odd k only.
-GENERATOR = 2
+# What a cached episode was made by: 3 = the scene changes below; 2 (commit 2e6cc5d, never
+# used for a model) = without the layouts; 1 (no field) = the permutation on odd k only.
+GENERATOR = 3
+LAYOUT_EPISODES = 5    # consecutive placements of a task share one layout (one build)
 PRIMITIVE_VECTORS = {'pick': [1.0, 0.0], 'place': [0.0, 1.0]}
 
 
@@ -93,6 +99,24 @@ def swapped(job: Job) -> bool:
     return job.suite in SWAPPABLE_SUITES and job.k % 4 >= 2
 
 
+def layout_of(job: Job, seed: int):
+    """The :class:`.layouts.Layout` of ``job``'s scene: LIBERO's own arrangement for even runs
+    of LAYOUT_EPISODES placements, a random rigid motion of it (drawn from the run's seed)
+    for odd ones."""
+    from .layouts import Layout, draw_layout
+    run = job.k // LAYOUT_EPISODES
+    if run % 2 == 0:
+        return Layout()
+    return draw_layout(np.random.default_rng([Job(job.suite, job.task, run).seed(seed), 2]))
+
+
+def demonstration_spec(job: Job, seed: int):
+    """The :class:`.suites.TaskSpec` to build ``job``'s environment from (its layout's BDDL)."""
+    from .layouts import layout_spec
+    from .suites import task
+    return layout_spec(task(job.suite, job.task), layout_of(job, seed))
+
+
 def target_moved(job: Job) -> bool:
     """Whether ``job``'s place target moves to a free spot before the place frame (odd k)."""
     return job.k % 2 == 1
@@ -102,11 +126,11 @@ MOVE_SETTLE_STEPS = 5    # steps holding still after the move, while the target 
 
 
 def reset_demonstration(env, job: Job, seed: int) -> SceneChange | None:
-    """Reset ``env`` to ``job``'s scene: LIBERO's random placement of ``job.seed(seed)``, its
-    objects' places permuted when :func:`swapped`. Returns the episode's scene change (give
-    it to ``run_episode(before_frame=)``), None when :func:`target_moved` is false. The
-    libero_sim node's ``placement: random`` and ``vla-eval --placement-seed`` reset the same
-    way, so every path gives the same scenes."""
+    """Reset ``env`` (built from :func:`demonstration_spec`) to ``job``'s scene: LIBERO's
+    random placement of ``job.seed(seed)``, its objects' places permuted when :func:`swapped`.
+    Returns the episode's scene change (give it to ``run_episode(before_frame=)``), None when
+    :func:`target_moved` is false. The libero_sim node's ``placement: random`` and ``vla-eval
+    --placement-seed`` build and reset the same way, so every path gives the same scenes."""
     from .arrangement import swap_objects
     env.reset_random(job.seed(seed))
     if swapped(job):
@@ -167,23 +191,24 @@ class RecordingExpert:
 
 
 def run_jobs(jobs: list[Job], work: str, seed: int, image_size: int = 256) -> list[str]:
-    """Run ``jobs`` (all of one task) not already cached; return each one's 'kept'/'failed'.
+    """Run ``jobs`` (all of one task and layout) not already cached; return each one's
+    'kept'/'failed'.
 
-    A worker's unit: one environment is built for the task and reused.
+    A worker's unit: one environment is built for the task's layout and reused.
 
     Raises:
-        ValueError: ``jobs`` of more than one task.
+        ValueError: ``jobs`` of more than one task or layout.
     """
-    tasks = sorted({(j.suite, j.task) for j in jobs})
-    if len(tasks) > 1:
-        raise ValueError(f'run_jobs runs the jobs of one task, got jobs of {tasks}')
+    scenes = sorted({(j.suite, j.task, j.k // LAYOUT_EPISODES) for j in jobs})
+    if len(scenes) > 1:
+        raise ValueError(f'run_jobs runs the jobs of one task and layout, got jobs of '
+                         f'(suite, task, layout run) {scenes}')
     from .env import LiberoEnv
     from .episode import run_episode
-    from .suites import task
     work = Path(work)
     todo = [j for j in jobs if cached(j, work) is None]
     if todo:
-        with LiberoEnv(task(todo[0].suite, todo[0].task), image_size=image_size) as env:
+        with LiberoEnv(demonstration_spec(todo[0], seed), image_size=image_size) as env:
             for job in todo:
                 change = reset_demonstration(env, job, seed)
                 expert = RecordingExpert(env)

@@ -104,7 +104,7 @@ def evaluate(suites: Sequence[str], trials: int = 50, policy: Policy | str = 'ex
     if trials < 1:
         raise ValueError(f'trials must be at least 1, got {trials}')
     started = time.perf_counter()
-    from .demonstrations import Job, reset_demonstration
+    from .demonstrations import Job, demonstration_spec, reset_demonstration
     out = {'policy': policy if isinstance(policy, str) else getattr(policy, '__name__',
                                                                       type(policy).__name__),
            'placement': 'official' if placement_seed is None else f'random:{placement_seed}',
@@ -116,18 +116,27 @@ def evaluate(suites: Sequence[str], trials: int = 50, policy: Policy | str = 'ex
         rows = []
         for index in indices:
             spec = task(suite, index)
-            with LiberoEnv(spec, image_size=image_size) as env:
-                if placement_seed is None and trials > env.num_initial_states():
-                    raise ValueError(f'{suite} task {index} has {env.num_initial_states()} '
-                                     f'initial states, fewer than trials={trials}')
+            env = None
+            try:
                 episodes = []
                 for trial in range(trials):
+                    job = Job(suite, index, trial)
+                    # random placements: each run of placements has its own layout
+                    wanted = (spec if placement_seed is None
+                              else demonstration_spec(job, placement_seed))
+                    if env is None or env.spec.bddl_path != wanted.bddl_path:
+                        if env is not None:
+                            env.close()
+                        env = LiberoEnv(wanted, image_size=image_size)
+                    if placement_seed is None and trials > env.num_initial_states():
+                        raise ValueError(f'{suite} task {index} has '
+                                         f'{env.num_initial_states()} initial states, fewer '
+                                         f'than trials={trials}')
                     change = None
                     if placement_seed is None:
                         env.reset_official(trial)
                     else:
-                        change = reset_demonstration(env, Job(suite, index, trial),
-                                                     placement_seed)
+                        change = reset_demonstration(env, job, placement_seed)
                     chooser = (ExpertPolicy(env) if policy == 'expert'
                                else ReferencedPolicy(policy, env))
                     result = run_episode(env, chooser, keep_frames=sheet is not None
@@ -143,6 +152,9 @@ def evaluate(suites: Sequence[str], trials: int = 50, policy: Policy | str = 'ex
                         progress(f'{suite} task {index} trial {trial}: '
                                  f'{"success" if result.success else result.failure} '
                                  f'({result.steps} steps, {result.wall_s:.1f} s)')
+            finally:
+                if env is not None:
+                    env.close()
             rows.append({'task': index, 'name': spec.name, 'instruction': spec.instruction,
                          'instruction_source': spec.instruction_source,
                          'max_steps': spec.max_steps, **_summary(episodes),

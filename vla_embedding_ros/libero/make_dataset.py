@@ -17,9 +17,18 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..package_share import package_file
-from .demonstrations import LIBRARY_FILE, Job, StaleEpisode, cached, run_jobs, samples
+from .demonstrations import (
+    LAYOUT_EPISODES,
+    LIBRARY_FILE,
+    Job,
+    StaleEpisode,
+    cached,
+    run_jobs,
+    samples,
+)
 
-GROUP = 5    # episodes per worker call: one environment build (~2-8 s) serves them all
+# episodes per worker call: one environment build (~2-8 s) serves them all; one layout's
+GROUP = LAYOUT_EPISODES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work_dir or f'{args.out.rstrip("/")}.work')
     jobs = [Job(s, t, k) for s in args.suites for t in tasks[s]
             for k in range(args.episodes_per_task)]
-    # a group runs in one task's environment: never across two tasks
+    # a group runs in one task's environment, one layout: never across two (k from 0 per
+    # task, so groups of LAYOUT_EPISODES are the layouts' runs)
     per_task = [[j for j in jobs if (j.suite, j.task) == key]
                 for key in dict.fromkeys((j.suite, j.task) for j in jobs)]
     groups = [same[i:i + GROUP] for same in per_task for i in range(0, len(same), GROUP)]

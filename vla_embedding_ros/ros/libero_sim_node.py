@@ -292,7 +292,7 @@ class LiberoSimNode(Node):
 
     # -- episodes -------------------------------------------------------------------------------
     def _run(self) -> None:
-        from ..libero.demonstrations import Job, reset_demonstration
+        from ..libero.demonstrations import Job, demonstration_spec, reset_demonstration
         from ..libero.env import LiberoEnv
         from ..libero.episode import run_episode
         from ..libero.expert import ExpertPolicy
@@ -305,23 +305,24 @@ class LiberoSimNode(Node):
                                        throttle_duration_sec=10.0)
                 if self._stop.wait(0.2):
                     return
-            current = None
             for number, (task_index, trial) in enumerate(self.plan, 1):
                 if self._stop.is_set():
                     return
-                if task_index != current:
+                job = Job(self.p['suite'], task_index, trial)
+                # random placements: each run of placements has its own layout
+                wanted = (demonstration_spec(job, self.p['seed'])
+                          if self.p['placement'] == 'random'
+                          else task(self.p['suite'], task_index))
+                if self.env is None or self.env.spec.bddl_path != wanted.bddl_path:
                     if self.env is not None:
                         self.sim_seconds = self.sim_time()
                         self.env.close()
-                    self.env = LiberoEnv(task(self.p['suite'], task_index),
-                                         image_size=self.p['image_size'])
+                    self.env = LiberoEnv(wanted, image_size=self.p['image_size'])
                     self.expert = ExpertPolicy(self.env)
-                    current = task_index
                 self.sim_seconds = self.sim_time()
                 change = None
                 if self.p['placement'] == 'random':
-                    change = reset_demonstration(
-                        self.env, Job(self.p['suite'], task_index, trial), self.p['seed'])
+                    change = reset_demonstration(self.env, job, self.p['seed'])
                 else:
                     self.env.reset_official(trial)
                 self.instruction_pub.publish(String(data=self.env.instruction))

@@ -71,6 +71,16 @@ def test_every_table_region_moves_rigidly_and_fixture_regions_stay():
     assert layout_spec(spec, Layout()) is spec        # the identity keeps LIBERO's own file
 
 
+def test_a_layouts_file_is_named_by_its_text_in_the_folder_given(tmp_path):
+    spec = task('libero_spatial', 1)
+    layout = Layout(turn=0.1)
+    first, again = layout_spec(spec, layout, tmp_path), layout_spec(spec, layout, tmp_path)
+    assert first.bddl_path == again.bddl_path and first.bddl_path.startswith(str(tmp_path))
+    assert layout_spec(spec, Layout(turn=-0.1), tmp_path).bddl_path != first.bddl_path
+    assert len(list(tmp_path.glob('*.bddl'))) == 2
+    assert first.instruction == spec.instruction and first.max_steps == spec.max_steps
+
+
 def test_a_layouts_scene_puts_the_objects_where_its_regions_say():
     spec = task('libero_spatial', 0)
     layout = Layout(mirror=True, turn=-0.1, shift=(0.02, 0.0))

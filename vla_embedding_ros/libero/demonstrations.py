@@ -110,11 +110,12 @@ def layout_of(job: Job, seed: int):
     return draw_layout(np.random.default_rng([Job(job.suite, job.task, run).seed(seed), 2]))
 
 
-def demonstration_spec(job: Job, seed: int):
-    """The :class:`.suites.TaskSpec` to build ``job``'s environment from (its layout's BDDL)."""
+def demonstration_spec(job: Job, seed: int, folder: str | Path | None = None):
+    """The :class:`.suites.TaskSpec` to build ``job``'s environment from (its layout's BDDL,
+    written to ``folder`` or a temporary one: :func:`.layouts.layout_spec`)."""
     from .layouts import layout_spec
     from .suites import task
-    return layout_spec(task(job.suite, job.task), layout_of(job, seed))
+    return layout_spec(task(job.suite, job.task), layout_of(job, seed), folder)
 
 
 def target_moved(job: Job) -> bool:
@@ -208,7 +209,8 @@ def run_jobs(jobs: list[Job], work: str, seed: int, image_size: int = 256) -> li
     work = Path(work)
     todo = [j for j in jobs if cached(j, work) is None]
     if todo:
-        with LiberoEnv(demonstration_spec(todo[0], seed), image_size=image_size) as env:
+        spec = demonstration_spec(todo[0], seed, work / 'layouts')
+        with LiberoEnv(spec, image_size=image_size) as env:
             for job in todo:
                 change = reset_demonstration(env, job, seed)
                 expert = RecordingExpert(env)

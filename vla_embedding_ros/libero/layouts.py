@@ -86,17 +86,22 @@ def layout_bddl(text: str, layout: Layout) -> str:
 _FOLDER: Path | None = None
 
 
-def layout_spec(spec: TaskSpec, layout: Layout) -> TaskSpec:
+def layout_spec(spec: TaskSpec, layout: Layout, folder: str | Path | None = None) -> TaskSpec:
     """``spec`` with its BDDL file replaced by the ``layout``-moved one (``spec`` itself for
-    the identity). The file lives in a folder of this process, removed at exit."""
+    the identity), written to ``folder`` (a demonstration run's work folder keeps them
+    beside its episodes) or else to a folder of this process, removed at exit."""
     if layout.identity:
         return spec
-    global _FOLDER
-    if _FOLDER is None:
-        _FOLDER = Path(tempfile.mkdtemp(prefix='vla_libero_layouts_'))
-        atexit.register(shutil.rmtree, _FOLDER, True)
+    if folder is None:
+        global _FOLDER
+        if _FOLDER is None:
+            _FOLDER = Path(tempfile.mkdtemp(prefix='vla_libero_layouts_'))
+            atexit.register(shutil.rmtree, _FOLDER, True)
+        folder = _FOLDER
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
     text = layout_bddl(Path(spec.bddl_path).read_text(encoding='utf-8'), layout)
-    path = _FOLDER / f'{hashlib.sha256(text.encode()).hexdigest()[:16]}.bddl'
+    path = folder / f'{hashlib.sha256(text.encode()).hexdigest()[:16]}.bddl'
     if not path.exists():
         atomic_write_text(path, text)
     return replace(spec, bddl_path=str(path))

@@ -92,6 +92,14 @@ class Frame:
         return self.calibration.pixel_to_world(xs, ys, self.depth)
 
 
+def camera_calibration(model, data, camera: str, width: int, height: int) -> Calibration:
+    """``camera``'s calibration for a ``width`` x ``height`` image at MuJoCo state ``data``
+    (no rendering needed)."""
+    cam = model.camera(camera)
+    return Calibration.from_mujoco(model.cam_fovy[cam.id], data.cam_xpos[cam.id],
+                                   data.cam_xmat[cam.id], width, height)
+
+
 class Renderer:
     """Renders named cameras of a MuJoCo model on demand (MuJoCo's own offscreen renderer).
 
@@ -111,9 +119,7 @@ class Renderer:
 
     def calibration(self, camera: str) -> Calibration:
         """The camera's calibration at this renderer's size, at the current simulator state."""
-        cam = self._model.camera(camera)
-        return Calibration.from_mujoco(self._model.cam_fovy[cam.id], self._data.cam_xpos[cam.id],
-                                       self._data.cam_xmat[cam.id], self.width, self.height)
+        return camera_calibration(self._model, self._data, camera, self.width, self.height)
 
     def render(self, camera: str, depth: bool = True) -> Frame:
         """RGB (and depth unless ``depth=False``, then zeros) of ``camera`` now."""

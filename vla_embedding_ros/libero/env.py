@@ -7,7 +7,7 @@ import io
 
 import numpy as np
 
-from .camera import Calibration, Frame, Renderer
+from .camera import Calibration, Frame, Renderer, camera_calibration
 from .suites import SETTLE_STEPS, TaskSpec, initial_states, require_libero
 
 AGENTVIEW = 'agentview'
@@ -156,10 +156,8 @@ class LiberoEnv:
 
     def calibration(self, camera: str = AGENTVIEW) -> Calibration:
         """``camera``'s calibration at the environment's image size, without rendering."""
-        m, d = self.sim.model._model, self.sim.data._data
-        cam = m.camera(camera)
-        return Calibration.from_mujoco(m.cam_fovy[cam.id], d.cam_xpos[cam.id],
-                                       d.cam_xmat[cam.id], self.image_size, self.image_size)
+        return camera_calibration(self.sim.model._model, self.sim.data._data, camera,
+                                  self.image_size, self.image_size)
 
     # --- simulator state (the expert's and the tests' business, never the executor's) -----
     @property

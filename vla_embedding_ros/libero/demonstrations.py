@@ -118,6 +118,15 @@ def demonstration_spec(job: Job, seed: int, folder: str | Path | None = None):
     return layout_spec(task(job.suite, job.task), layout_of(job, seed), folder)
 
 
+def trial_spec(job: Job, placement_seed: int | None):
+    """The spec an evaluation trial builds from: the task's own for the official initial
+    states (``placement_seed`` None), :func:`demonstration_spec` for random placements."""
+    from .suites import task
+    if placement_seed is None:
+        return task(job.suite, job.task)
+    return demonstration_spec(job, placement_seed)
+
+
 def target_moved(job: Job) -> bool:
     """Whether ``job``'s place target moves to a free spot before the place frame (odd k)."""
     return job.k % 2 == 1

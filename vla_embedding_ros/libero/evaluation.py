@@ -104,7 +104,7 @@ def evaluate(suites: Sequence[str], trials: int = 50, policy: Policy | str = 'ex
     if trials < 1:
         raise ValueError(f'trials must be at least 1, got {trials}')
     started = time.perf_counter()
-    from .demonstrations import Job, demonstration_spec, reset_demonstration
+    from .demonstrations import Job, reset_demonstration, trial_spec
     out = {'policy': policy if isinstance(policy, str) else getattr(policy, '__name__',
                                                                       type(policy).__name__),
            'placement': 'official' if placement_seed is None else f'random:{placement_seed}',
@@ -122,8 +122,7 @@ def evaluate(suites: Sequence[str], trials: int = 50, policy: Policy | str = 'ex
                 for trial in range(trials):
                     job = Job(suite, index, trial)
                     # random placements: each run of placements has its own layout
-                    wanted = (spec if placement_seed is None
-                              else demonstration_spec(job, placement_seed))
+                    wanted = trial_spec(job, placement_seed)
                     if env is None or env.spec.bddl_path != wanted.bddl_path:
                         if env is not None:
                             env.close()

@@ -8,7 +8,8 @@ arrangement and a model can learn where its bowl always is instead of reading th
 rigid motions of the arrangement (distances between objects kept, fixtures moved and turned
 with the rest) take that shortcut away without falsifying a word. Regions on a fixture (a
 drawer, a stove's cook region) move with their fixture. The transformed BDDL is written to a
-per-process folder (content-named, so one text is one file) and built like any task.
+demonstration run's work folder or a per-process one (content-named, so one text is one file)
+and built like any task.
 
 Demonstrations only, from the task's own BDDL file: never an official initial state or a
 LIBERO-PRO file.

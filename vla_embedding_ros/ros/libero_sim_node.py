@@ -292,11 +292,10 @@ class LiberoSimNode(Node):
 
     # -- episodes -------------------------------------------------------------------------------
     def _run(self) -> None:
-        from ..libero.demonstrations import Job, demonstration_spec, reset_demonstration
+        from ..libero.demonstrations import Job, reset_demonstration, trial_spec
         from ..libero.env import LiberoEnv
         from ..libero.episode import run_episode
         from ..libero.expert import ExpertPolicy
-        from ..libero.suites import task
         try:
             while self.p['wait_for_policy'] and not self.count_publishers(self.action_topic):
                 self.get_logger().info(f'waiting for a publisher on {self.action_topic} (the '
@@ -310,9 +309,8 @@ class LiberoSimNode(Node):
                     return
                 job = Job(self.p['suite'], task_index, trial)
                 # random placements: each run of placements has its own layout
-                wanted = (demonstration_spec(job, self.p['seed'])
-                          if self.p['placement'] == 'random'
-                          else task(self.p['suite'], task_index))
+                wanted = trial_spec(job, self.p['seed'] if self.p['placement'] == 'random'
+                                    else None)
                 if self.env is None or self.env.spec.bddl_path != wanted.bddl_path:
                     if self.env is not None:
                         self.sim_seconds = self.sim_time()

@@ -155,10 +155,26 @@ def test_the_demo_summary_of_an_expert_run_shows_tasks_not_a_selector():
                {'episode': 2, 'suite': 'libero_object', 'task': 1, 'initial_state': 0,
                 'success': False, 'failure': 'missed_grasp', 'steps': 150, 'wall_s': 1.6,
                 'instruction': 'pick up the milk and place it in the basket'}]
-    text = summary(SimpleNamespace(results=results, scores=[], diagnostics={}, e2e_ms=[]), 2)
+    text = summary(SimpleNamespace(results=results, scores=[], diagnostics={}, e2e_ms=[],
+                                   decision_ms=[]), 2)
     assert 'per task           : 0 1/1, 1 0/1' in text and 'missed_grasp' in text
     assert 'none (the simulator' in text and 'nan' not in text
     assert '(missed_grasp)' in episode_line(results[1])
+
+
+def test_the_demo_summary_of_a_libero_model_run_times_each_decision_not_the_episode():
+    from types import SimpleNamespace
+
+    from vla_embedding_ros.ros.demo import summary
+    results = [{'episode': 1, 'suite': 'libero_spatial', 'task': 3, 'initial_state': 0,
+                'success': True, 'failure': None, 'steps': 140, 'wall_s': 9.0,
+                'instruction': 'pick up the black bowl on the plate and place it on the plate'}]
+    scores = [{'instruction': 'x', 'latency_ms': 60.0}, {'instruction': 'x', 'latency_ms': 70.0}]
+    listener = SimpleNamespace(results=results, scores=scores, e2e_ms=[],
+                               decision_ms=[80.0, 90.0], diagnostics={'frames_received': '2'})
+    text = summary(listener, 1)
+    assert 'end-to-end latency : p50 85.0 ms' in text and '2 decisions)' in text
+    assert 'nan' not in text
 
 
 def test_the_demo_runs_libero_on_your_own_placements_when_asked():

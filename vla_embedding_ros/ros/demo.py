@@ -198,6 +198,7 @@ class _Listener:
         self.results: list[dict] = []
         self.scores: list[dict] = []
         self.e2e_ms: list[float] = []
+        self.decision_ms: list[float] = []
         self.diagnostics: dict[str, str] = {}
         self._last_decision_stamp = None
         self.node.create_subscription(String, f'/{sim}/episode_result', self._on_result,
@@ -211,6 +212,7 @@ class _Listener:
         if not data.get('abstained'):
             stamp = data['stamp']
             self._last_decision_stamp = stamp['sec'] + stamp['nanosec'] * 1e-9
+            self.decision_ms.append((time.time() - self._last_decision_stamp) * 1e3)
 
     def _on_result(self, msg) -> None:
         result = json.loads(msg.data)
@@ -297,6 +299,12 @@ def summary(listener: _Listener, episodes: int) -> str:
     libero = [r for r in results if 'suite' in r]
     if libero and not listener.scores and not diag:   # --policy expert: no selector ran
         lines[3:] = ['selector           : none (the simulator\'s expert answered)']
+    elif libero:
+        # A LIBERO result arrives after both decisions and the executor's moves, so the
+        # end-to-end time that means something is per decision: the frame's stamp to its scores.
+        lines[4] = (f'end-to-end latency : p50 {_p(listener.decision_ms, 50):.1f} ms, '
+                    f'p99 {_p(listener.decision_ms, 99):.1f} ms (image stamp -> decision '
+                    f'received, {len(listener.decision_ms)} decisions)')
     if libero:
         tasks: dict = {}
         for r in libero:

@@ -183,3 +183,18 @@ def test_other_primitive_negatives_can_sit_where_the_other_decision_acts(tmp_pat
                 assert bool((dist <= 0.3 * RADIUS + 1e-6).all()) == on_other, (share, i)
     with pytest.raises(ValueError, match='other_primitive_elsewhere'):
         RecordedContinuousSource(path, library, seed=4, other_primitive_elsewhere=1.5)
+
+
+def test_point_features_train_save_and_load_in_the_selector(tmp_path, text_path):
+    """``model.action.point_dim`` through the trainer: the discs' points read from the cells."""
+    from vla_embedding_ros.selection import ActionSelector
+    from vla_embedding_ros.training.export import export_model
+    train, val = write_dataset(tmp_path / 'train'), write_dataset(tmp_path / 'val', seed=9)
+    cfg = config(tmp_path / 'p', text_path, {'path': train, 'val_path': val})
+    cfg.model['action'].update(image_point=[2, 3], point_dim=4)
+    results = Trainer(cfg).run(progress=False)
+    assert 0 <= results['val_dataset']['top1'] <= 1
+    export_model(cfg.run_dir / 'checkpoints' / '00000004', tmp_path / 'model')
+    selector = ActionSelector.from_pretrained(tmp_path / 'model', device='cpu')
+    assert selector.model.config.action.point_dim == 4
+    assert list(selector.model.config.action.image_point) == [2, 3]

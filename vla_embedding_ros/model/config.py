@@ -76,6 +76,14 @@ class ActionConfig:
     # library's min/max); the selector refuses a space reaching beyond it. Empty: unknown.
     continuous_low: tuple = ()
     continuous_high: tuple = ()
+    # Point features (transformer fusion only): ``image_point`` names the two parameters that
+    # are a point of the (single) camera image, (u right, v down) in [0, 1]. With
+    # ``point_dim`` > 0 the query also carries a ``point_dim`` vector per patch cell (read from
+    # the fused patch tokens) and an action the same vector spread over the cells around its
+    # point, so a candidate's score includes what the image shows where it points: the same
+    # weights at every cell, where the global query alone must map every arrangement to a point.
+    image_point: tuple = ()
+    point_dim: int = 0
 
 
 @dataclass
@@ -174,6 +182,22 @@ class VLAConfig:
                              'action.continuous_dims (the parameters it encodes)')
         if not action.fourier_scale > 0:
             raise ValueError(f'action.fourier_scale must be > 0, got {action.fourier_scale}')
+        if action.point_dim < 0:
+            raise ValueError(f'action.point_dim must be >= 0 (0: off), got {action.point_dim}')
+        if action.point_dim:
+            if (len(action.image_point) != 2 or len(set(action.image_point)) != 2 or
+                    any(d != int(d) or not 0 <= int(d) < action.param_dim
+                        for d in action.image_point)):
+                raise ValueError('action.point_dim needs action.image_point: the indices of the '
+                                 f'two parameters (u, v) of an image point below '
+                                 f'action.param_dim ({action.param_dim}), got '
+                                 f'{list(action.image_point)}')
+            if self.fusion.type != 'transformer':
+                raise ValueError("action.point_dim reads the fused patch tokens: it needs "
+                                 f"fusion.type 'transformer', got {self.fusion.type!r}")
+        elif action.image_point:
+            raise ValueError('action.image_point is read only with action.point_dim > 0; set '
+                             'both or neither')
         if not 0.0 <= self.fusion.dropout < 1.0:
             raise ValueError(f'fusion.dropout must be in [0, 1), got {self.fusion.dropout}')
 

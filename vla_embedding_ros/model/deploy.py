@@ -62,6 +62,10 @@ class QueryPlan(nn.Module):
         self.kind = fusion_kind(model.fusion)
         if self.kind == 'transformer':
             f = self.fusion
+            if getattr(f, 'point_dim', 0):
+                raise ValueError('QueryPlan (and so ONNX export) cannot honour '
+                                 'model.action.point_dim: it computes the last layer for the '
+                                 'CLS row alone, and point features read every patch row')
             for layer in f.encoder.layers:
                 if not layer.norm_first or layer.activation_relu_or_gelu != 2:
                     raise ValueError('QueryPlan expects pre-norm GELU encoder layers')

@@ -352,7 +352,8 @@ class ActionEncoder(nn.Module):
     The output is not normalised; :class:`VLAModel` does that after summing.
     """
 
-    def __init__(self, cfg: ActionConfig, embed_dim: int, text_dim: int | None = None):
+    def __init__(self, cfg: ActionConfig, embed_dim: int, text_dim: int | None = None,
+                 grid: tuple | None = None):
         super().__init__()
         self.param_dim = cfg.param_dim
         self.use_description = cfg.use_description
@@ -375,6 +376,14 @@ class ActionEncoder(nn.Module):
             nn.Linear(cfg.hidden, embed_dim))
         self.description_proj = (nn.Linear(text_dim, embed_dim)
                                  if cfg.use_description and text_dim else None)
+        self.image_point = [int(d) for d in cfg.image_point]
+        self.point_mlp = None
+        if cfg.point_dim:
+            if grid is None:
+                raise ValueError('action.point_dim needs the image grid the fusion reads')
+            self.grid = tuple(grid)
+            self.point_mlp = nn.Sequential(nn.Linear(width, cfg.hidden), nn.GELU(),
+                                           nn.Linear(cfg.hidden, cfg.point_dim))
 
     def set_param_stats(self, mean, std, eps: float = 1e-6) -> None:
         """Store the library's per-parameter mean and std (constant parameters get std 1)."""
@@ -400,7 +409,30 @@ class ActionEncoder(nn.Module):
         out = self.mlp(x)
         if description is not None and self.description_proj is not None:
             out = out + self.description_proj(description.to(out.dtype))
-        return out
+        if self.point_mlp is None:
+            return out
+        # [global | local]: the local part is point_mlp's vector on every cell, weighted by
+        # how near the cell is to the action's image point (see TransformerFusion.forward).
+        cells = grid_kernel(params[:, self.image_point].to(x.dtype), self.grid)   # [N, P]
+        local = (cells.unsqueeze(-1) * self.point_mlp(x).unsqueeze(1)).flatten(1)
+        return join_point_features(out, local)
+
+
+def grid_kernel(points: torch.Tensor, grid: tuple, sigma: float = 0.5) -> torch.Tensor:
+    """``[N, h*w]`` Gaussian weights (sigma in cells) of image points ``[N, 2]`` ((u, v) in
+    [0, 1], u right, v down) on the centres of a row-major (h, w) grid of patch cells."""
+    h, w = grid
+    rows = (torch.arange(h, device=points.device, dtype=points.dtype) + 0.5) / h
+    cols = (torch.arange(w, device=points.device, dtype=points.dtype) + 0.5) / w
+    du = (points[:, :1] - cols.repeat(h).unsqueeze(0)) * w          # [N, P] in cells
+    dv = (points[:, 1:2] - rows.repeat_interleave(w).unsqueeze(0)) * h
+    return torch.exp(-(du * du + dv * dv) / (2 * sigma * sigma))
+
+
+def join_point_features(global_part: torch.Tensor, local_part: torch.Tensor) -> torch.Tensor:
+    """A unit ``[global | local]``, each half unit before the 1/sqrt(2): the dot product of two
+    such vectors is the mean of the global and the local cosines."""
+    return torch.cat([l2_normalize(global_part), l2_normalize(local_part)], dim=-1) / math.sqrt(2)
 
 
 def l2_normalize(x: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .config import FusionConfig
-from .encoders import TextFeatures, VisionFeatures, l2_normalize
+from .encoders import TextFeatures, VisionFeatures, join_point_features, l2_normalize
 
 
 def check_camera_mask(camera_mask, batch: int, num_cameras: int, device) -> torch.Tensor | None:
@@ -130,7 +130,7 @@ class TransformerFusion(nn.Module):
     """
 
     def __init__(self, vision_dim: int, text_dim: int, embed_dim: int, cfg: FusionConfig,
-                 grid: tuple):
+                 grid: tuple, point_dim: int = 0):
         super().__init__()
         d = cfg.d_model
         self.cfg = cfg
@@ -158,6 +158,9 @@ class TransformerFusion(nn.Module):
         self.encoder = nn.TransformerEncoder(layer, cfg.layers, norm=nn.LayerNorm(d),
                                              enable_nested_tensor=False)
         self.out_proj = nn.Linear(d, embed_dim)
+        # action.point_dim: a vector per patch cell, scored against an action's local part
+        self.point_dim = point_dim
+        self.point_proj = nn.Linear(d, point_dim) if point_dim else None
         # Pooled heads used only by the auxiliary image<->instruction loss (encode_alignment).
         self.align_vision = nn.Linear(vision_dim, embed_dim)
         self.align_text = nn.Linear(text_dim, embed_dim)
@@ -213,19 +216,27 @@ class TransformerFusion(nn.Module):
             keep[:, 1:] = mask.repeat_interleave(n_patch, dim=1)
         pad = ~torch.cat([keep, text.mask.to(seq.device).bool()], dim=1)
         out = self.encoder(seq, src_key_padding_mask=pad)
-        query = l2_normalize(self.out_proj(out[:, 0]))
+        query = self.out_proj(out[:, 0])
+        if self.point_proj is None:
+            query = l2_normalize(query)
+        else:
+            if num_cameras != 1:
+                raise ValueError(f'action.point_dim scores points of one camera image; got '
+                                 f'{num_cameras} cameras')
+            cells = self.point_proj(out[:, 1:1 + n_patch]).flatten(1)      # [B, P*point_dim]
+            query = join_point_features(query, cells)
         if return_tokens:
             return query, out[:, 1:1 + num_cameras * n_patch]
         return query
 
 
 def build_fusion(cfg: FusionConfig, vision_dim: int, text_dim: int, embed_dim: int,
-                 grid: tuple) -> nn.Module:
+                 grid: tuple, point_dim: int = 0) -> nn.Module:
     """The fusion module named by ``cfg.type``."""
     if cfg.type == 'late':
         return LateFusion(vision_dim, text_dim, embed_dim)
     if cfg.type == 'gated':
         return GatedFusion(vision_dim, text_dim, embed_dim)
     if cfg.type == 'transformer':
-        return TransformerFusion(vision_dim, text_dim, embed_dim, cfg, grid)
+        return TransformerFusion(vision_dim, text_dim, embed_dim, cfg, grid, point_dim)
     raise ValueError(f"fusion.type must be 'late', 'gated' or 'transformer', got {cfg.type!r}")

@@ -40,9 +40,10 @@ class VLAModel(nn.Module):
         self.config = config
         self.vision = VisionEncoder(config.vision)
         self.text = TextEncoder(config.text)
-        self.action = ActionEncoder(config.action, config.embed_dim, self.text.hidden_size)
+        self.action = ActionEncoder(config.action, config.embed_dim, self.text.hidden_size,
+                                    self.vision.grid)
         self.fusion = build_fusion(config.fusion, self.vision.hidden_size, self.text.hidden_size,
-                                   config.embed_dim, self.vision.grid)
+                                   config.embed_dim, self.vision.grid, config.action.point_dim)
         self.logit_scale = nn.Parameter(torch.tensor(float(config.logit_scale_init)))
 
     # -- what a preprocessor needs --------------------------------------------------------

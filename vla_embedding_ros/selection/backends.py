@@ -68,6 +68,8 @@ def _has_plan(model: Any) -> bool:
     from ..model.deploy import fusion_kind
     if not (hasattr(model, 'fusion') and hasattr(model, 'vision')):
         return False
+    if getattr(model.fusion, 'point_dim', 0):
+        return False    # the plan reads the CLS row alone; point features need every patch row
     try:
         fusion_kind(model.fusion)
     except TypeError:

@@ -117,10 +117,14 @@ def _replace_action_encoder(model: VLAModel, cfg, library: ActionLibrary, device
     from ..model.encoders import ActionEncoder
     settings = action_settings(cfg.model.get('action', {}), library)
     config = _build(ActionConfig, settings, 'model.action.')
+    if config.point_dim != getattr(model.fusion, 'point_dim', 0):
+        raise ValueError(f'init_replace [action] keeps the fusion, built with action.point_dim '
+                         f'{getattr(model.fusion, "point_dim", 0)}; model.action.point_dim '
+                         f'{config.point_dim} cannot be honoured (train from scratch)')
     model.config.action = config
     model.config.validate()
     model.action = ActionEncoder(config, model.config.embed_dim,
-                                 model.text.hidden_size).to(device)
+                                 model.text.hidden_size, model.vision.grid).to(device)
     model.action.set_param_stats(*param_stats(library))
     log.info('init_from %s with a new action encoder (model.action: %s)', cfg.init_from,
              settings)

@@ -45,15 +45,22 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def action_encoder_flops(model, n: int) -> int:
-    """Multiply-adds x 2 of the action MLP (and Fourier features) for ``n`` candidates."""
-    total = 0
-    for layer in model.action.mlp:
+    """Multiply-adds x 2 of the action MLP (and Fourier features) for ``n`` candidates, with
+    point features also their MLP, the cell weights and the wider score."""
+    total, width = 0, model.config.embed_dim
+    point_mlp = getattr(model.action, 'point_mlp', None)
+    for layer in [*model.action.mlp, *(point_mlp or [])]:
         if isinstance(layer, torch.nn.Linear):
             total += 2 * layer.in_features * layer.out_features
     fourier = getattr(model.action, 'fourier', None)
     if fourier is not None:
         total += 2 * fourier.numel()
-    return n * (total + 2 * model.config.embed_dim)   # + the score's dot product
+    if point_mlp is not None:
+        cells = model.vision.grid[0] * model.vision.grid[1]
+        point = model.config.action.point_dim
+        total += 8 * cells + 2 * cells * point     # Gaussian weights, then weights x vector
+        width += cells * point
+    return n * (total + 2 * width)   # + the score's dot product
 
 
 def matmul_gflops(device: torch.device, n: int = 512, seconds: float = 1.0) -> float:

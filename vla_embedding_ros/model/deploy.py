@@ -197,7 +197,8 @@ def query_flops(model: nn.Module, num_cameras: int = 1, text_len: int = 10) -> d
     """Multiply-add FLOPs (x2) of one decision's model arithmetic, by part.
 
     ``vision`` (conv stem, counted from its layers; HF towers: from torch's FLOP counter),
-    ``fusion`` (the plan's per-frame fusion with ``text_len`` instruction rows + CLS),
+    ``fusion`` (the plan's per-frame fusion with ``text_len`` instruction rows + CLS; with
+    point features the model's own fusion, whose last layer runs every row),
     ``scoring`` is left to the caller (``2 * N * E``).
     """
     flops = {'vision': _vision_flops(model, num_cameras), 'fusion': 0}
@@ -208,11 +209,12 @@ def query_flops(model: nn.Module, num_cameras: int = 1, text_len: int = 10) -> d
         ff = f.encoder.layers[0].linear1.out_features
         total = 2 * p * model.vision.hidden_size * d               # patch projection
         layers = len(f.encoder.layers)
+        point = getattr(f, 'point_dim', 0)
         for i in range(layers):
             if i == 0:
                 total += 2 * p * d * 3 * d                         # image rows' q, k, v
                 nq = n
-            elif i == layers - 1:
+            elif i == layers - 1 and not point:
                 total += 2 * n * d * 2 * d + 2 * d * d             # k, v all rows; q of CLS
                 nq = 1
             else:
@@ -220,7 +222,7 @@ def query_flops(model: nn.Module, num_cameras: int = 1, text_len: int = 10) -> d
                 nq = n
             total += 2 * 2 * nq * n * d                            # q k^T and weights v
             total += 2 * nq * d * d + 2 * 2 * nq * d * ff          # out proj + feed-forward
-        total += 2 * d * f.out_proj.out_features
+        total += 2 * d * f.out_proj.out_features + 2 * p * d * point   # + the cells' vectors
         flops['fusion'] = total
     else:
         e = f.vision_proj.out_features

@@ -130,3 +130,4 @@ def test_the_selector_samples_a_point_feature_model_and_onnx_export_refuses_it(t
     assert loaded.config.action.point_dim == POINT_DIM
     with pytest.raises(ValueError, match='point_dim'):
         export_onnx(tmp_path / 'model', tmp_path / 'onnx')
+

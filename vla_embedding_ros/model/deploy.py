@@ -33,6 +33,12 @@ from .encoders import TextFeatures, l2_normalize
 from .fusion import GatedFusion, LateFusion, TransformerFusion
 
 
+def reads_every_patch_row(fusion: nn.Module) -> bool:
+    """Whether the fusion's query reads every patch row of its last layer (point features,
+    ``model.action.point_dim``), which the plan's CLS-only last layer cannot give."""
+    return bool(getattr(fusion, 'point_dim', 0))
+
+
 def fusion_kind(fusion: nn.Module) -> str:
     """'transformer', 'gated' or 'late' (GatedFusion is a LateFusion: check it first)."""
     if isinstance(fusion, TransformerFusion):
@@ -62,7 +68,7 @@ class QueryPlan(nn.Module):
         self.kind = fusion_kind(model.fusion)
         if self.kind == 'transformer':
             f = self.fusion
-            if getattr(f, 'point_dim', 0):
+            if reads_every_patch_row(f):
                 raise ValueError('QueryPlan (and so ONNX export) cannot honour '
                                  'model.action.point_dim: it computes the last layer for the '
                                  'CLS row alone, and point features read every patch row')
@@ -209,12 +215,12 @@ def query_flops(model: nn.Module, num_cameras: int = 1, text_len: int = 10) -> d
         ff = f.encoder.layers[0].linear1.out_features
         total = 2 * p * model.vision.hidden_size * d               # patch projection
         layers = len(f.encoder.layers)
-        point = getattr(f, 'point_dim', 0)
+        point = f.point_dim
         for i in range(layers):
             if i == 0:
                 total += 2 * p * d * 3 * d                         # image rows' q, k, v
                 nq = n
-            elif i == layers - 1 and not point:
+            elif i == layers - 1 and not reads_every_patch_row(f):
                 total += 2 * n * d * 2 * d + 2 * d * d             # k, v all rows; q of CLS
                 nq = 1
             else:

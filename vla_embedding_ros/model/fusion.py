@@ -196,6 +196,9 @@ class TransformerFusion(nn.Module):
         if length > self.cfg.max_text_len:
             raise ValueError(f'{length} text tokens; fusion.max_text_len is '
                              f'{self.cfg.max_text_len}')
+        if self.point_proj is not None and num_cameras != 1:
+            raise ValueError(f'action.point_dim scores points of one camera image; got '
+                             f'{num_cameras} cameras')
         dtype = self.patch_proj.weight.dtype
         patches = self.patch_proj(vision.patches.to(dtype)) + self._patch_positions(vision.grid)
         patches = patches + self.type_embed.weight[0]
@@ -220,9 +223,6 @@ class TransformerFusion(nn.Module):
         if self.point_proj is None:
             query = l2_normalize(query)
         else:
-            if num_cameras != 1:
-                raise ValueError(f'action.point_dim scores points of one camera image; got '
-                                 f'{num_cameras} cameras')
             cells = self.point_proj(out[:, 1:1 + n_patch]).flatten(1)      # [B, P*point_dim]
             query = join_point_features(query, cells)
         if return_tokens:

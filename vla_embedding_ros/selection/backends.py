@@ -65,11 +65,11 @@ class TorchBackend:
 
 
 def _has_plan(model: Any) -> bool:
-    from ..model.deploy import fusion_kind
+    from ..model.deploy import fusion_kind, reads_every_patch_row
     if not (hasattr(model, 'fusion') and hasattr(model, 'vision')):
         return False
-    if getattr(model.fusion, 'point_dim', 0):
-        return False    # the plan reads the CLS row alone; point features need every patch row
+    if reads_every_patch_row(model.fusion):
+        return False    # the plan computes the last layer for the CLS row alone
     try:
         fusion_kind(model.fusion)
     except TypeError:

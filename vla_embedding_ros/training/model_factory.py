@@ -117,10 +117,11 @@ def _replace_action_encoder(model: VLAModel, cfg, library: ActionLibrary, device
     from ..model.encoders import ActionEncoder
     settings = action_settings(cfg.model.get('action', {}), library)
     config = _build(ActionConfig, settings, 'model.action.')
-    if config.point_dim != getattr(model.fusion, 'point_dim', 0):
+    kept = getattr(model.fusion, 'point_dim', 0)    # late/gated fusions have none
+    if config.point_dim != kept:
         raise ValueError(f'init_replace [action] keeps the fusion, built with action.point_dim '
-                         f'{getattr(model.fusion, "point_dim", 0)}; model.action.point_dim '
-                         f'{config.point_dim} cannot be honoured (train from scratch)')
+                         f'{kept}; model.action.point_dim {config.point_dim} cannot be '
+                         'honoured (train from scratch)')
     model.config.action = config
     model.config.validate()
     model.action = ActionEncoder(config, model.config.embed_dim,

@@ -166,7 +166,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help=f'tabletop splits (default: {" ".join(SPLITS)}; none with --dataset)')
     p.add_argument('--dataset', metavar='DIR',
                    help='also score your own recorded dataset (JSONL, or a LeRobot v3 folder), '
-                        "up to --num samples, against its own actions.yaml unless --library")
+                        "up to --num samples, against its own actions.yaml unless --library; "
+                        'with --task libero: instead of episodes, the decisions of a '
+                        'vla-libero-dataset folder (your own placements), split by scene '
+                        'change')
     p.add_argument('--task', choices=['grid', 'continuous', 'libero'], default='grid',
                    help='continuous: the continuous tabletop task (objects anywhere, actions '
                         '(primitive, x, y)); success and position error of the sampled '

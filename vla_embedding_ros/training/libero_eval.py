@@ -115,6 +115,9 @@ def libero_main(args, usage_error) -> int:
     Raises:
         usage_error: a command-line mistake (unknown suite, no --model for --policy model).
     """
+    if args.dataset:
+        from .libero_decisions import decisions_main
+        return decisions_main(args, usage_error)
     from ..libero import LiberoNotInstalled
     from ..libero.evaluation import evaluate, format_table
     if not args.suites:

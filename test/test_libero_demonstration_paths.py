@@ -100,8 +100,9 @@ def _record(bag) -> str:
     return output
 
 
-def _successful_samples(bag) -> tuple[list[bool], list[dict]]:
-    """(per action, in time order: whether its episode succeeded; the episode results).
+def _successful_samples(bag) -> tuple[list[bool], list[int], list[dict]]:
+    """(per action, in time order: whether its episode succeeded and which episode it is;
+    the episode results).
 
     An action's episode is the first episode result recorded after it: the simulator
     publishes a result once the episode's last decision has been executed and judged, and
@@ -115,11 +116,12 @@ def _successful_samples(bag) -> tuple[list[bool], list[dict]]:
                 results.append((receive, json.loads(reader.deserialize(raw, conn.msgtype).data)))
     results.sort(key=lambda r: r[0])
     assert [r['initial_state'] for _, r in results] == list(range(EPISODES)), results
-    keep = []
+    keep, episodes = [], []
     for t in sorted(actions):
-        episode = next(r for stamp, r in results if stamp >= t)
-        keep.append(bool(episode['success']))
-    return keep, [r for _, r in results]
+        n = next(n for n, (stamp, _) in enumerate(results) if stamp >= t)
+        keep.append(bool(results[n][1]['success']))
+        episodes.append(n)
+    return keep, episodes, [r for _, r in results]
 
 
 def test_robot_path_and_direct_path_give_the_same_demonstrations(tmp_path):
@@ -138,12 +140,16 @@ def test_robot_path_and_direct_path_give_the_same_demonstrations(tmp_path):
     # a skipped action, not a wrong pair.
     assert bag_to_dataset.main([str(bag), '--out', str(out), '--image-topic', IMAGE,
                                 '--instruction-topic', INSTRUCTION, '--action-topic', EXPERT,
-                                '--tolerance', '1.0', '--quiet']) == 0
+                                '--tolerance', '1.0', '--episode-topic', RESULT,
+                                '--quiet']) == 0
     summary = json.loads((out / 'summary.json').read_text())
     assert summary['skipped_total'] == 0, summary['skipped_examples']
-    keep, results = _successful_samples(bag)
+    keep, episodes, results = _successful_samples(bag)
     assert len(keep) == summary['written'], (keep, summary)
     robot = JSONLDataset(out)
+    # Every run repeats the task's instruction: the recorded results alone split the episodes
+    assert [robot.records[i]['episode'] for i in range(len(robot))] == episodes
+    assert summary['episodes'] == EPISODES
     robot_samples = [(robot.records[i], robot[i]) for i in range(len(robot)) if keep[i]]
     direct_samples = [(direct.records[i], direct[i]) for i in range(len(direct))]
     print(f'direct path {direct_s:.1f} s, robot path {time.monotonic() - started - direct_s:.1f} s')

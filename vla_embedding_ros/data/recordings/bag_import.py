@@ -8,11 +8,8 @@ camera at or before the action (within ``tolerance`` seconds) and the instructio
 see ``bag_pairing`` for the exact policy. Actions that cannot be paired are counted per reason
 and reported, never dropped silently.
 
-Time: with ``stamp='header'`` a message's header stamp is its time when it has one (images,
-TwistStamped); ``String``, ``Float32MultiArray`` and ``Twist`` have no header, so they always
-use the bag receive time, and a header stamp of exactly zero (never set) falls back to the
-receive time too (counted in the summary). ``stamp='receive'`` uses receive times throughout,
-which is right when the camera stamps with a clock other than the recorder's.
+Which stamps count (header or receive) is ``bag_scan``'s; which actions form an episode
+(the instruction text changes, or a message on ``--episode-topic``) is ``bag_episodes``'.
 
 Vector actions always keep their raw vector (``action_vector``); ``cluster=K`` also names each
 one after the nearest of K k-means centres and stores those centres as the dataset's action
@@ -29,7 +26,6 @@ import json
 import os
 import time
 from collections import Counter, deque
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -40,25 +36,19 @@ from ...actions.library import ActionLibrary, load_library
 from ...files import atomic_write_text
 from ..dataset import DatasetWriter
 from .bag_actions import (
-    ACTION_TYPES,
     NAME_TYPES,
-    action_payload,
     cluster_library,
     default_parameter_names,
     names_library,
 )
+from .bag_episodes import assign_episodes
 from .bag_images import ImageDecodeError, decode_image
-from .bag_pairing import Timeline, pair_actions
-from .bag_reader import BagError, BagReader
-from .bag_record import COMPRESSED_IMAGE, IMAGE, STRING
+from .bag_pairing import pair_actions
+from .bag_scan import BagScan, ImportConfig, bag_messages, open_bag, scan_bag
 
-STAMP_MODES = ('header', 'receive')
-FORMATS = ('jsonl', 'lerobot')
-LEROBOT_IMAGES = ('video', 'parquet')
 # Topic name parts that say nothing about which camera it is.
 _GENERIC_TOPIC_PARTS = {'image_raw', 'image', 'compressed', 'image_rect', 'image_color',
                         'image_rect_color', 'rgb', 'color'}
-IMAGE_TYPES = (IMAGE, COMPRESSED_IMAGE)
 SUMMARY = 'summary.json'
 MAX_EXAMPLES = 3
 # Header stamps this far from the receive times suggest another clock (e.g. a camera's own).
@@ -76,180 +66,6 @@ EMPTY_NAME = 'empty action name'
 BAD_LENGTH = 'action vector length differs'
 NOT_FINITE = 'action vector not finite'
 CORRUPT_ACTION = 'action message does not deserialise'
-
-
-@dataclass
-class ImportConfig:
-    """What to read and how to pair it (the CLI options of ``vla-bag-to-dataset``)."""
-
-    image_topics: list[str] = field(default_factory=lambda: ['/camera/image_raw'])
-    instruction_topic: str = '/instruction'
-    action_topic: str = '/action_selector/selected_action'
-    tolerance: float = 0.1                 # seconds a frame may be older than its action
-    stamp: str = 'header'                  # 'header' or 'receive'
-    library: str | None = None             # library YAML for name actions
-    cluster: int = 0                       # K > 0: name vector actions by K k-means centres
-    parameter_names: list[str] | None = None   # vector component names for the library
-    resize: tuple[int, int] | None = None  # (width, height) of every stored image
-    split: str | None = None               # value of the 'split' field of every sample
-    seed: int = 0                          # k-means seed
-    format: str = 'jsonl'                  # 'jsonl' (index + PNGs) or 'lerobot' (v3.0)
-    fps: float | None = None               # lerobot: info.json fps (None: from the samples)
-    lerobot_images: str = 'video'          # lerobot: 'video' (AV1 MP4) or 'parquet' (PNGs)
-
-    def validate(self) -> None:
-        """Raise ValueError naming the first bad option."""
-        if not self.image_topics:
-            raise ValueError('give at least one image topic')
-        if len(set(self.image_topics)) != len(self.image_topics):
-            raise ValueError(f'image topics repeat: {self.image_topics}')
-        topics = [*self.image_topics, self.instruction_topic, self.action_topic]
-        if len(set(topics)) != len(topics):
-            raise ValueError(f'image, instruction and action topics must differ: {topics}')
-        if not self.tolerance >= 0:
-            raise ValueError(f'tolerance must be >= 0 seconds, got {self.tolerance}')
-        if self.stamp not in STAMP_MODES:
-            raise ValueError(f'stamp must be one of {STAMP_MODES}, got {self.stamp!r}')
-        if self.cluster < 0:
-            raise ValueError(f'cluster must be >= 0, got {self.cluster}')
-        if self.resize is not None and min(self.resize) < 1:
-            raise ValueError(f'resize must be positive, got {self.resize}')
-        if self.format not in FORMATS:
-            raise ValueError(f'format must be one of {FORMATS}, got {self.format!r}')
-        if self.fps is not None and not self.fps > 0:
-            raise ValueError(f'fps must be > 0, got {self.fps}')
-        if self.lerobot_images not in LEROBOT_IMAGES:
-            raise ValueError(f'lerobot images must be one of {LEROBOT_IMAGES}, got '
-                             f'{self.lerobot_images!r}')
-
-
-@dataclass
-class BagScan:
-    """First pass over one bag: every stamp, the instructions and the action payloads."""
-
-    path: Path
-    types: dict[str, str]
-    counts: dict[str, int]
-    frames: dict[str, Timeline]
-    instructions: Timeline
-    texts: list[str]
-    actions: Timeline
-    payloads: list
-    out_of_order: dict[str, int]
-    header_fallbacks: dict[str, int]
-    corrupt: dict[str, int]               # messages that did not deserialise, per topic
-    clock_offsets: dict[str, float]       # median header - receive per image topic (s)
-    other_topics: dict[str, str] = field(default_factory=dict)       # not asked for: msgtype
-    unreadable_topics: dict[str, str] = field(default_factory=dict)  # skipped: why
-    notes: list[str] = field(default_factory=list)                    # how the bag was read
-
-
-def _wanted_topics(cfg: ImportConfig) -> list[str]:
-    return [*cfg.image_topics, cfg.instruction_topic, cfg.action_topic]
-
-
-def _open(path: Path, cfg: ImportConfig) -> BagReader:
-    return BagReader(path, _wanted_topics(cfg))
-
-
-def _topic_types(reader: BagReader, path: Path, cfg: ImportConfig) -> dict[str, str]:
-    """Check that every topic exists with a supported type; return topic -> msgtype."""
-    available = {}
-    for conn in reader.connections:
-        available.setdefault(conn.topic, set()).add(conn.msgtype)
-    others = {**reader.other_topics}
-    wanted = {t: IMAGE_TYPES for t in cfg.image_topics}
-    wanted[cfg.instruction_topic] = (STRING,)
-    wanted[cfg.action_topic] = ACTION_TYPES
-    types = {}
-    for topic, allowed in wanted.items():
-        if topic not in available:
-            have = {t: '/'.join(sorted(m)) for t, m in available.items()} | others
-            listed = ', '.join(f'{t} ({m})' for t, m in sorted(have.items()))
-            raise BagError(path, f'not in the bag; it has: {listed or "no topics"}', topic)
-        msgtypes = available[topic]
-        if len(msgtypes) > 1 or next(iter(msgtypes)) not in allowed:
-            raise BagError(path, f'has type {"/".join(sorted(msgtypes))}; expected one of '
-                                 f'{", ".join(allowed)}', topic)
-        types[topic] = next(iter(msgtypes))
-    return types
-
-
-def _stamp(msg, receive: int, mode: str) -> tuple[int, bool]:
-    """(time in ns, whether a zero header stamp fell back to the receive time)."""
-    header = getattr(msg, 'header', None) if mode == 'header' else None
-    if header is None:
-        return receive, False
-    ns = int(header.stamp.sec) * 10**9 + int(header.stamp.nanosec)
-    return (receive, True) if ns == 0 else (ns, False)
-
-
-def _messages(reader: BagReader, types: dict[str, str]):
-    """Messages of the chosen topics, in the bag's order (the same in both passes)."""
-    return reader.messages([c for c in reader.connections if c.topic in types])
-
-
-def scan_bag(path: str | os.PathLike, cfg: ImportConfig, progress: bool = False) -> BagScan:
-    """First pass: stamps of every message, instruction texts and action payloads."""
-    path = Path(path)
-    with _open(path, cfg) as reader:
-        types = _topic_types(reader, path, cfg)
-        stamps: dict[str, list[int]] = {t: [] for t in types}
-        fallbacks, corrupt, texts, payloads = Counter(), Counter(), [], []
-        offsets = {t: [] for t in cfg.image_topics}
-        for conn, receive, raw in tqdm(_messages(reader, types), desc=f'{path.name} (scan)',
-                                       unit='msg', disable=not progress):
-            topic = conn.topic
-            is_image = topic in offsets
-            if is_image and cfg.stamp == 'receive':
-                stamps[topic].append(receive)  # no need to deserialise the picture
-                continue
-            try:
-                msg = reader.deserialize(raw, conn.msgtype)
-            except Exception:  # a corrupt message is counted, not fatal
-                corrupt[topic] += 1
-                if topic != cfg.instruction_topic:  # an unreadable instruction is never in force
-                    stamps[topic].append(receive)   # frames fail again, and are counted, later
-                    if topic == cfg.action_topic:
-                        payloads.append(None)
-                continue
-            t, fell_back = _stamp(msg, receive, cfg.stamp)
-            fallbacks[topic] += fell_back
-            stamps[topic].append(t)
-            if is_image:
-                if not fell_back:
-                    offsets[topic].append(t - receive)
-            elif topic == cfg.instruction_topic:
-                texts.append(str(msg.data))
-            elif topic == cfg.action_topic:
-                payloads.append(action_payload(msg, conn.msgtype))
-    out_of_order = {t: int(np.sum(np.asarray(s[1:]) < np.maximum.accumulate(s)[:-1]))
-                    if len(s) > 1 else 0 for t, s in stamps.items()}
-    return BagScan(
-        path=path, types=types, counts={t: len(s) for t, s in stamps.items()},
-        frames={t: Timeline(stamps[t]) for t in cfg.image_topics},
-        instructions=Timeline(stamps[cfg.instruction_topic]), texts=texts,
-        actions=Timeline(stamps[cfg.action_topic]), payloads=payloads,
-        out_of_order={t: n for t, n in out_of_order.items() if n},
-        header_fallbacks={t: n for t, n in fallbacks.items() if n}, corrupt=dict(corrupt),
-        clock_offsets={t: float(np.median(o)) / 1e9 for t, o in offsets.items() if o},
-        other_topics=dict(reader.other_topics), unreadable_topics=dict(reader.unreadable_topics),
-        notes=list(reader.notes))
-
-
-def _episodes(texts: list[str], stamps: Timeline, first: int) -> tuple[list[int], list[int]]:
-    """Per instruction id: episode number and episode start (ns).
-
-    A new episode starts whenever the instruction text changes (a republished, identical
-    instruction continues the episode).
-    """
-    episode, start = [0] * len(texts), [0] * len(texts)
-    current, previous, begin = first - 1, None, 0
-    for t, i in zip(stamps.stamps.tolist(), stamps.ids.tolist(), strict=True):
-        if texts[i] != previous:
-            current, previous, begin = current + 1, texts[i], t
-        episode[i], start[i] = current, begin
-    return episode, start
 
 
 class _Report:
@@ -360,7 +176,7 @@ def _write_bag(scan: BagScan, pairing, writer: DatasetWriter, cfg: ImportConfig,
                 report.skip(scan.path, SIZE_MISMATCH, f'{when}: {[im.shape for im in images]}')
             else:
                 action, vector = name_of(p.action)
-                episode, start = episodes[p.instruction]
+                episode, start = episodes[p.action]
                 writer.add(images, scan.texts[p.instruction], action=action,
                            action_vector=vector, episode=episode,
                            timestamp=(p.stamp - start) / 1e9, split=cfg.split)
@@ -373,8 +189,8 @@ def _write_bag(scan: BagScan, pairing, writer: DatasetWriter, cfg: ImportConfig,
             bar.update()
 
     try:
-        with _open(scan.path, cfg) as reader:
-            for conn, _, raw in _messages(reader, scan.types):
+        with open_bag(scan.path, cfg) as reader:
+            for conn, _, raw in bag_messages(reader, scan.types):
                 camera = cameras.get(conn.topic)
                 if camera is None:
                     continue
@@ -483,8 +299,9 @@ def convert_bags(bags: list[str | os.PathLike], out: str | os.PathLike, cfg: Imp
     writer = _writer(out, library, overwrite, cfg)
     try:
         for b, (scan, pairing) in enumerate(zip(scans, pairings, strict=True)):
-            episode, start = _episodes(scan.texts, scan.instructions, first_episode)
-            first_episode = max(episode, default=first_episode - 1) + 1
+            episodes = assign_episodes(scan.texts, scan.instructions, scan.episode_ends,
+                                       pairing.matched, first_episode)
+            first_episode = max((e for e, _ in episodes.values()), default=first_episode - 1) + 1
 
             def name_of(action, scan=scan, b=b):
                 payload = scan.payloads[action]
@@ -492,8 +309,8 @@ def convert_bags(bags: list[str | os.PathLike], out: str | os.PathLike, cfg: Imp
                     return payload, None
                 return (labels[(b, action)] if labels else None), payload
 
-            n, eps = _write_bag(scan, pairing, writer, cfg, report, name_of,
-                                list(zip(episode, start, strict=True)), progress)
+            n, eps = _write_bag(scan, pairing, writer, cfg, report, name_of, episodes,
+                                progress)
             written += n
             episodes_written |= eps
         summary = _summary(scans, cfg, kind, out, written, report, library_summary,
@@ -523,7 +340,7 @@ def _summary(scans, cfg, kind, out, written, report, library_summary, episodes,
     return {
         'out': str(out), 'format': cfg.format, 'bags': [str(s.path) for s in scans],
         'topics': {'images': cfg.image_topics, 'instruction': cfg.instruction_topic,
-                   'action': cfg.action_topic},
+                   'action': cfg.action_topic, 'episode': cfg.episode_topic},
         'types': {t: m for s in scans for t, m in s.types.items()},
         'stamp': cfg.stamp, 'tolerance': cfg.tolerance, 'action_type': kind,
         'messages': dict(sum((Counter(s.counts) for s in scans), Counter())),

@@ -20,20 +20,19 @@ Examples::
     vla-bag-to-dataset bag1 bag2.mcap --out data/teleop \\
         --image-topic /front/image_raw --image-topic /wrist/image_raw/compressed \\
         --instruction-topic /instruction --action-topic /cmd_vel --cluster 16 --stamp receive
+
+    # the LIBERO simulator over topics: its runs of one task share their instruction, so the
+    # episode results split them into episodes
+    vla-bag-to-dataset recordings/libero --out data/libero_run \
+        --action-topic /action_selector/action_vector --episode-topic /libero_sim/episode_result
 """
 from __future__ import annotations
 
 import argparse
 import sys
 
-from .bag_import import (
-    FORMATS,
-    LEROBOT_IMAGES,
-    STAMP_MODES,
-    ImportConfig,
-    convert_bags,
-    format_summary,
-)
+from .bag_import import convert_bags, format_summary
+from .bag_scan import FORMATS, LEROBOT_IMAGES, STAMP_MODES, ImportConfig
 
 DEFAULT_IMAGE_TOPIC = '/camera/image_raw'
 
@@ -66,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--action-topic', default='/action_selector/selected_action',
                         help='String (names), Float32MultiArray (vectors) or Twist '
                              '(default: %(default)s)')
+    parser.add_argument('--episode-topic', metavar='TOPIC',
+                        help='every message on TOPIC (any type, e.g. a simulator\'s '
+                             '/libero_sim/episode_result) ends an episode; without it an '
+                             'episode ends only when the instruction text changes')
     parser.add_argument('--tolerance', type=float, default=0.1,
                         help='seconds a frame may be older than the action it is paired with '
                              '(default: %(default)s)')
@@ -109,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = ImportConfig(
         image_topics=args.image_topics or [DEFAULT_IMAGE_TOPIC],
         instruction_topic=args.instruction_topic, action_topic=args.action_topic,
+        episode_topic=args.episode_topic,
         tolerance=args.tolerance, stamp=args.stamp, library=args.library,
         cluster=args.cluster,
         parameter_names=[p.strip() for p in args.param_names.split(',')]

@@ -37,7 +37,9 @@ from ...actions.library import load_library
 from ...files import StagedDirectory
 from ..dataset import save_library
 from . import lerobot_layout as L
-from .lerobot_video import CRF, GOP, PIX_FMT, PRESET, VideoEncoder, ticks_per_second
+from .lerobot_stats import count_pixels, episode_splits, image_stats, vector_stats
+from .lerobot_streams import DataFiles, EpisodeRows, VideoTrack
+from .lerobot_video import CRF, GOP, PIX_FMT, PRESET, ticks_per_second
 
 # Data rows are written as a parquet row group once this many bytes are buffered (or at the
 # end of an episode): small enough that a reader fetching one PNG decompresses little.
@@ -49,9 +51,6 @@ ROW_GROUP_BYTES = 8 << 20
 FPS_ESTIMATE_SPACINGS = 16
 FPS_ESTIMATE_MAX_HELD = 32
 FALLBACK_FPS = 30
-# LeRobot's image statistics sample frames no larger than ~150 px (compute_stats
-# auto_downsample_height_width); histograms of a strided view are as good and cheaper.
-STATS_IMAGE_SIZE = 150
 MIN_VIDEO_SIDE = 8   # SVT-AV1 refuses smaller frames
 
 
@@ -112,7 +111,7 @@ class LeRobotWriter(StagedDirectory):
                 raise ValueError('camera_keys must be distinct names without "/", got '
                                  f'{list(camera_keys)}')
         super().__init__(root, overwrite)   # after the checks above: nothing left behind
-        self._tracks: list[_VideoTrack] = []
+        self._tracks: list[VideoTrack] = []
         try:
             (self.tmp / 'meta').mkdir()
             self.library = None if library is None else self._write_library(library)
@@ -130,14 +129,14 @@ class LeRobotWriter(StagedDirectory):
         self._spacings: list[float] = []   # seconds between samples, for the fps estimate
         self._episodes: list[dict] = []       # finished episodes' rows for meta/episodes
         self._episode_splits: list[set] = []
-        self._ep: _Episode | None = None
+        self._ep: EpisodeRows | None = None
         self._features: dict | None = None    # fixed by the first sample
         self._schema: pa.Schema | None = None
         self._cameras: list[str] = []
         self._sizes: list[tuple[int, int]] = []
         self._dim = None if self.library is None else self.library.param_dim
         self._has_split = None
-        self._data = _DataFiles(self.tmp, self.chunks_size, data_files_size_in_mb)
+        self._data = DataFiles(self.tmp, self.chunks_size, data_files_size_in_mb)
         self._values: dict[str, list[np.ndarray]] = {}   # every frame's numeric columns
         self._histograms: list[np.ndarray] = []          # per camera [3, 256] pixel counts
 
@@ -309,12 +308,12 @@ class LeRobotWriter(StagedDirectory):
 
     # -- episodes -------------------------------------------------------------------------------
     def _start_episode(self, key, episode) -> None:
-        self._ep = _Episode(key, episode, len(self._episodes), self._written, self._schema,
+        self._ep = EpisodeRows(key, episode, len(self._episodes), self._written, self._schema,
                             len(self._cameras))
         self._data.start_episode()
         if self.images == 'video' and not self._tracks:   # the first episode: fps is known now
             limit = self.video_files_size_in_mb * 2**20
-            self._tracks = [_VideoTrack(self.tmp, cam, w, h, self._ticks, self.fps, limit,
+            self._tracks = [VideoTrack(self.tmp, cam, w, h, self._ticks, self.fps, limit,
                                         self.chunks_size, self.crf)
                             for cam, (h, w) in zip(self._cameras, self._sizes, strict=True)]
         for track in self._tracks:
@@ -327,7 +326,7 @@ class LeRobotWriter(StagedDirectory):
             ep.tasks.append(task)
         ep.splits.add(sample.split)
         for c, frame in enumerate(sample.frames):
-            _count_pixels(self._histograms[c], ep.histograms[c], frame)
+            count_pixels(self._histograms[c], ep.histograms[c], frame)
             if self._tracks:
                 self._tracks[c].write(frame)
             else:
@@ -450,192 +449,3 @@ class _Sample:
         self.frames, self.task, self.vector = frames, task, vector
         self.library_index, self.key, self.episode = library_index, key, episode
         self.given, self.split = given, split
-
-
-class _Episode:
-    """The episode being written: its rows not yet in parquet, and what its stats need."""
-
-    def __init__(self, key, episode, index: int, first: int, schema: pa.Schema, cameras: int):
-        self.key, self.id, self.index, self.first = key, episode, index, first
-        self.schema = schema
-        self.length = 0
-        self.tasks: list[str] = []
-        self.splits: set = set()
-        self.values = {name: [] for name in (L.ACTION, L.LIBRARY_INDEX, L.SOURCE_TIMESTAMP,
-                                             'timestamp',
-                                             'frame_index', 'episode_index', 'index',
-                                             'task_index')}
-        self.histograms = [np.zeros((3, 256), np.int64) for _ in range(cameras)]
-        self.rows = {name: [] for name in schema.names}
-        self.row_bytes = 0
-
-    def take_rows(self) -> pa.Table | None:
-        """The buffered rows as a table (None when there are none); the buffer is emptied."""
-        if not self.rows[L.ACTION]:
-            return None
-        arrays = []
-        for field in self.schema:
-            values = self.rows[field.name]
-            if field.name == L.ACTION:
-                flat = pa.array(np.concatenate(values), pa.float32())
-                arrays.append(pa.FixedSizeListArray.from_arrays(flat, field.type.list_size))
-            else:
-                arrays.append(pa.array(values, field.type))
-        self.rows = {name: [] for name in self.schema.names}
-        self.row_bytes = 0
-        return pa.Table.from_arrays(arrays, schema=self.schema)
-
-
-class _DataFiles:
-    """The data parquet files: one open ``ParquetWriter``, rolled over between episodes."""
-
-    def __init__(self, root: Path, chunks_size: int, limit_mb: float):
-        self.root, self.chunks_size, self.limit = root, chunks_size, limit_mb * 2**20
-        self.chunk = self.file = 0
-        self.writer = None
-        self.bytes = 0            # Arrow bytes written to the current file
-        self.episode_bytes = 0    # ... by the last (or current) episode
-
-    def start_episode(self) -> None:
-        if self.writer is not None and self.bytes + self.episode_bytes >= self.limit:
-            self.writer.close()
-            self.writer, self.bytes = None, 0
-            self.chunk, self.file = L.next_chunk_file(self.chunk, self.file, self.chunks_size)
-        self.episode_bytes = 0
-
-    def write(self, table: pa.Table | None) -> None:
-        if table is None:
-            return
-        if self.writer is None:
-            path = self.root / L.DATA_PATH.format(chunk_index=self.chunk, file_index=self.file)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self.writer = pq.ParquetWriter(path, table.schema, compression='snappy',
-                                           use_dictionary=True)
-        self.writer.write_table(table)
-        self.bytes += table.nbytes
-        self.episode_bytes += table.nbytes
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
-
-    def abort(self) -> None:
-        try:
-            self.close()
-        except (OSError, pa.ArrowException):
-            self.writer = None
-
-
-class _VideoTrack:
-    """One camera's video files: the open encoder, and where its episodes start and end.
-
-    Frames follow each other at exactly 1/fps (frame n of a file at n / fps), episodes back
-    to back, as LeRobot writes them: a constant-frame-rate file whose average rate is fps.
-    """
-
-    def __init__(self, root: Path, key: str, width: int, height: int, ticks: int, fps: float,
-                 limit_bytes: float, chunks_size: int, crf: int):
-        self.root, self.key, self.width, self.height = root, key, width, height
-        self.ticks, self.fps, self.limit, self.chunks_size = ticks, fps, limit_bytes, chunks_size
-        self.crf = crf
-        self.chunk = self.file = 0
-        self.encoder: VideoEncoder | None = None
-        self.frames = 0           # frames in the current file
-        self.first = 0            # the current episode's first frame in the file
-        self.episode_bytes = 0
-        self._bytes_at_start = 0
-
-    def start_episode(self) -> None:
-        if self.encoder is not None and self.encoder.bytes + self.episode_bytes >= self.limit:
-            self.encoder.close()
-            self.encoder, self.frames = None, 0
-            self.chunk, self.file = L.next_chunk_file(self.chunk, self.file, self.chunks_size)
-        if self.encoder is None:
-            path = self.root / L.VIDEO_PATH.format(video_key=self.key, chunk_index=self.chunk,
-                                                   file_index=self.file)
-            self.encoder = VideoEncoder(path, self.width, self.height, self.ticks, self.fps,
-                                        crf=self.crf)
-        self.first = self.frames
-        self._bytes_at_start = self.encoder.bytes
-
-    def write(self, frame: np.ndarray) -> None:
-        # Exact for a whole-number fps (the clock is a multiple of it); otherwise within
-        # half a tick of n / fps, far inside LeRobot's 0.1 ms tolerance.
-        self.encoder.write(frame, round(self.frames * self.ticks / self.fps))
-        self.frames += 1
-
-    def finish_episode(self) -> dict:
-        self.episode_bytes = self.encoder.bytes - self._bytes_at_start
-        prefix = f'videos/{self.key}/'
-        return {prefix + 'chunk_index': self.chunk, prefix + 'file_index': self.file,
-                prefix + 'from_timestamp': self.first / self.fps,
-                prefix + 'to_timestamp': self.frames / self.fps}
-
-    def close(self) -> None:
-        if self.encoder is not None:
-            self.encoder.close()
-            self.encoder = None
-
-    def abort(self) -> None:
-        if self.encoder is not None:
-            self.encoder.abort()
-            self.encoder = None
-
-
-# -- statistics, in LeRobot's shapes (compute_stats.py) ------------------------------------------
-def vector_stats(values: np.ndarray) -> dict[str, np.ndarray]:
-    """min/max/mean/std/count and quantiles of ``values`` [N, D], each of shape [D]
-    (count [1]). Exact over the frames given (LeRobot estimates quantiles from histograms)."""
-    values = values.astype(np.float64)
-    stats = {'min': values.min(0), 'max': values.max(0), 'mean': values.mean(0),
-             'std': values.std(0), 'count': np.array([len(values)])}
-    for key, q in zip(L.QUANTILE_KEYS, np.quantile(values, L.QUANTILES, axis=0), strict=True):
-        stats[key] = q
-    return stats
-
-
-def image_stats(histogram: np.ndarray, frames: int) -> dict[str, np.ndarray]:
-    """Per-channel stats of RGB pixels in [0, 1], shape [3, 1, 1] (count [1] = frames), from
-    a [3, 256] histogram of 0-255 values: exact, quantiles included."""
-    levels = np.arange(256) / 255.0
-    total = histogram.sum(1)
-    mean = histogram @ levels / total
-    std = np.sqrt(np.maximum(histogram @ levels**2 / total - mean**2, 0.0))
-    present = histogram > 0
-    cum = np.cumsum(histogram, 1)
-    stats = {'min': levels[present.argmax(1)], 'max': levels[255 - present[:, ::-1].argmax(1)],
-             'mean': mean, 'std': std}
-    shaped = {k: v.reshape(3, 1, 1) for k, v in stats.items()}
-    shaped['count'] = np.array([frames])
-    for key, q in zip(L.QUANTILE_KEYS, L.QUANTILES, strict=True):
-        index = np.array([np.searchsorted(cum[c], q * total[c]) for c in range(3)])
-        shaped[key] = levels[np.minimum(index, 255)].reshape(3, 1, 1)
-    return shaped
-
-
-def _count_pixels(total: np.ndarray, episode: np.ndarray, frame: np.ndarray) -> None:
-    """Add a frame's pixels (strided down to ~150 px for large frames) to both histograms."""
-    step = max(1, max(frame.shape[:2]) // STATS_IMAGE_SIZE) if max(frame.shape[:2]) >= 300 else 1
-    view = frame[::step, ::step]
-    for c in range(3):
-        counts = np.bincount(view[..., c].ravel(), minlength=256)
-        total[c] += counts
-        episode[c] += counts
-
-
-def episode_splits(splits: list[set]) -> dict[str, str]:
-    """``info.json`` ``splits``: episode ranges per split name when every episode has one
-    split and each split's episodes are contiguous; otherwise LeRobot's ``{"train": "0:N"}``."""
-    everything = {'train': f'0:{len(splits)}'}
-    if any(len(s) != 1 or None in s for s in splits):
-        return everything
-    names = [str(next(iter(s))) for s in splits]
-    ranges, start = {}, 0
-    for i in range(1, len(names) + 1):
-        if i == len(names) or names[i] != names[start]:
-            if names[start] in ranges:
-                return everything
-            ranges[names[start]] = f'{start}:{i}'
-            start = i
-    return ranges

@@ -61,10 +61,11 @@ def score_decisions(selector, items, sampling, seed: int = 0) -> dict:
         return space.options[int(index)], values.numpy()
 
     cells = defaultdict(lambda: [0, 0])
-    distances = []
+    distances, suites = [], []
     for i, item in enumerate(items):
         choice, point = split(item['action_vector'])
         suite, case = scene_case(item['episode'], choice)
+        suites.append(suite)
         chosen = selector.select_sampled(item['images'][0], item['instruction'],
                                          sampling=replace(sampling, seed=seed + i),
                                          choice=choice)
@@ -75,7 +76,7 @@ def score_decisions(selector, items, sampling, seed: int = 0) -> dict:
         cell[0] += 1
         cell[1] += distance <= 1.0
     right = sum(c[1] for c in cells.values())
-    return {'decisions': len(items), 'right': right,
+    return {'decisions': len(items), 'right': right, 'suites': list(dict.fromkeys(suites)),
             'success': right / len(items) if items else float('nan'),
             'median_error_radii': float(np.median(distances)) if distances else float('nan'),
             'cells': [{'suite': s, 'primitive': p, 'case': c, 'n': n, 'right': r}
@@ -85,7 +86,10 @@ def score_decisions(selector, items, sampling, seed: int = 0) -> dict:
 def format_decisions(name: str, result: dict) -> str:
     """The split as a table: a row per case, a column per suite and primitive."""
     cells = {(c['suite'], c['primitive'], c['case']): c for c in result['cells']}
-    columns = sorted({(s, p) for s, p, _ in cells}, key=lambda sp: (sp[0], sp[1] != 'pick'))
+    # suites in the order the data set holds them, each pick before place
+    suites = result['suites']
+    columns = sorted({(s, p) for s, p, _ in cells},
+                     key=lambda sp: (suites.index(sp[0]), sp[1] != 'pick'))
     head = ['decisions'] + [f'{s.removeprefix("libero_")} {p}' for s, p in columns]
     rows = [head, ['---'] * len(head)]
     for case in CASES:

@@ -282,29 +282,34 @@ def summary(listener: _Listener, episodes: int) -> str:
     wins = sum(r['success'] for r in results)
     latency = [s['latency_ms'] for s in listener.scores if s.get('instruction')]
     diag = listener.diagnostics
+    libero = [r for r in results if 'suite' in r]
+    if libero:
+        # A LIBERO result arrives after both decisions and the executor's moves, so the
+        # end-to-end time that means something is per decision: the frame's stamp to its scores.
+        end_to_end = (f'end-to-end latency : p50 {_p(listener.decision_ms, 50):.1f} ms, '
+                      f'p99 {_p(listener.decision_ms, 99):.1f} ms (image stamp -> decision '
+                      f'received, {len(listener.decision_ms)} decisions)')
+    else:
+        end_to_end = (f'end-to-end latency : p50 {_p(listener.e2e_ms, 50):.1f} ms, '
+                      f'p99 {_p(listener.e2e_ms, 99):.1f} ms (image stamp -> result received)')
     lines = [
         f'episodes completed : {done} / {episodes}',
         f'success rate       : {wins / done:.1%} ({wins}/{done})' if done else
         'success rate       : n/a (no episode completed)',
         f'timeouts           : '
         f'{sum(bool(r.get("timeout")) or r.get("failure") == "timeout" for r in results)}',
-        f'selector latency   : p50 {_p(latency, 50):.1f} ms, p99 {_p(latency, 99):.1f} ms '
-        f'({len(latency)} decisions, scores latency_ms)',
-        f'end-to-end latency : p50 {_p(listener.e2e_ms, 50):.1f} ms, '
-        f'p99 {_p(listener.e2e_ms, 99):.1f} ms (image stamp -> result received)',
-        f'frames             : received {diag.get("frames_received", "?")}, processed '
-        f'{diag.get("frames_processed", "?")}, dropped {diag.get("frames_dropped", "?")}, '
-        f'stale {diag.get("frames_stale", "?")}',
     ]
-    libero = [r for r in results if 'suite' in r]
     if libero and not listener.scores and not diag:   # --policy expert: no selector ran
-        lines[3:] = ['selector           : none (the simulator\'s expert answered)']
-    elif libero:
-        # A LIBERO result arrives after both decisions and the executor's moves, so the
-        # end-to-end time that means something is per decision: the frame's stamp to its scores.
-        lines[4] = (f'end-to-end latency : p50 {_p(listener.decision_ms, 50):.1f} ms, '
-                    f'p99 {_p(listener.decision_ms, 99):.1f} ms (image stamp -> decision '
-                    f'received, {len(listener.decision_ms)} decisions)')
+        lines.append('selector           : none (the simulator\'s expert answered)')
+    else:
+        lines += [
+            f'selector latency   : p50 {_p(latency, 50):.1f} ms, p99 {_p(latency, 99):.1f} ms '
+            f'({len(latency)} decisions, scores latency_ms)',
+            end_to_end,
+            f'frames             : received {diag.get("frames_received", "?")}, processed '
+            f'{diag.get("frames_processed", "?")}, dropped {diag.get("frames_dropped", "?")}, '
+            f'stale {diag.get("frames_stale", "?")}',
+        ]
     if libero:
         tasks: dict = {}
         for r in libero:

@@ -104,10 +104,16 @@ def layout_of(job: Job, seed: int):
     of LAYOUT_EPISODES placements, a random rigid motion of it (drawn from the run's seed)
     for odd ones."""
     from .layouts import Layout, draw_layout
-    run = job.k // LAYOUT_EPISODES
-    if run % 2 == 0:
+    if not layout_moved(job):
         return Layout()
+    run = job.k // LAYOUT_EPISODES
     return draw_layout(np.random.default_rng([Job(job.suite, job.task, run).seed(seed), 2]))
+
+
+def layout_moved(job: Job) -> bool:
+    """Whether ``job``'s scene stands in a rigidly moved arrangement (odd runs of
+    LAYOUT_EPISODES placements) rather than LIBERO's own."""
+    return (job.k // LAYOUT_EPISODES) % 2 == 1
 
 
 def demonstration_spec(job: Job, seed: int, folder: str | Path | None = None):

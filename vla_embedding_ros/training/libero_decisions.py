@@ -8,8 +8,8 @@ its point lies within the sample's radius (``labels.radius``: 1.5 cm for a pick,
 place). No simulator runs, so a whole validation set takes a minute, not an hour, and the
 decisions LIBERO's own arrangements never show are counted apart:
 
-* the arrangement: LIBERO's own (even runs of ``LAYOUT_EPISODES`` placements) or rigidly moved
-  (odd runs);
+* the arrangement: LIBERO's own or rigidly moved (``demonstrations.layout_moved``: odd runs of
+  ``LAYOUT_EPISODES`` placements);
 * for a place, whether its target was moved before the frame (odd ``k``).
 
 The cases follow generator 3's scene changes (``libero.demonstrations``, ``GENERATOR``): a
@@ -21,7 +21,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from ..libero.demonstrations import LAYOUT_EPISODES, Job, target_moved
+from ..libero.demonstrations import Job, layout_moved, target_moved
 
 CASES = ('LIBERO arrangement', 'LIBERO arrangement, target moved', 'moved arrangement',
          'moved arrangement, target moved')
@@ -39,9 +39,8 @@ def scene_case(episode: str, primitive: str) -> tuple[str, str]:
         raise ValueError(f"episode {episode!r} is not 'suite/task/k' as vla-libero-dataset "
                          'writes it: this data set was not made by vla-libero-dataset')
     job = Job(parts[0], int(parts[1]), int(parts[2]))
-    moved_layout = (job.k // LAYOUT_EPISODES) % 2 == 1
     moved_target = primitive == 'place' and target_moved(job)
-    return job.suite, CASES[2 * moved_layout + moved_target]
+    return job.suite, CASES[2 * layout_moved(job) + moved_target]
 
 
 def score_decisions(selector, items, sampling, seed: int = 0) -> dict:
@@ -126,6 +125,7 @@ def decisions_main(args, usage_error) -> int:
     from ..libero.episode import GRASP_ATTEMPTS
     from ..selection import ActionSelector
     from ..selection.sampling import SamplingConfig
+    from .evaluate import named_models
     from .libero_eval import LIBERO_ITERATIONS, LIBERO_SAMPLES
     if not args.model:
         raise usage_error('--task libero --dataset needs --model DIR')
@@ -138,12 +138,7 @@ def decisions_main(args, usage_error) -> int:
     if given:
         raise usage_error(f'{given[0]} is for episodes in the simulator; --dataset scores '
                           'single decisions of recorded frames (leave one of them out)')
-    models = {'model': args.model}
-    for item in args.compare:
-        name, _, path = item.partition('=')
-        if not path:
-            raise usage_error(f'--compare wants NAME=DIR, got {item!r}')
-        models[name] = path
+    models = named_models(args.model, args.compare)   # raises the UsageError main passes in
     sampling = SamplingConfig(samples=args.sample_count or LIBERO_SAMPLES,
                               iterations=args.sample_iterations or LIBERO_ITERATIONS)
     try:

@@ -28,7 +28,6 @@ data files, and parquet columns that disagree with the shapes ``info.json`` decl
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections import OrderedDict
@@ -43,16 +42,15 @@ import torch.utils.data
 from ...actions.library import as_library, load_library
 from ...actions.matching import half_min_gap, nearest_actions
 from ...encoded_image import DEFAULT_MAX_PIXELS, EncodedImageError, decode_bounded
-from ...files import read_text_bounded
 from ..dataset import BadSampleError
 from . import lerobot_layout as L
+from .lerobot_meta import read_episodes, read_info, read_tasks
 from .lerobot_video import VideoFrameError, VideoReaderCache
 
 # LeRobotDataset's default: a decoded frame must be this close to the time asked for.
 DEFAULT_TOLERANCE_S = 1e-4
-# Bounds on files a dataset from elsewhere hands us: metadata parquet files are kilobytes to
-# megabytes; a row group is read whole to get one image out of it.
-MAX_META_PARQUET_BYTES = 256 << 20
+# A row group is read whole to get one image out of it: bound what a dataset from elsewhere
+# may make us read.
 MAX_ROW_GROUP_BYTES = 512 << 20
 _COLUMNS = ('index', 'episode_index', 'timestamp', 'task_index', L.ACTION)
 
@@ -88,13 +86,13 @@ class LeRobotV3Dataset(torch.utils.data.Dataset):
         self.root = Path(root)
         self.skip_bad, self.tolerance_s, self.max_pixels = skip_bad, tolerance_s, max_pixels
         self.bad: dict[str, str] = {}
-        self.info = self._read_info()
+        self.info = read_info(self.root)
         self.features = self.info['features']
         self.fps = self.info['fps']
         self.cameras = self._camera_keys(camera_keys)
         self.action_dim = self._action_dim()
-        self._tasks = self._read_tasks()
-        self._episodes = self._read_episodes()
+        self._tasks = read_tasks(self.root)
+        self._episodes = read_episodes(self.root, self.info, self.cameras)
         frames = self._read_frames()
         keep = self._usable(frames)
         self._names_and_indices(frames, library, max_action_distance)
@@ -106,47 +104,7 @@ class LeRobotV3Dataset(torch.utils.data.Dataset):
         self._videos = VideoReaderCache(max_open_videos, max_pixels)
         self._images = _ParquetImages(self._data_files)
 
-    # -- metadata -----------------------------------------------------------------------------
-    def _read_info(self) -> dict:
-        path = self.root / L.INFO_PATH
-        if not path.is_file():
-            raise FileNotFoundError(f'{path} not found: {self.root} is not a LeRobotDataset '
-                                    '(v3.0 keeps its description in meta/info.json)')
-        try:
-            info = json.loads(read_text_bounded(path))
-        except json.JSONDecodeError as e:
-            raise ValueError(f'{path}: not valid JSON ({e})') from e
-        if not isinstance(info, dict):
-            raise ValueError(f'{path}: expected a JSON object, got {type(info).__name__}')
-        version = info.get('codebase_version')
-        try:
-            major, _ = L.parse_version(version)
-        except ValueError as e:
-            raise ValueError(f'{path}: {e}') from None
-        if major < 3:
-            raise ValueError(
-                f'{path}: codebase_version {version!r}; this reader reads LeRobotDataset v3.0. '
-                f'A {version} dataset must be converted first with LeRobot\'s converter: '
-                'python -m lerobot.scripts.convert_dataset_v21_to_v30 --repo-id=<repo>')
-        if major > 3:
-            raise ValueError(f'{path}: codebase_version {version!r} is newer than v3.0, the '
-                             'version this reader understands')
-        for field, kind in (('fps', (int, float)), ('features', dict), ('data_path', str),
-                            ('total_frames', int)):
-            if not isinstance(info.get(field), kind) or isinstance(info.get(field), bool):
-                raise ValueError(f'{path}: field {field!r} missing or not a '
-                                 f'{getattr(kind, "__name__", "number")}')
-        if not info['fps'] > 0:
-            raise ValueError(f"{path}: field 'fps' must be positive, got {info['fps']}")
-        for key, feature in info['features'].items():
-            shape = feature.get('shape') if isinstance(feature, dict) else None
-            if (not isinstance(feature, dict) or not isinstance(feature.get('dtype'), str)
-                    or not isinstance(shape, list) or not shape
-                    or not all(isinstance(n, int) and n > 0 for n in shape)):
-                raise ValueError(f'{path}: features[{key!r}] needs a "dtype" string and a '
-                                 f'"shape" of positive integers, got {feature!r}')
-        return info
-
+    # -- cameras and action vectors -----------------------------------------------------------
     def _camera_keys(self, camera_keys) -> list[str]:
         where = self.root / L.INFO_PATH
         visual = [k for k, f in self.features.items() if f['dtype'] in ('video', 'image')]
@@ -185,60 +143,6 @@ class LeRobotV3Dataset(torch.utils.data.Dataset):
             raise ValueError(f'{where}: features["action"] must be a float32/float64 vector '
                              f'of shape [D], got {feature["dtype"]} {feature["shape"]}')
         return feature['shape'][0]
-
-    def _read_tasks(self) -> dict[int, str]:
-        path = self.root / L.TASKS_PATH
-        table = _read_meta_parquet(path)
-        if 'task_index' not in table.column_names:
-            raise ValueError(f'{path}: no "task_index" column')
-        # The task strings are the pandas index (a column named in the pandas metadata).
-        pandas_meta = json.loads((table.schema.metadata or {}).get(b'pandas', b'{}'))
-        names = [c for c in pandas_meta.get('index_columns', []) if isinstance(c, str)]
-        names += ['task', '__index_level_0__']
-        column = next((c for c in names if c in table.column_names), None)
-        if column is None or not pa.types.is_string(table.schema.field(column).type):
-            raise ValueError(f'{path}: no task string column (the pandas index, or "task")')
-        tasks = {}
-        for index, text in zip(table['task_index'].to_pylist(), table[column].to_pylist(),
-                               strict=True):
-            if index in tasks or not isinstance(text, str):
-                raise ValueError(f'{path}: task_index {index} repeated or without a string')
-            tasks[index] = text
-        return tasks
-
-    def _read_episodes(self) -> dict[int, dict]:
-        folder = self.root / L.EPISODES_DIR
-        files = sorted(folder.glob('*/*.parquet'))
-        if not files:
-            raise FileNotFoundError(f'{folder}: no episodes parquet '
-                                    '(meta/episodes/chunk-XXX/file-XXX.parquet)')
-        videos = [k for k in self.cameras if self.features[k]['dtype'] == 'video']
-        needed = ['episode_index', 'data/chunk_index', 'data/file_index']
-        for key in videos:
-            needed += [f'videos/{key}/chunk_index', f'videos/{key}/file_index',
-                       f'videos/{key}/from_timestamp']
-        episodes = {}
-        for path in files:
-            table = _read_meta_parquet(path, lambda name: not name.startswith('stats/'))
-            missing = [c for c in needed if c not in table.column_names]
-            if missing:
-                raise ValueError(f'{path}: missing column(s) {missing}')
-            named = L.EPISODE_NAME in table.column_names
-            for row in table.select(needed + ([L.EPISODE_NAME] if named else [])).to_pylist():
-                index = row['episode_index']
-                if index in episodes:
-                    raise ValueError(f'{path}: episode_index {index} appears twice')
-                video = {}
-                for key in videos:
-                    rel = L.relative_path(
-                        self.info['video_path'], f'{self.root / L.INFO_PATH} video_path',
-                        video_key=key, chunk_index=row[f'videos/{key}/chunk_index'],
-                        file_index=row[f'videos/{key}/file_index'])
-                    video[key] = (self.root / rel, float(row[f'videos/{key}/from_timestamp']))
-                name = row.get(L.EPISODE_NAME)
-                episodes[index] = {'video': video, 'where': str(path),
-                                   'name': str(index) if name is None else name}
-        return episodes
 
     def _read_frames(self) -> dict[str, np.ndarray]:
         """The per-frame columns of every data file (images excepted), concatenated."""
@@ -545,20 +449,6 @@ class _ParquetImages:
 
     def __setstate__(self, state: dict) -> None:
         self.__init__(**state)
-
-
-def _read_meta_parquet(path: Path, columns=None) -> pa.Table:
-    """A small metadata parquet file, refused when missing or implausibly large."""
-    if not path.is_file():
-        raise FileNotFoundError(f'{path} not found: a LeRobotDataset v3.0 needs it')
-    size = path.stat().st_size
-    if size > MAX_META_PARQUET_BYTES:
-        raise ValueError(f'{path}: {size} bytes > {MAX_META_PARQUET_BYTES}; refusing to read it')
-    try:
-        names = pq.read_schema(path).names
-        return pq.read_table(path, columns=[n for n in names if columns is None or columns(n)])
-    except (pa.ArrowException, OSError) as e:
-        raise ValueError(f'{path}: not a readable parquet file ({e})') from e
 
 
 def _seconds(stamp: float) -> float:

@@ -1,7 +1,8 @@
 """File helpers shared by everything that writes what users keep (checkpoints, datasets),
-and the bounded reader for the small text files users hand us."""
+and the bounded readers for the small text and JSON files users hand us."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -28,6 +29,22 @@ def read_text_bounded(path: str | os.PathLike, max_bytes: int = MAX_TEXT_FILE_BY
     if len(data) > max_bytes:   # grew while we read it (or a special file)
         raise ValueError(f'{path}: more than {max_bytes} bytes; refusing to read it')
     return data.decode('utf-8')
+
+
+def read_json_object(path: str | os.PathLike) -> dict:
+    """The JSON object in ``path`` (read with :func:`read_text_bounded`).
+
+    Raises:
+        FileNotFoundError / OSError: as ``open`` does.
+        ValueError: too large, not valid JSON, or JSON that is not an object (naming the file).
+    """
+    try:
+        data = json.loads(read_text_bounded(path))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f'{path}: not valid JSON ({exc})') from exc
+    if not isinstance(data, dict):
+        raise ValueError(f'{path}: expected a JSON object, got {type(data).__name__}')
+    return data
 
 
 def _umask() -> int:

@@ -34,7 +34,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..files import make_shareable, read_text_bounded
+from ..files import make_shareable, read_json_object
 from .encoders import default_normalisation
 
 SPACE_TYPES = ('clip', 'siglip')
@@ -67,16 +67,6 @@ def pooled(output: Any) -> torch.Tensor:
     raise TypeError(f'cannot find projected features in {type(output).__name__}')
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(read_text_bounded(path))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f'{path}: not valid JSON: {exc}') from exc
-    if not isinstance(data, dict):
-        raise ValueError(f'{path}: expected a JSON object')
-    return data
-
-
 def read_checkpoint_file(name_or_path: str, filename: str) -> dict:
     """``filename`` (a JSON object) of a local folder or a hub checkpoint; {} when absent."""
     if os.path.isdir(name_or_path):
@@ -92,7 +82,7 @@ def read_checkpoint_file(name_or_path: str, filename: str) -> dict:
             return {}
         if path is None:
             return {}
-    return _read_json(Path(path))
+    return read_json_object(Path(path))
 
 
 def checkpoint_type(model_path: str | os.PathLike) -> str | None:
@@ -102,7 +92,7 @@ def checkpoint_type(model_path: str | os.PathLike) -> str | None:
     if not path.is_file():
         return None
     try:
-        config = _read_json(path)
+        config = read_json_object(path)
     except (OSError, ValueError):
         return None
     kind = config.get('model_type')

@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ...files import read_text_bounded
+from ...files import read_json_object
 from . import lerobot_layout as L
 
 # Metadata parquet files are kilobytes to megabytes; one from elsewhere may claim anything.
@@ -21,12 +21,7 @@ def read_info(root: Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f'{path} not found: {root} is not a LeRobotDataset '
                                 '(v3.0 keeps its description in meta/info.json)')
-    try:
-        info = json.loads(read_text_bounded(path))
-    except json.JSONDecodeError as e:
-        raise ValueError(f'{path}: not valid JSON ({e})') from e
-    if not isinstance(info, dict):
-        raise ValueError(f'{path}: expected a JSON object, got {type(info).__name__}')
+    info = read_json_object(path)
     version = info.get('codebase_version')
     try:
         major, _ = L.parse_version(version)
@@ -77,6 +72,7 @@ def read_tasks(root: Path) -> dict[int, str]:
             raise ValueError(f'{path}: task_index {index} repeated or without a string')
         tasks[index] = text
     return tasks
+
 
 def read_episodes(root: Path, info: dict, cameras: list[str]) -> dict[int, dict]:
     """``meta/episodes``: per episode the video file and start time of each video camera in
